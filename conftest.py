@@ -1,0 +1,89 @@
+"""Root conftest: devices, dtypes, Hypothesis profiles and markers for the derivs suite.
+
+Options
+-------
+``--devices cpu,cuda``   devices to run every property on (default: every device present).
+
+Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``dev``):
+
+* ``dev``      fast local feedback (the whole ``pytest -n auto`` run in about 3 minutes on 2 cores);
+* ``ci``       derandomised, more examples: what ``.ci/run`` uses;
+* ``thorough`` many more examples, for long runs before a release.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# NOTE: deadline=None everywhere: first calls into torch.func trace and warm caches, so
+# per-example timings are noisy and a deadline would only produce flaky failures.
+_COMMON = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("dev", max_examples=12, **_COMMON)
+settings.register_profile("ci", max_examples=30, derandomize=True, **_COMMON)
+settings.register_profile("thorough", max_examples=400, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def available_devices() -> list[str]:
+    """Every device torch can use here, cpu first."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--devices",
+        default=None,
+        help="comma-separated devices to test on (default: every device present: "
+        + ",".join(available_devices())
+        + ")",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    raw = config.getoption("--devices")
+    present = available_devices()
+    devices = present if raw is None else [d.strip() for d in raw.split(",") if d.strip()]
+    for d in devices:
+        if d not in present:
+            raise pytest.UsageError(f"--devices: {d!r} is not available here (present: {present})")
+    if not devices:
+        raise pytest.UsageError("--devices: give at least one device")
+    import strategies
+
+    strategies.set_devices(devices)
+
+
+def dtypes_for(device: str) -> list[torch.dtype]:
+    """Floating dtypes the suite checks on ``device`` (mps has no float64)."""
+    return [torch.float32] if device.startswith("mps") else [torch.float32, torch.float64]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    import strategies
+
+    devices = strategies.get_devices()
+    names = metafunc.fixturenames
+    if "device" in names and "dtype" in names:
+        pairs = [(d, dt) for d in devices for dt in dtypes_for(d)]
+        ids = [f"{d}-{str(dt).removeprefix('torch.')}" for d, dt in pairs]
+        metafunc.parametrize(("device", "dtype"), pairs, ids=ids, scope="session")
+    elif "device" in names:
+        metafunc.parametrize("device", devices, scope="session")
+    elif "dtype" in names:
+        dts = sorted({dt for d in devices for dt in dtypes_for(d)}, key=str)
+        ids = [str(dt).removeprefix("torch.") for dt in dts]
+        metafunc.parametrize("dtype", dts, ids=ids, scope="session")

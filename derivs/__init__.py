@@ -1,0 +1,41 @@
+"""derivs: trustworthy Jacobians, Hessians, hvp and vhp for PyTorch.
+
+Transforms return callables, like ``torch.func``::
+
+    derivs.jacobian(f, argnums=0, method="auto")(*args)      # (*out, *in)
+    derivs.hessian(f, argnums=0, method="auto")(*args)       # (*out, *in, *in)
+    derivs.batch_jacobian(f, in_dims=0, method="vmap")(*args)  # (B, *out, *in)
+    derivs.batch_hessian(f, in_dims=0, method="vmap")(*args)   # (B, *out, *in, *in)
+
+Products are evaluated directly::
+
+    derivs.hvp(f, primals, tangents)       # H @ v, a tuple shaped like primals
+    derivs.vhp(f, primals, cotangents)     # v @ H
+
+``derivs.oracles`` holds independent ground truth (finite differences, complex step, naive
+loops) and ``derivs.testing.assert_close`` the comparison helper the suite uses.
+"""
+
+from derivs import oracles, testing
+from derivs._config import get_memory_budget, memory_budget, set_memory_budget
+from derivs.batch import batch_hessian, batch_jacobian
+from derivs.hessian import hessian
+from derivs.jacobian import jacobian
+from derivs.products import hvp, vhp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "batch_hessian",
+    "batch_jacobian",
+    "get_memory_budget",
+    "hessian",
+    "hvp",
+    "jacobian",
+    "memory_budget",
+    "oracles",
+    "set_memory_budget",
+    "testing",
+    "vhp",
+]

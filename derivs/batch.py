@@ -1,0 +1,271 @@
+"""Per-sample Jacobians and Hessians of a batch: by vmap, by a Python loop, or by the sum trick."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from derivs import _validate
+from derivs.hessian import checked_for_hessian, hessian_blocks, nest
+from derivs.jacobian import _name, jacobian_blocks
+
+METHODS = {
+    "vmap": "torch.func.vmap over the per-sample transform; always valid (the default)",
+    "loop": "a Python loop over samples; slow, a reference",
+    "sum": "the sum trick: differentiate the batch-summed output of func applied to the whole "
+    "batch; fastest, valid only if samples do not interact (checked)",
+}
+
+# NOTE: the coupling probe's tangent values come from a fixed generator so that a refusal is
+# reproducible; their values are irrelevant as long as no entry is zero.
+_PROBE_SEED = 20240521
+
+
+def _sample(args: Sequence[Any], dims: Sequence[int | None], b: int) -> list[Any]:
+    return [a if d is None else a.select(d, b) for a, d in zip(args, dims, strict=True)]
+
+
+def _per_sample_numel(args: Sequence[Any], dims: Sequence[int | None], nums: tuple[int, ...], batch: int) -> int:
+    return sum(args[a].numel() // (batch if dims[a] is not None else 1) for a in nums)
+
+
+def _stack(per_sample: list[list[list[torch.Tensor]]]) -> list[list[torch.Tensor]]:
+    rows, cols = len(per_sample[0]), len(per_sample[0][0])
+    return [[torch.stack([s[r][c] for s in per_sample]) for c in range(cols)] for r in range(rows)]
+
+
+def _check_independent(
+    api: str, func: Callable[..., Any], args: Sequence[Any], nums: tuple[int, ...],
+    dims: Sequence[int | None], batch: int,
+) -> None:
+    """Refuse the sum trick for a ``func`` that couples samples (one vmapped forward-mode probe).
+
+    Two tangents, nonzero only on the first and on the last sample of every differentiated
+    argument, are pushed through ``func`` applied to the whole batch; for a sample-independent
+    ``func`` every other sample's output tangent is exactly zero. Cost: one ``vmap(jvp)`` of
+    width two, about three evaluations of ``func``. Guarantee: any dependence of another
+    sample's output on the first or last sample, at this point, is caught; a coupling that
+    avoids both (and only appears elsewhere) is not.
+    """
+    for a in nums:
+        if dims[a] is None:
+            raise ValueError(
+                f"{api}: method='sum' differentiates the batch-summed output, which cannot give "
+                f"per-sample derivatives with respect to the unbatched args[{a}] (in_dims[{a}] is "
+                f"None); use method='vmap'"
+            )
+    diff = [args[a] for a in nums]
+    probes = sorted({0, batch - 1})
+    gen = torch.Generator().manual_seed(_PROBE_SEED)
+    tangents = []
+    for a, x in zip(nums, diff, strict=True):
+        t = torch.zeros((len(probes), *x.shape), dtype=x.dtype, device=x.device)
+        d = dims[a]
+        assert d is not None
+        for p, b in enumerate(probes):
+            values = torch.rand(x.select(d, b).shape, generator=gen, dtype=torch.float64) + 0.5
+            t[p].select(d, b).copy_(values)
+        tangents.append(t)
+
+    def g(*d: torch.Tensor) -> Any:
+        full = list(args)
+        for a, x in zip(nums, d, strict=True):
+            full[a] = x
+        return func(*full)
+
+    def push(*t: torch.Tensor) -> Any:
+        return torch.func.jvp(g, tuple(diff), t)
+
+    outs, tan = torch.func.vmap(push)(*tangents)
+    out = outs[0]
+    if out.dim() == 0 or out.shape[0] != batch:
+        raise ValueError(
+            f"{api}: method='sum' needs func to map the whole batch to outputs batched along "
+            f"dim 0 (size {batch}), but func returned shape {tuple(out.shape)}; use method='vmap'"
+        )
+    for p, b in enumerate(probes):
+        leak = tan[p].clone()
+        leak[b] = 0
+        if not bool((leak == 0).all()):
+            other = int(leak.reshape(batch, -1).abs().amax(1).argmax())
+            raise ValueError(
+                f"{api}: func couples samples: the output of sample {other} changes with the input "
+                f"of sample {b}, so the sum trick would silently mix their derivatives; use "
+                f"method='vmap' (or 'loop'), which differentiate each sample on its own"
+            )
+
+
+def _sum_jacobian_blocks(
+    func: Callable[..., Any], args: Sequence[Any], nums: tuple[int, ...],
+    dims: Sequence[int | None], chunk_size: int | None, method: str, api: str,
+) -> tuple[list[torch.Tensor], int]:
+    """Per-argnum blocks of d(sum_b out_b)/d x, batch moved to dim 0: ``(B, *out, *in_i)``."""
+    captured: list[int] = []
+
+    def summed(*a: Any) -> torch.Tensor:
+        out = func(*a)
+        captured.append(out.dim() - 1)
+        return out.sum(0)
+
+    blocks, _, _ = jacobian_blocks(summed, args, nums, method, chunk_size=chunk_size, api=api)
+    out_dims = captured[0]
+    return [blk.movedim(out_dims + dims[a], 0) for blk, a in zip(blocks[0], nums, strict=True)], out_dims
+
+
+def _prepare(api: str, func: object, argnums: object, method: object, chunk_size: object = None) -> None:
+    _validate.check_callable(api, func)
+    _validate.check_argnums_spec(api, argnums)
+    _validate.check_method(api, method, METHODS)
+    _validate.check_chunk_size(api, chunk_size)
+
+
+def _resolve(api: str, args: Sequence[Any], argnums: Any, in_dims: Any) -> tuple[tuple[int, ...], tuple[int | None, ...], int, list[torch.Tensor]]:
+    dims, batch = _validate.check_in_dims(api, in_dims, args)
+    nums = _validate.normalize_argnums(api, argnums, len(args))
+    diff = _validate.check_diff_args(api, args, nums)
+    if batch == 0:
+        raise ValueError(f"{api}: the batch is empty (batch size 0); there are no samples to differentiate")
+    return nums, dims, batch, diff
+
+
+def batch_jacobian(
+    func: Callable[..., Any],
+    argnums: _validate.Argnums = 0,
+    *,
+    in_dims: int | tuple[int | None, ...] = 0,
+    method: str = "vmap",
+    chunk_size: int | None = None,
+) -> Callable[..., Any]:
+    """Return a function computing the Jacobian of ``func`` for every sample of a batch.
+
+    Args:
+        func: the per-sample function, returning a tensor. With ``method="sum"`` it is called
+            on the whole batch instead and must return the outputs batched along dim 0.
+        argnums: which positional argument(s) to differentiate; an int or a tuple of ints.
+        in_dims: as in ``torch.vmap``: the batch dim of each argument, ``None`` for an
+            argument shared by all samples (e.g. ``(None, None, 0)`` for ``predict(w, b, x)``).
+        method: ``"vmap"``, ``"loop"`` or ``"sum"`` (see ``METHODS``).
+        chunk_size: basis vectors pushed through at once by each per-sample Jacobian.
+
+    Returns:
+        A function of the batched arguments giving shape ``(B, *out_shape, *in_shape)``, where
+        ``out_shape`` and ``in_shape`` are per-sample; a tuple ``argnums`` gives a tuple.
+
+    Raises:
+        TypeError, ValueError: bad arguments; ``in_dims`` that do not match the arguments;
+        different batch sizes; ``method="sum"`` with a ``func`` that couples samples or with
+        an unbatched argument to differentiate.
+
+    >>> import torch, derivs
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> derivs.batch_jacobian(lambda v: v ** 2, method="sum")(x)
+    tensor([[[2., 0.],
+             [0., 4.]],
+    <BLANKLINE>
+            [[6., 0.],
+             [0., 8.]]])
+    """
+    api = "derivs.batch_jacobian"
+    _prepare(api, func, argnums, method, chunk_size)
+    single = not isinstance(argnums, tuple)
+
+    def batch_jacobian_fn(*args: Any) -> Any:
+        nums, dims, batch, diff = _resolve(api, args, argnums, in_dims)
+        n = _per_sample_numel(args, dims, nums, batch)
+        if method == "sum":
+            checked = _validate.CheckedFunc(
+                func, api, allow_pytree=False, factor=n, itemsize=_validate.itemsize_of(diff)
+            )
+            _check_independent(api, checked, args, nums, dims, batch)
+            blocks, _ = _sum_jacobian_blocks(checked, args, nums, dims, chunk_size, "auto", api)
+            return blocks[0] if single else tuple(blocks)
+        checked = _validate.CheckedFunc(
+            func, api, allow_pytree=False, factor=batch * n, itemsize=_validate.itemsize_of(diff)
+        )
+
+        def per_sample(*a: Any) -> tuple[torch.Tensor, ...]:
+            return tuple(jacobian_blocks(checked, a, nums, "auto", chunk_size=chunk_size, api=api)[0][0])
+
+        if method == "vmap":
+            result = torch.func.vmap(per_sample, in_dims=dims)(*args)
+        else:
+            result = tuple(_stack([[list(per_sample(*_sample(args, dims, b)))] for b in range(batch)])[0])
+        return result[0] if single else tuple(result)
+
+    batch_jacobian_fn.__name__ = f"batch_jacobian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    return batch_jacobian_fn
+
+
+def batch_hessian(
+    func: Callable[..., Any],
+    argnums: _validate.Argnums = 0,
+    *,
+    in_dims: int | tuple[int | None, ...] = 0,
+    method: str = "vmap",
+) -> Callable[..., Any]:
+    """Return a function computing the Hessian of ``func`` for every sample of a batch.
+
+    Args:
+        func: the per-sample function, returning a tensor (scalar or vector-valued). With
+            ``method="sum"`` it is called on the whole batch and returns outputs along dim 0.
+        argnums: which positional argument(s) to differentiate; an int or a tuple of ints.
+        in_dims: as in ``torch.vmap`` (``None`` for arguments shared by all samples).
+        method: ``"vmap"``, ``"loop"`` or ``"sum"`` (see ``METHODS``).
+
+    Returns:
+        A function of the batched arguments giving shape ``(B, *out_shape, *in_shape, *in_shape)``
+        (per-sample shapes); a tuple ``argnums`` gives nested tuples ``H[i][j]``, each
+        ``(B, *out, *in_i, *in_j)``.
+
+    Raises:
+        TypeError, ValueError: as for ``batch_jacobian``.
+
+    >>> import torch, derivs
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> derivs.batch_hessian(lambda v: (v ** 3).sum())(x)
+    tensor([[[ 6.,  0.],
+             [ 0., 12.]],
+    <BLANKLINE>
+            [[18.,  0.],
+             [ 0., 24.]]])
+    """
+    api = "derivs.batch_hessian"
+    _prepare(api, func, argnums, method)
+    single = not isinstance(argnums, tuple)
+
+    def batch_hessian_fn(*args: Any) -> Any:
+        nums, dims, batch, diff = _resolve(api, args, argnums, in_dims)
+        n = _per_sample_numel(args, dims, nums, batch)
+        if method == "sum":
+            checked = checked_for_hessian(func, api, diff, n=n)
+            _check_independent(api, checked, args, nums, dims, batch)
+            out_dims: list[int] = []
+
+            def summed_gradient(*a: Any) -> tuple[torch.Tensor, ...]:
+                blocks, od = _sum_jacobian_blocks(checked, a, nums, dims, None, "rev", api)
+                out_dims.append(od)
+                return tuple(b.sum(0) for b in blocks)
+
+            outer, _, _ = jacobian_blocks(summed_gradient, args, nums, "fwd", api=api)
+            lead = out_dims[0]
+            per_sample_dims = [args[a].dim() - 1 for a in nums]
+            blocks = [
+                [blk.movedim(lead + per_sample_dims[i] + dims[a], 0) for blk, a in zip(row, nums, strict=True)]
+                for i, row in enumerate(outer)
+            ]
+            return nest(blocks, single)
+        checked = checked_for_hessian(func, api, diff, n=n, factor=batch)
+
+        def per_sample(*a: Any) -> tuple[tuple[torch.Tensor, ...], ...]:
+            return tuple(tuple(row) for row in hessian_blocks(checked, a, nums, "auto", api=api))
+
+        if method == "vmap":
+            result = torch.func.vmap(per_sample, in_dims=dims)(*args)
+            return nest([list(row) for row in result], single)
+        stacked = _stack([[list(r) for r in per_sample(*_sample(args, dims, b))] for b in range(batch)])
+        return nest(stacked, single)
+
+    batch_hessian_fn.__name__ = f"batch_hessian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    return batch_hessian_fn

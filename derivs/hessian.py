@@ -1,0 +1,138 @@
+"""Full Hessians: the Jacobian of the Jacobian, by any pairing of forward and reverse mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from derivs import _validate, oracles
+from derivs._validate import Argnums
+from derivs.jacobian import _name, jacobian_blocks
+
+API = "derivs.hessian"
+
+METHODS = {
+    "auto": "forward over the method jacobian's 'auto' picks for the gradient (the usual best)",
+    "fwd_rev": "jacfwd(jacrev(f)), what torch.func.hessian does: forward over reverse",
+    "rev_rev": "jacrev(jacrev(f)): all reverse mode; works where forward-mode AD is missing",
+    "fwd_fwd": "jacfwd(jacfwd(f)): all forward mode; good when outputs outnumber inputs",
+    "rev_fwd": "jacrev(jacfwd(f)): reverse over forward",
+    "loop": "one torch.autograd.grad per gradient entry; slow, not composable with vmap",
+}
+
+# method -> (outer, inner) jacobian methods; the outer one differentiates the inner Jacobian.
+# NOTE: 'auto' keeps the outer mode forward: the inner Jacobian has out*N elements for N
+# inputs, never fewer than N, so forward mode never loses there (and fwd-over-rev is the
+# well-known best pairing for scalar functions).
+_COMPOSITIONS = {
+    "auto": ("fwd", "auto"),
+    "fwd_rev": ("fwd", "rev"),
+    "rev_rev": ("rev", "rev"),
+    "fwd_fwd": ("fwd", "fwd"),
+    "rev_fwd": ("rev", "fwd"),
+}
+
+Nested = list[list[torch.Tensor]]  # H[i][j] = d/dx_j (d out / d x_i)
+
+
+def hessian_blocks(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    method: str,
+    *,
+    chunk_size: int | None = None,
+    api: str = API,
+) -> Nested:
+    """``H[i][j]`` of shape ``(*out, *in_i, *in_j)`` for a checked, tensor-valued ``func``."""
+    if method == "loop":
+        res = oracles.loop_hessian(func, tuple(args), argnums)
+        return [list(row) for row in res]
+    outer, inner = _COMPOSITIONS[method]
+
+    def gradient(*a: Any) -> tuple[torch.Tensor, ...]:
+        blocks, _, _ = jacobian_blocks(func, a, argnums, inner, chunk_size=chunk_size, api=api)
+        return tuple(blocks[0])
+
+    blocks, _, _ = jacobian_blocks(gradient, args, argnums, outer, chunk_size=chunk_size, api=api)
+    return blocks
+
+
+def checked_for_hessian(
+    func: Callable[..., Any], api: str, diff: Sequence[torch.Tensor], *, n: int | None = None,
+    factor: int = 1, scalar: bool = False,
+) -> _validate.CheckedFunc:
+    """``func`` checked to return a tensor whose Hessian (``n`` inputs, ``factor`` copies) fits."""
+    n = sum(x.numel() for x in diff) if n is None else n
+    return _validate.CheckedFunc(
+        func, api, allow_pytree=False, scalar=scalar, factor=factor * n * n,
+        itemsize=_validate.itemsize_of(diff),
+        what="the Hessian",
+        hint="use derivs.hvp/derivs.vhp for Hessian-vector products, which never form the matrix",
+    )
+
+
+def nest(blocks: Nested, single: bool) -> Any:
+    return blocks[0][0] if single else tuple(tuple(row) for row in blocks)
+
+
+def hessian(
+    func: Callable[..., Any],
+    argnums: Argnums = 0,
+    *,
+    method: str = "auto",
+    chunk_size: int | None = None,
+) -> Callable[..., Any]:
+    """Return a function computing the full Hessian of ``func`` with respect to ``argnums``.
+
+    Args:
+        func: a function of tensors returning a tensor; scalar-valued as usual, or
+            vector-valued (one Hessian per output element, as in the tutorial's ``(32, 512, 512)``).
+        argnums: which positional argument(s) to differentiate; an int or a tuple of ints.
+        method: ``"auto"``, ``"fwd_rev"``, ``"rev_rev"``, ``"fwd_fwd"``, ``"rev_fwd"`` or ``"loop"``.
+        chunk_size: basis vectors pushed through at once by both Jacobians (memory, not values).
+
+    Returns:
+        A function of ``func``'s arguments. For an input of shape ``(in1, ...)`` and an output
+        of shape ``(out1, ...)`` the Hessian has shape ``(out1, ..., in1, ..., in1, ...)``. A
+        tuple ``argnums`` gives nested tuples ``H[i][j]`` of shape ``(*out, *in_i, *in_j)``:
+        the derivative of ``d out / d args[argnums[i]]`` with respect to ``args[argnums[j]]``.
+
+    Raises:
+        TypeError, ValueError: bad arguments, naming the argument; a Hessian above the memory
+        budget (``derivs.set_memory_budget``), with the size it would need.
+
+    >>> import torch, derivs
+    >>> A = torch.tensor([[2.0, 1.0], [0.0, 3.0]])
+    >>> derivs.hessian(lambda x: x @ A @ x)(torch.ones(2))  # A + A.T
+    tensor([[4., 1.],
+            [1., 6.]])
+    """
+    _validate.check_callable(API, func)
+    _validate.check_argnums_spec(API, argnums)
+    _validate.check_method(API, method, METHODS)
+    _validate.check_chunk_size(API, chunk_size)
+    if method == "loop" and chunk_size is not None:
+        raise ValueError(
+            f"{API}: chunk_size={chunk_size} has no effect with method='loop', which computes one "
+            f"entry at a time; drop chunk_size or choose a composed method"
+        )
+
+    def hessian_fn(*args: Any) -> Any:
+        nums = _validate.normalize_argnums(API, argnums, len(args))
+        diff = _validate.check_diff_args(API, args, nums)
+        if method != "loop" and chunk_size is None:
+            n = sum(x.numel() for x in diff)
+            _validate.check_size(
+                API, "the basis of unit vectors", n * n, _validate.itemsize_of(diff),
+                "pass chunk_size, or use derivs.hvp/derivs.vhp",
+            )
+        checked = checked_for_hessian(func, API, diff)
+        blocks = hessian_blocks(checked, args, nums, method, chunk_size=chunk_size)
+        return nest(blocks, not isinstance(argnums, tuple))
+
+    hessian_fn.__name__ = f"hessian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    hessian_fn.__doc__ = f"Hessian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+    return hessian_fn

@@ -1,0 +1,301 @@
+"""Full Jacobians: ``jacobian(func, argnums)(*args)`` by reverse mode, forward mode or a loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_map, tree_unflatten
+
+from derivs import _validate, oracles
+from derivs._validate import Argnums
+
+API = "derivs.jacobian"
+
+METHODS = {
+    "auto": "forward mode when the output has more elements than the differentiated inputs, "
+    "else reverse (see derivs.jacobian.prefers_forward)",
+    "rev": "torch.func.jacrev: one vector-Jacobian product per output element (wide functions)",
+    "fwd": "vmap over torch.func.jvp: one Jacobian-vector product per input element (tall functions)",
+    "vjp_vmap": "the tutorial's vmap(vjp_fn)(unit_vectors); reverse mode built by hand",
+    "loop": "one torch.autograd.grad per output element; slow, not composable with vmap, "
+    "but the simplest thing that can work",
+}
+
+Blocks = list[list[torch.Tensor]]  # blocks[k][i]: d out_leaf[k] / d args[argnums[i]]
+
+
+def prefers_forward(out_numel: int, in_numel: int) -> bool:
+    """The ``method="auto"`` rule: forward mode iff the output has more elements than the inputs.
+
+    Forward mode pushes one tangent per input element, reverse mode one cotangent per output
+    element, so the cheaper mode is the one with fewer basis vectors.
+    """
+    return out_numel > in_numel
+
+
+def standard_basis(start: int, stop: int, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Rows ``start:stop`` of the identity over the concatenated, flattened ``like`` tensors.
+
+    Returns one tensor per entry of ``like``, shaped ``(stop - start, *like[k].shape)``, with
+    ``like[k]``'s dtype and device. Only the requested rows are allocated.
+    """
+    rows = stop - start
+    pieces = []
+    offset = 0
+    for t in like:
+        n = t.numel()
+        piece = torch.zeros((rows, n), dtype=t.dtype, device=t.device)
+        lo, hi = max(start, offset), min(stop, offset + n)
+        if lo < hi:
+            idx = torch.arange(lo, hi, device=t.device)
+            piece[idx - start, idx - offset] = 1
+        pieces.append(piece.reshape(rows, *t.shape))
+        offset += n
+    return pieces
+
+
+def _chunks(total: int, chunk_size: int | None) -> list[tuple[int, int]]:
+    step = total if chunk_size is None else chunk_size
+    return [(s, min(s + step, total)) for s in range(0, total, max(step, 1))]
+
+
+def _check_basis(api: str, rows: int, total: int, itemsize: int, chunk_size: int | None) -> None:
+    if chunk_size is None:
+        _validate.check_size(
+            api, "the basis of unit vectors", rows * total, itemsize,
+            "pass chunk_size to push the basis through in pieces",
+        )
+
+
+def _with_diff(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...]) -> Callable[..., Any]:
+    """``func`` as a function of the differentiated arguments only."""
+
+    def g(*diff: torch.Tensor) -> Any:
+        full = list(args)
+        for a, x in zip(argnums, diff, strict=True):
+            full[a] = x
+        return func(*full)
+
+    return g
+
+
+def _split_aux(result: Any, has_aux: bool) -> tuple[Any, Any]:
+    return (result[0], result[1]) if has_aux else (result, None)
+
+
+def _assemble(blocks: Blocks, spec: TreeSpec) -> Any:
+    return tree_unflatten([tuple(row) for row in blocks], spec)
+
+
+def _blocks_of(result: Any, n: int) -> Blocks:
+    leaves = tree_flatten(result)[0]
+    return [leaves[k : k + n] for k in range(0, len(leaves), n)]
+
+
+def _rev(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
+         has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+    captured: list[TreeSpec] = []
+
+    def spy(*a: Any) -> Any:
+        result = func(*a)
+        captured.append(tree_flatten(_split_aux(result, has_aux)[0])[1])
+        return result
+
+    result = torch.func.jacrev(spy, argnums=argnums, has_aux=has_aux, chunk_size=chunk_size)(*args)
+    jac, aux = _split_aux(result, has_aux)
+    return _blocks_of(jac, len(argnums)), captured[0], aux
+
+
+class _VjpStart:
+    """The forward half of reverse mode: the output, its pullback and the aux, kept for ``auto``."""
+
+    def __init__(self, func: Callable[..., Any], diff: list[torch.Tensor], has_aux: bool) -> None:
+        res = torch.func.vjp(func, *diff, has_aux=has_aux)
+        self.out, self.vjp_fn = res[0], res[1]
+        self.aux = res[2] if has_aux else None
+        self.leaves, self.spec = tree_flatten(self.out)
+
+
+def _vjp_finish(start: _VjpStart, diff: list[torch.Tensor], chunk_size: int | None, api: str) -> Blocks:
+    leaves = start.leaves
+    total = sum(o.numel() for o in leaves)
+    _check_basis(api, total, total, _validate.itemsize_of(leaves), chunk_size)
+    rows: list[list[torch.Tensor]] = [[] for _ in diff]
+    for s, e in _chunks(total, chunk_size):
+        cot = tree_unflatten(standard_basis(s, e, leaves), start.spec)
+        for i, r in enumerate(torch.func.vmap(start.vjp_fn)(cot)):
+            rows[i].append(r)
+    blocks: Blocks = [[] for _ in leaves]
+    for i, x in enumerate(diff):
+        full = torch.cat(rows[i]) if rows[i] else x.new_zeros((0, *x.shape))
+        for k, piece in enumerate(full.split([o.numel() for o in leaves])):
+            blocks[k].append(piece.reshape(*leaves[k].shape, *x.shape))
+    return blocks
+
+
+def _fwd_diff(g: Callable[..., Any], diff: list[torch.Tensor], has_aux: bool,
+              chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+    total = sum(x.numel() for x in diff)
+    _check_basis(api, total, total, _validate.itemsize_of(diff), chunk_size)
+
+    def push(*tangents: torch.Tensor) -> Any:
+        return torch.func.jvp(g, tuple(diff), tangents, has_aux=has_aux)
+
+    # NOTE: the primal output (and aux) do not depend on the tangent; vmap returns them
+    # expanded along the basis (a view, not a copy) and row 0 is kept, so forward mode needs
+    # no separate evaluation for them. (out_dims=None fails when this runs under an outer vmap.)
+    pieces: list[list[torch.Tensor]] = []
+    out = aux = None
+    for s, e in _chunks(total, chunk_size):
+        res = torch.func.vmap(push)(*standard_basis(s, e, diff))
+        pieces.append(tree_flatten(res[1])[0])
+        if out is None:
+            out = tree_map(lambda t: t[0], res[0])
+            aux = tree_map(lambda t: t[0], res[2]) if has_aux else None
+    if out is None:  # no input elements: evaluate once for the output's shape
+        out, aux = _split_aux(g(*diff), has_aux)
+    leaves, spec = tree_flatten(out)
+    blocks: Blocks = []
+    for k, o in enumerate(leaves):
+        cols = torch.cat([p[k] for p in pieces]) if pieces else o.new_zeros((0, *o.shape))
+        blocks.append([
+            c.movedim(0, -1).reshape(*o.shape, *x.shape)
+            for c, x in zip(cols.split([x.numel() for x in diff]), diff, strict=True)
+        ])
+    return blocks, spec, aux
+
+
+def _fwd(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
+         has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+    diff = [args[a] for a in argnums]
+    return _fwd_diff(_with_diff(func, args, argnums), diff, has_aux, chunk_size, api)
+
+
+def _vjp_vmap(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
+              has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+    diff = [args[a] for a in argnums]
+    start = _VjpStart(_with_diff(func, args, argnums), diff, has_aux)
+    return _vjp_finish(start, diff, chunk_size, api), start.spec, start.aux
+
+
+def _auto(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
+          has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+    # NOTE: the rule needs the output size, so start as reverse mode (whose forward pass gives
+    # it); when forward mode wins, the wasted forward pass is one evaluation of func.
+    diff = [args[a] for a in argnums]
+    g = _with_diff(func, args, argnums)
+    start = _VjpStart(g, diff, has_aux)
+    out_numel = sum(o.numel() for o in start.leaves)
+    if prefers_forward(out_numel, sum(x.numel() for x in diff)):
+        return _fwd_diff(g, diff, has_aux, chunk_size, api)
+    return _vjp_finish(start, diff, chunk_size, api), start.spec, start.aux
+
+
+def _loop(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
+          has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+    kept: list[Any] = []
+
+    def strip(*a: Any) -> Any:
+        out, aux = _split_aux(func(*a), has_aux)
+        kept.append((tree_flatten(out)[1], aux))
+        return out
+
+    jac = oracles.loop_jacobian(strip, tuple(args), argnums)
+    spec, aux = kept[0]
+    return _blocks_of(jac, len(argnums)), spec, aux
+
+
+_IMPLS = {"auto": _auto, "rev": _rev, "fwd": _fwd, "vjp_vmap": _vjp_vmap, "loop": _loop}
+
+
+def jacobian_blocks(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    method: str,
+    *,
+    has_aux: bool = False,
+    chunk_size: int | None = None,
+    api: str = API,
+) -> tuple[Blocks, TreeSpec, Any]:
+    """The Jacobian as ``blocks[k][i]`` (output leaf k, argnum i), its output spec and the aux.
+
+    ``func`` is expected to be checked already (see ``_validate.CheckedFunc``).
+    """
+    blocks, spec, aux = _IMPLS[method](func, args, argnums, has_aux, chunk_size, api)
+    # NOTE: the contract says results have the input's dtype; a func that computes in another
+    # precision would otherwise give forward mode (output dtype) and reverse mode (input dtype)
+    # results of different dtypes.
+    dtypes = [args[a].dtype for a in argnums]
+    blocks = [[b if b.dtype == dt else b.to(dt) for b, dt in zip(row, dtypes, strict=True)] for row in blocks]
+    return blocks, spec, aux
+
+
+def _name(func: object) -> str:
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def jacobian(
+    func: Callable[..., Any],
+    argnums: Argnums = 0,
+    *,
+    method: str = "auto",
+    has_aux: bool = False,
+    chunk_size: int | None = None,
+) -> Callable[..., Any]:
+    """Return a function computing the full Jacobian of ``func`` with respect to ``argnums``.
+
+    Args:
+        func: a function of tensors returning a tensor (or a tuple/list/dict of tensors).
+        argnums: which positional argument(s) to differentiate; an int or a tuple of ints
+            (negative indices count from the end).
+        method: ``"auto"``, ``"rev"``, ``"fwd"``, ``"vjp_vmap"`` or ``"loop"`` (see ``METHODS``).
+        has_aux: ``func`` returns ``(output, aux)``; ``aux`` is returned untouched.
+        chunk_size: how many basis vectors to push through at once (memory, not values);
+            ``None`` pushes them all at once. Not accepted by ``"loop"``, which pushes one.
+
+    Returns:
+        A function of the same arguments as ``func``. If the input has shape
+        ``(in1, in2, ...)`` and the output has shape ``(out1, out2, ...)`` the Jacobian has
+        shape ``(out1, out2, ..., in1, in2, ...)``, in the input's dtype and on its device. A
+        tuple ``argnums`` gives a tuple of blocks, one per argnum; ``has_aux=True`` gives
+        ``(jacobian, aux)``.
+
+    Raises:
+        TypeError, ValueError: bad arguments, naming the argument; a Jacobian above the
+        memory budget (``derivs.set_memory_budget``).
+
+    >>> import torch, derivs
+    >>> W = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    >>> derivs.jacobian(lambda x: W @ x, method="fwd")(torch.ones(2))
+    tensor([[1., 2.],
+            [3., 4.],
+            [5., 6.]])
+    """
+    _validate.check_callable(API, func)
+    _validate.check_argnums_spec(API, argnums)
+    _validate.check_method(API, method, METHODS)
+    _validate.check_bool(API, "has_aux", has_aux)
+    _validate.check_chunk_size(API, chunk_size)
+    if method == "loop" and chunk_size is not None:
+        raise ValueError(
+            f"{API}: chunk_size={chunk_size} has no effect with method='loop', which computes one "
+            f"row at a time; drop chunk_size or use method='rev'/'fwd'/'vjp_vmap'"
+        )
+
+    def jacobian_fn(*args: Any) -> Any:
+        nums = _validate.normalize_argnums(API, argnums, len(args))
+        diff = _validate.check_diff_args(API, args, nums)
+        checked = _validate.CheckedFunc(
+            func, API, has_aux=has_aux, factor=sum(x.numel() for x in diff),
+            itemsize=_validate.itemsize_of(diff),
+        )
+        blocks, spec, aux = jacobian_blocks(checked, args, nums, method, has_aux=has_aux, chunk_size=chunk_size)
+        jac = _assemble(blocks, spec) if isinstance(argnums, tuple) else tree_unflatten([r[0] for r in blocks], spec)
+        return (jac, aux) if has_aux else jac
+
+    jacobian_fn.__name__ = f"jacobian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    jacobian_fn.__doc__ = f"Jacobian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+    return jacobian_fn
