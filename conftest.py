@@ -65,6 +65,34 @@ def pytest_configure(config: pytest.Config) -> None:
     import strategies
 
     strategies.set_devices(devices)
+    planted = os.environ.get("DERIVS_PLANTED_BUG")
+    if planted:
+        _load_planted().apply(planted)
+
+
+def _load_planted():  # type: ignore[no-untyped-def]
+    """tests/planted.py, loaded by path (tests/ is not a package)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent / "tests" / "planted.py"
+    spec = importlib.util.spec_from_file_location("derivs_planted", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import strategies
+
+    lines = [
+        f"derivs: devices={','.join(strategies.get_devices())} "
+        f"hypothesis profile={os.environ.get('HYPOTHESIS_PROFILE', 'dev')} torch={torch.__version__}"
+    ]
+    if os.environ.get("DERIVS_PLANTED_BUG"):
+        lines.append(f"derivs: PLANTED BUG {os.environ['DERIVS_PLANTED_BUG']!r} is active")
+    return lines
 
 
 def dtypes_for(device: str) -> list[torch.dtype]:
