@@ -16,19 +16,37 @@ Products are evaluated directly::
 loops) and ``derivs.testing.assert_close`` the comparison helper the suite uses.
 """
 
+from derivs import batch as _batch_mod
+from derivs import hessian as _hessian_mod
+from derivs import jacobian as _jacobian_mod
 from derivs import oracles, testing
+from derivs import products as _products_mod
 from derivs._config import get_memory_budget, memory_budget, set_memory_budget
 from derivs.batch import batch_hessian, batch_jacobian
+from derivs.check import check
 from derivs.hessian import hessian
 from derivs.jacobian import jacobian
 from derivs.products import hvp, vhp
 
 __version__ = "0.1.0"
 
+# NOTE: the modules derivs.jacobian and derivs.hessian are shadowed by the functions of the
+# same name, so the valid methods of each API are gathered here, in the order documented.
+METHODS: dict[str, tuple[str, ...]] = {
+    "jacobian": tuple(_jacobian_mod.METHODS),
+    "hessian": tuple(_hessian_mod.METHODS),
+    "hvp": tuple(_products_mod.HVP_METHODS),
+    "vhp": tuple(_products_mod.VHP_METHODS),
+    "batch_jacobian": tuple(_batch_mod.METHODS),
+    "batch_hessian": tuple(_batch_mod.METHODS),
+}
+
 __all__ = [
+    "METHODS",
     "__version__",
     "batch_hessian",
     "batch_jacobian",
+    "check",
     "get_memory_budget",
     "hessian",
     "hvp",

@@ -20,10 +20,12 @@ from typing import Any, NamedTuple
 import torch
 
 import derivs
-import derivs.batch as batch_mod
-import derivs.hessian as hessian_mod
-import derivs.jacobian as jacobian_mod
-import derivs.products as products_mod
+
+# NOTE: derivs.jacobian and derivs.hessian name the functions, so the modules come from sys.modules.
+batch_mod = sys.modules["derivs.batch"]
+hessian_mod = sys.modules["derivs.hessian"]
+jacobian_mod = sys.modules["derivs.jacobian"]
+products_mod = sys.modules["derivs.products"]
 
 
 class Variant(NamedTuple):

@@ -110,7 +110,7 @@ for name in ("jacobian", "hessian"):
 J = r"derivs\.jacobian: "
 case("jacobian-has-aux-not-bool", lambda: derivs.jacobian(vector, has_aux=1), TypeError,
      J + "has_aux must be True or False")
-for m in derivs.jacobian.__globals__["METHODS"]:
+for m in derivs.METHODS["jacobian"]:
     case(f"jacobian-{m}-has-aux-returns-tensor", lambda m=m: derivs.jacobian(vector, has_aux=True, method=m)(x3),
          ValueError, J + r"has_aux=True but func returned a float32 tensor of shape \(3,\); expected an \(output, aux\) pair")
     case(f"jacobian-{m}-has-aux-returns-triple",
@@ -178,7 +178,7 @@ for name, P in PRODUCTS.items():
          api + r"primals\[0\] is a int64 tensor")
     case(f"{name}-primal-not-tensor", lambda P=P: P(scalar, (1.0,), (x3,)), TypeError,
          api + r"primals\[0\] must be a floating-point tensor")
-    for m in (derivs.products.HVP_METHODS if name == "hvp" else derivs.products.VHP_METHODS):
+    for m in derivs.METHODS[name]:
         case(f"{name}-{m}-non-scalar-func", lambda P=P, m=m: P(vector, (x3,), (x3,), method=m), ValueError,
              api + r"func must return a scalar \(0-d tensor\), got a float32 tensor of shape \(3,\)")
         case(f"{name}-{m}-shape-1-output", lambda P=P, m=m: P(lambda x: x.sum().reshape(1), (x3,), (x3,), method=m),
@@ -235,12 +235,12 @@ def boom(*args: Any) -> torch.Tensor:
 
 
 USER_CALLS = {
-    **{f"jacobian-{m}": (lambda m=m: derivs.jacobian(boom, method=m)(x3)) for m in derivs.jacobian.__globals__["METHODS"]},
-    **{f"hessian-{m}": (lambda m=m: derivs.hessian(boom, method=m)(x3)) for m in derivs.hessian.__globals__["METHODS"]},
-    **{f"hvp-{m}": (lambda m=m: derivs.hvp(boom, (x3,), (x3,), method=m)) for m in derivs.products.HVP_METHODS},
-    **{f"vhp-{m}": (lambda m=m: derivs.vhp(boom, (x3,), (x3,), method=m)) for m in derivs.products.VHP_METHODS},
-    **{f"batch_jacobian-{m}": (lambda m=m: derivs.batch_jacobian(boom, method=m)(X)) for m in derivs.batch.METHODS},
-    **{f"batch_hessian-{m}": (lambda m=m: derivs.batch_hessian(boom, method=m)(X)) for m in derivs.batch.METHODS},
+    **{f"jacobian-{m}": (lambda m=m: derivs.jacobian(boom, method=m)(x3)) for m in derivs.METHODS["jacobian"]},
+    **{f"hessian-{m}": (lambda m=m: derivs.hessian(boom, method=m)(x3)) for m in derivs.METHODS["hessian"]},
+    **{f"hvp-{m}": (lambda m=m: derivs.hvp(boom, (x3,), (x3,), method=m)) for m in derivs.METHODS["hvp"]},
+    **{f"vhp-{m}": (lambda m=m: derivs.vhp(boom, (x3,), (x3,), method=m)) for m in derivs.METHODS["vhp"]},
+    **{f"batch_jacobian-{m}": (lambda m=m: derivs.batch_jacobian(boom, method=m)(X)) for m in derivs.METHODS["batch_jacobian"]},
+    **{f"batch_hessian-{m}": (lambda m=m: derivs.batch_hessian(boom, method=m)(X)) for m in derivs.METHODS["batch_jacobian"]},
 }
 
 
