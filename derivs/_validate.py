@@ -22,7 +22,11 @@ def describe(value: object) -> str:
     """A short description of ``value`` for error messages."""
     if isinstance(value, torch.Tensor):
         return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
-    return f"{type(value).__name__} {value!r}" if isinstance(value, int | float) else type(value).__name__
+    return (
+        f"{type(value).__name__} {value!r}"
+        if isinstance(value, int | float)
+        else type(value).__name__
+    )
 
 
 def check_callable(api: str, func: object, name: str = "func") -> None:
@@ -38,7 +42,9 @@ def check_bool(api: str, name: str, value: object) -> None:
 def check_argnums_spec(api: str, argnums: object) -> None:
     """Check the type of ``argnums`` (an int or a non-empty tuple of ints)."""
     if isinstance(argnums, bool) or not isinstance(argnums, int | tuple):
-        raise TypeError(f"{api}: argnums must be an int or a tuple of ints, got {describe(argnums)}")
+        raise TypeError(
+            f"{api}: argnums must be an int or a tuple of ints, got {describe(argnums)}"
+        )
     if isinstance(argnums, tuple):
         if not argnums:
             raise ValueError(f"{api}: argnums=() is empty; give at least one argument index")
@@ -74,7 +80,9 @@ def check_chunk_size(api: str, chunk_size: object) -> None:
     if chunk_size is None:
         return
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"{api}: chunk_size must be None or an int >= 1, got {describe(chunk_size)}")
+        raise TypeError(
+            f"{api}: chunk_size must be None or an int >= 1, got {describe(chunk_size)}"
+        )
     if chunk_size < 1:
         raise ValueError(f"{api}: chunk_size must be None or >= 1, got {chunk_size}")
 
@@ -82,7 +90,9 @@ def check_chunk_size(api: str, chunk_size: object) -> None:
 def check_differentiable(api: str, value: object, name: str) -> torch.Tensor:
     """A tensor we differentiate with respect to: real floating point."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{api}: {name} must be a floating-point tensor to differentiate, got {describe(value)}")
+        raise TypeError(
+            f"{api}: {name} must be a floating-point tensor to differentiate, got {describe(value)}"
+        )
     if not value.dtype.is_floating_point:
         raise TypeError(
             f"{api}: {name} is {describe(value)}; only real floating-point tensors can be "
@@ -91,8 +101,12 @@ def check_differentiable(api: str, value: object, name: str) -> torch.Tensor:
     return value
 
 
-def check_diff_args(api: str, args: Sequence[object], argnums: tuple[int, ...]) -> list[torch.Tensor]:
-    return [check_differentiable(api, args[a], f"args[{a}] (argnums includes {a})") for a in argnums]
+def check_diff_args(
+    api: str, args: Sequence[object], argnums: tuple[int, ...]
+) -> list[torch.Tensor]:
+    return [
+        check_differentiable(api, args[a], f"args[{a}] (argnums includes {a})") for a in argnums
+    ]
 
 
 def check_primals_tangents(
@@ -101,8 +115,14 @@ def check_primals_tangents(
     """``primals`` and ``tangents``/``cotangents``: tuples of tensors, equal in number and shape."""
     for name, value in (("primals", primals), (tangents_name, tangents)):
         if not isinstance(value, tuple):
-            hint = f" (wrap a single tensor as ({name[:-1]},))" if isinstance(value, torch.Tensor) else ""
-            raise TypeError(f"{api}: {name} must be a tuple of tensors, got {describe(value)}{hint}")
+            hint = (
+                f" (wrap a single tensor as ({name[:-1]},))"
+                if isinstance(value, torch.Tensor)
+                else ""
+            )
+            raise TypeError(
+                f"{api}: {name} must be a tuple of tensors, got {describe(value)}{hint}"
+            )
     assert isinstance(primals, tuple) and isinstance(tangents, tuple)
     if not primals:
         raise ValueError(f"{api}: primals=() is empty; give at least one tensor")
@@ -127,7 +147,7 @@ def check_primals_tangents(
             raise ValueError(
                 f"{api}: {tangents_name}[{k}] is on {t.device}, expected {p.device} like primals[{k}]"
             )
-    return ps, tuple(tangents)  # type: ignore[arg-type]
+    return ps, tuple(tangents)
 
 
 def check_size(api: str, what: str, numel: int, itemsize: int, hint: str) -> None:
@@ -206,13 +226,17 @@ class CheckedFunc:
         elif self.allow_pytree and isinstance(out, tuple | list | dict):
             leaves = tree_flatten(out)[0]
             if not leaves:
-                raise TypeError(f"{api}: func returned an empty {type(out).__name__}; expected tensors")
+                raise TypeError(
+                    f"{api}: func returned an empty {type(out).__name__}; expected tensors"
+                )
         else:
             kind = "a Tensor" + (" or a tuple/list/dict of Tensors" if self.allow_pytree else "")
             raise TypeError(f"{api}: func must return {kind}, got {describe(out)}")
         for leaf in leaves:
             if not isinstance(leaf, torch.Tensor):
-                raise TypeError(f"{api}: func returned {describe(leaf)} among its outputs; expected tensors")
+                raise TypeError(
+                    f"{api}: func returned {describe(leaf)} among its outputs; expected tensors"
+                )
             if not leaf.dtype.is_floating_point:
                 raise TypeError(
                     f"{api}: func returned {describe(leaf)}; outputs must be real floating point "
@@ -228,6 +252,16 @@ class CheckedFunc:
             check_size(api, self.what, numel, self.itemsize, self.hint)
 
 
+def without_overlap(x: torch.Tensor) -> torch.Tensor:
+    """``x``, or a contiguous copy when elements share memory (an ``expand``-ed view).
+
+    Forward-mode AD refuses to attach a tangent to a tensor whose elements alias each other.
+    """
+    if any(stride == 0 and size > 1 for stride, size in zip(x.stride(), x.shape, strict=True)):
+        return x.contiguous()
+    return x
+
+
 def itemsize_of(tensors: Sequence[torch.Tensor]) -> int:
     return max((t.element_size() for t in tensors), default=4)
 
@@ -238,9 +272,13 @@ def check_in_dims(
     """Resolve ``in_dims`` (vmap semantics) against ``args``; return (per-arg dims, batch size)."""
     n = len(args)
     if isinstance(in_dims, bool) or not (in_dims is None or isinstance(in_dims, int | tuple)):
-        raise TypeError(f"{api}: in_dims must be an int or a tuple of int/None, got {describe(in_dims)}")
+        raise TypeError(
+            f"{api}: in_dims must be an int or a tuple of int/None, got {describe(in_dims)}"
+        )
     if in_dims is None:
-        raise ValueError(f"{api}: in_dims=None maps over no argument; give at least one batched dim")
+        raise ValueError(
+            f"{api}: in_dims=None maps over no argument; give at least one batched dim"
+        )
     if isinstance(in_dims, int):
         dims: tuple[int | None, ...] = (in_dims,) * n
     else:
@@ -268,7 +306,9 @@ def check_in_dims(
         resolved.append(d % a.dim())
         sizes[k] = a.shape[d]
     if not sizes:
-        raise ValueError(f"{api}: in_dims={in_dims!r} batches no argument; at least one must be batched")
+        raise ValueError(
+            f"{api}: in_dims={in_dims!r} batches no argument; at least one must be batched"
+        )
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"args[{k}]: {s}" for k, s in sizes.items())
         raise ValueError(f"{api}: batched arguments have different batch sizes ({listing})")

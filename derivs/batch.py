@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -27,7 +27,9 @@ def _sample(args: Sequence[Any], dims: Sequence[int | None], b: int) -> list[Any
     return [a if d is None else a.select(d, b) for a, d in zip(args, dims, strict=True)]
 
 
-def _per_sample_numel(args: Sequence[Any], dims: Sequence[int | None], nums: tuple[int, ...], batch: int) -> int:
+def _per_sample_numel(
+    args: Sequence[Any], dims: Sequence[int | None], nums: tuple[int, ...], batch: int
+) -> int:
     return sum(args[a].numel() // (batch if dims[a] is not None else 1) for a in nums)
 
 
@@ -37,8 +39,12 @@ def _stack(per_sample: list[list[list[torch.Tensor]]]) -> list[list[torch.Tensor
 
 
 def _check_independent(
-    api: str, func: Callable[..., Any], args: Sequence[Any], nums: tuple[int, ...],
-    dims: Sequence[int | None], batch: int,
+    api: str,
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    nums: tuple[int, ...],
+    dims: Sequence[int | None],
+    batch: int,
 ) -> None:
     """Refuse the sum trick for a ``func`` that couples samples (one vmapped forward-mode probe).
 
@@ -56,7 +62,7 @@ def _check_independent(
                 f"per-sample derivatives with respect to the unbatched args[{a}] (in_dims[{a}] is "
                 f"None); use method='vmap'"
             )
-    diff = [args[a] for a in nums]
+    diff = [_validate.without_overlap(args[a]) for a in nums]
     probes = sorted({0, batch - 1})
     gen = torch.Generator().manual_seed(_PROBE_SEED)
     tangents = []
@@ -85,6 +91,8 @@ def _check_independent(
             f"{api}: method='sum' needs func to map the whole batch to outputs batched along "
             f"dim 0 (size {batch}), but func returned shape {tuple(out.shape)}; use method='vmap'"
         )
+    if tan.device.type == "meta":
+        return  # NOTE: meta tensors carry shapes only: there are no values to mix up.
     for p, b in enumerate(probes):
         leak = tan[p].clone()
         leak[b] = 0
@@ -98,35 +106,50 @@ def _check_independent(
 
 
 def _sum_jacobian_blocks(
-    func: Callable[..., Any], args: Sequence[Any], nums: tuple[int, ...],
-    dims: Sequence[int | None], chunk_size: int | None, method: str, api: str,
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    nums: tuple[int, ...],
+    dims: Sequence[int | None],
+    chunk_size: int | None,
+    method: str,
+    api: str,
 ) -> tuple[list[torch.Tensor], int]:
     """Per-argnum blocks of d(sum_b out_b)/d x, batch moved to dim 0: ``(B, *out, *in_i)``."""
     captured: list[int] = []
 
     def summed(*a: Any) -> torch.Tensor:
-        out = func(*a)
+        out: torch.Tensor = func(*a)
         captured.append(out.dim() - 1)
         return out.sum(0)
 
     blocks, _, _ = jacobian_blocks(summed, args, nums, method, chunk_size=chunk_size, api=api)
     out_dims = captured[0]
-    return [blk.movedim(out_dims + dims[a], 0) for blk, a in zip(blocks[0], nums, strict=True)], out_dims
+    # NOTE: _check_independent has already rejected unbatched (in_dims None) argnums.
+    return [
+        blk.movedim(out_dims + cast(int, dims[a]), 0)
+        for blk, a in zip(blocks[0], nums, strict=True)
+    ], out_dims
 
 
-def _prepare(api: str, func: object, argnums: object, method: object, chunk_size: object = None) -> None:
+def _prepare(
+    api: str, func: object, argnums: object, method: object, chunk_size: object = None
+) -> None:
     _validate.check_callable(api, func)
     _validate.check_argnums_spec(api, argnums)
     _validate.check_method(api, method, METHODS)
     _validate.check_chunk_size(api, chunk_size)
 
 
-def _resolve(api: str, args: Sequence[Any], argnums: Any, in_dims: Any) -> tuple[tuple[int, ...], tuple[int | None, ...], int, list[torch.Tensor]]:
+def _resolve(
+    api: str, args: Sequence[Any], argnums: Any, in_dims: Any
+) -> tuple[tuple[int, ...], tuple[int | None, ...], int, list[torch.Tensor]]:
     dims, batch = _validate.check_in_dims(api, in_dims, args)
     nums = _validate.normalize_argnums(api, argnums, len(args))
     diff = _validate.check_diff_args(api, args, nums)
     if batch == 0:
-        raise ValueError(f"{api}: the batch is empty (batch size 0); there are no samples to differentiate")
+        raise ValueError(
+            f"{api}: the batch is empty (batch size 0); there are no samples to differentiate"
+        )
     return nums, dims, batch, diff
 
 
@@ -186,15 +209,21 @@ def batch_jacobian(
         )
 
         def per_sample(*a: Any) -> tuple[torch.Tensor, ...]:
-            return tuple(jacobian_blocks(checked, a, nums, "auto", chunk_size=chunk_size, api=api)[0][0])
+            return tuple(
+                jacobian_blocks(checked, a, nums, "auto", chunk_size=chunk_size, api=api)[0][0]
+            )
 
         if method == "vmap":
             result = torch.func.vmap(per_sample, in_dims=dims)(*args)
         else:
-            result = tuple(_stack([[list(per_sample(*_sample(args, dims, b)))] for b in range(batch)])[0])
+            result = tuple(
+                _stack([[list(per_sample(*_sample(args, dims, b)))] for b in range(batch)])[0]
+            )
         return result[0] if single else tuple(result)
 
-    batch_jacobian_fn.__name__ = f"batch_jacobian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    batch_jacobian_fn.__name__ = f"batch_jacobian_of_{_name(func)}_wrt_argnums_{argnums}".replace(
+        " ", ""
+    )
     return batch_jacobian_fn
 
 
@@ -252,7 +281,10 @@ def batch_hessian(
             lead = out_dims[0]
             per_sample_dims = [args[a].dim() - 1 for a in nums]
             blocks = [
-                [blk.movedim(lead + per_sample_dims[i] + dims[a], 0) for blk, a in zip(row, nums, strict=True)]
+                [
+                    blk.movedim(lead + per_sample_dims[i] + dims[a], 0)
+                    for blk, a in zip(row, nums, strict=True)
+                ]
                 for i, row in enumerate(outer)
             ]
             return nest(blocks, single)
@@ -264,8 +296,12 @@ def batch_hessian(
         if method == "vmap":
             result = torch.func.vmap(per_sample, in_dims=dims)(*args)
             return nest([list(row) for row in result], single)
-        stacked = _stack([[list(r) for r in per_sample(*_sample(args, dims, b))] for b in range(batch)])
+        stacked = _stack(
+            [[list(r) for r in per_sample(*_sample(args, dims, b))] for b in range(batch)]
+        )
         return nest(stacked, single)
 
-    batch_hessian_fn.__name__ = f"batch_hessian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    batch_hessian_fn.__name__ = f"batch_hessian_of_{_name(func)}_wrt_argnums_{argnums}".replace(
+        " ", ""
+    )
     return batch_hessian_fn

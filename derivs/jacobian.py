@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_map, tree_unflatten
@@ -64,12 +64,17 @@ def _chunks(total: int, chunk_size: int | None) -> list[tuple[int, int]]:
 def _check_basis(api: str, rows: int, total: int, itemsize: int, chunk_size: int | None) -> None:
     if chunk_size is None:
         _validate.check_size(
-            api, "the basis of unit vectors", rows * total, itemsize,
+            api,
+            "the basis of unit vectors",
+            rows * total,
+            itemsize,
             "pass chunk_size to push the basis through in pieces",
         )
 
 
-def _with_diff(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...]) -> Callable[..., Any]:
+def _with_diff(
+    func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...]
+) -> Callable[..., Any]:
     """``func`` as a function of the differentiated arguments only."""
 
     def g(*diff: torch.Tensor) -> Any:
@@ -94,8 +99,14 @@ def _blocks_of(result: Any, n: int) -> Blocks:
     return [leaves[k : k + n] for k in range(0, len(leaves), n)]
 
 
-def _rev(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
-         has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+def _rev(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    has_aux: bool,
+    chunk_size: int | None,
+    api: str,
+) -> tuple[Blocks, TreeSpec, Any]:
     captured: list[TreeSpec] = []
 
     def spy(*a: Any) -> Any:
@@ -114,11 +125,14 @@ class _VjpStart:
     def __init__(self, func: Callable[..., Any], diff: list[torch.Tensor], has_aux: bool) -> None:
         res = torch.func.vjp(func, *diff, has_aux=has_aux)
         self.out, self.vjp_fn = res[0], res[1]
-        self.aux = res[2] if has_aux else None
+        # NOTE: torch.func.vjp is typed as a union of the 2- and 3-tuple; has_aux picks one.
+        self.aux = cast("tuple[Any, Any, Any]", res)[2] if has_aux else None
         self.leaves, self.spec = tree_flatten(self.out)
 
 
-def _vjp_finish(start: _VjpStart, diff: list[torch.Tensor], chunk_size: int | None, api: str) -> Blocks:
+def _vjp_finish(
+    start: _VjpStart, diff: list[torch.Tensor], chunk_size: int | None, api: str
+) -> Blocks:
     leaves = start.leaves
     total = sum(o.numel() for o in leaves)
     _check_basis(api, total, total, _validate.itemsize_of(leaves), chunk_size)
@@ -130,13 +144,16 @@ def _vjp_finish(start: _VjpStart, diff: list[torch.Tensor], chunk_size: int | No
     blocks: Blocks = [[] for _ in leaves]
     for i, x in enumerate(diff):
         full = torch.cat(rows[i]) if rows[i] else x.new_zeros((0, *x.shape))
-        for k, piece in enumerate(full.split([o.numel() for o in leaves])):
-            blocks[k].append(piece.reshape(*leaves[k].shape, *x.shape))
+        # NOTE: Tensor.split is unannotated in torch/_tensor.py.
+        for k, piece in enumerate(full.split([o.numel() for o in leaves])):  # type: ignore[no-untyped-call]
+            blocks[k].append(piece.reshape((*leaves[k].shape, *x.shape)))
     return blocks
 
 
-def _fwd_diff(g: Callable[..., Any], diff: list[torch.Tensor], has_aux: bool,
-              chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+def _fwd_diff(
+    g: Callable[..., Any], diff: list[torch.Tensor], has_aux: bool, chunk_size: int | None, api: str
+) -> tuple[Blocks, TreeSpec, Any]:
+    diff = [_validate.without_overlap(x) for x in diff]
     total = sum(x.numel() for x in diff)
     _check_basis(api, total, total, _validate.itemsize_of(diff), chunk_size)
 
@@ -160,28 +177,48 @@ def _fwd_diff(g: Callable[..., Any], diff: list[torch.Tensor], has_aux: bool,
     blocks: Blocks = []
     for k, o in enumerate(leaves):
         cols = torch.cat([p[k] for p in pieces]) if pieces else o.new_zeros((0, *o.shape))
-        blocks.append([
-            c.movedim(0, -1).reshape(*o.shape, *x.shape)
-            for c, x in zip(cols.split([x.numel() for x in diff]), diff, strict=True)
-        ])
+        blocks.append(
+            [
+                c.movedim(0, -1).reshape((*o.shape, *x.shape))
+                for c, x in zip(cols.split([x.numel() for x in diff]), diff, strict=True)
+            ]
+        )
     return blocks, spec, aux
 
 
-def _fwd(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
-         has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+def _fwd(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    has_aux: bool,
+    chunk_size: int | None,
+    api: str,
+) -> tuple[Blocks, TreeSpec, Any]:
     diff = [args[a] for a in argnums]
     return _fwd_diff(_with_diff(func, args, argnums), diff, has_aux, chunk_size, api)
 
 
-def _vjp_vmap(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
-              has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+def _vjp_vmap(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    has_aux: bool,
+    chunk_size: int | None,
+    api: str,
+) -> tuple[Blocks, TreeSpec, Any]:
     diff = [args[a] for a in argnums]
     start = _VjpStart(_with_diff(func, args, argnums), diff, has_aux)
     return _vjp_finish(start, diff, chunk_size, api), start.spec, start.aux
 
 
-def _auto(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
-          has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+def _auto(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    has_aux: bool,
+    chunk_size: int | None,
+    api: str,
+) -> tuple[Blocks, TreeSpec, Any]:
     # NOTE: the rule needs the output size, so start as reverse mode (whose forward pass gives
     # it); when forward mode wins, the wasted forward pass is one evaluation of func.
     diff = [args[a] for a in argnums]
@@ -193,8 +230,14 @@ def _auto(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...
     return _vjp_finish(start, diff, chunk_size, api), start.spec, start.aux
 
 
-def _loop(func: Callable[..., Any], args: Sequence[Any], argnums: tuple[int, ...],
-          has_aux: bool, chunk_size: int | None, api: str) -> tuple[Blocks, TreeSpec, Any]:
+def _loop(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    has_aux: bool,
+    chunk_size: int | None,
+    api: str,
+) -> tuple[Blocks, TreeSpec, Any]:
     kept: list[Any] = []
 
     def strip(*a: Any) -> Any:
@@ -229,7 +272,10 @@ def jacobian_blocks(
     # precision would otherwise give forward mode (output dtype) and reverse mode (input dtype)
     # results of different dtypes.
     dtypes = [args[a].dtype for a in argnums]
-    blocks = [[b if b.dtype == dt else b.to(dt) for b, dt in zip(row, dtypes, strict=True)] for row in blocks]
+    blocks = [
+        [b if b.dtype == dt else b.to(dt) for b, dt in zip(row, dtypes, strict=True)]
+        for row in blocks
+    ]
     return blocks, spec, aux
 
 
@@ -289,13 +335,24 @@ def jacobian(
         nums = _validate.normalize_argnums(API, argnums, len(args))
         diff = _validate.check_diff_args(API, args, nums)
         checked = _validate.CheckedFunc(
-            func, API, has_aux=has_aux, factor=sum(x.numel() for x in diff),
+            func,
+            API,
+            has_aux=has_aux,
+            factor=sum(x.numel() for x in diff),
             itemsize=_validate.itemsize_of(diff),
         )
-        blocks, spec, aux = jacobian_blocks(checked, args, nums, method, has_aux=has_aux, chunk_size=chunk_size)
-        jac = _assemble(blocks, spec) if isinstance(argnums, tuple) else tree_unflatten([r[0] for r in blocks], spec)
+        blocks, spec, aux = jacobian_blocks(
+            checked, args, nums, method, has_aux=has_aux, chunk_size=chunk_size
+        )
+        jac = (
+            _assemble(blocks, spec)
+            if isinstance(argnums, tuple)
+            else tree_unflatten([r[0] for r in blocks], spec)
+        )
         return (jac, aux) if has_aux else jac
 
     jacobian_fn.__name__ = f"jacobian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
-    jacobian_fn.__doc__ = f"Jacobian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+    jacobian_fn.__doc__ = (
+        f"Jacobian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+    )
     return jacobian_fn

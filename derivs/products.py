@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -22,9 +21,16 @@ VHP_METHODS = {
 
 
 def _prepare(
-    api: str, func: object, primals: object, vectors: object, name: str, method: object,
+    api: str,
+    func: object,
+    primals: object,
+    vectors: object,
+    name: str,
+    method: object,
     methods: dict[str, str],
-) -> tuple[_validate.CheckedFunc, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[int, ...]]:
+) -> tuple[
+    _validate.CheckedFunc, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[int, ...]
+]:
     _validate.check_callable(api, func)
     _validate.check_method(api, method, methods)
     ps, vs = _validate.check_primals_tangents(api, primals, vectors, name)
@@ -65,16 +71,20 @@ def hvp(
     api = "derivs.hvp"
     checked, ps, ts, nums = _prepare(api, func, primals, tangents, "tangents", method, HVP_METHODS)
     if method == "fwd_rev":
-        out = torch.func.jvp(torch.func.grad(checked, argnums=nums), ps, ts)[1]
+        dense = tuple(_validate.without_overlap(p) for p in ps)
+        out = torch.func.jvp(torch.func.grad(checked, argnums=nums), dense, ts)[1]
         return tuple(out)
     if method == "rev_rev":
         # NOTE: vjp of grad gives v^T H, which is H v because H is symmetric for functions
         # that are twice continuously differentiable.
-        _, vjp_fn = torch.func.vjp(torch.func.grad(checked, argnums=nums), *ps)
+        vjp_fn = torch.func.vjp(torch.func.grad(checked, argnums=nums), *ps)[1]
         return tuple(vjp_fn(ts))
     H = hessian_blocks(checked, ps, nums, "auto", api=api)
     return tuple(
-        sum((torch.tensordot(H[i][j], t, dims=t.dim()) for j, t in enumerate(ts)), torch.zeros_like(p))
+        sum(
+            (torch.tensordot(H[i][j], t, dims=t.dim()) for j, t in enumerate(ts)),
+            torch.zeros_like(p),
+        )
         for i, p in enumerate(ps)
     )
 
@@ -105,14 +115,17 @@ def vhp(
     (tensor([0., 1.]),)
     """
     api = "derivs.vhp"
-    checked, ps, vs, nums = _prepare(api, func, primals, cotangents, "cotangents", method, VHP_METHODS)
+    checked, ps, vs, nums = _prepare(
+        api, func, primals, cotangents, "cotangents", method, VHP_METHODS
+    )
     if method == "rev_rev":
-        _, vjp_fn = torch.func.vjp(torch.func.grad(checked, argnums=nums), *ps)
+        vjp_fn = torch.func.vjp(torch.func.grad(checked, argnums=nums), *ps)[1]
         return tuple(vjp_fn(vs))
     H = hessian_blocks(checked, ps, nums, "auto", api=api)
     return tuple(
-        sum((torch.tensordot(v, H[i][j], dims=v.dim()) for i, v in enumerate(vs)), torch.zeros_like(p))
+        sum(
+            (torch.tensordot(v, H[i][j], dims=v.dim()) for i, v in enumerate(vs)),
+            torch.zeros_like(p),
+        )
         for j, p in enumerate(ps)
     )
-
-

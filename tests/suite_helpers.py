@@ -1,0 +1,120 @@
+"""Shared pieces of the verification suite: contexts, snapshots, references."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from hypothesis import assume, note
+
+from derivs import oracles
+from derivs.testing import assert_close as _assert_close
+from derivs.testing import tolerance
+
+
+def _leaves(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for v in tree.values() for t in _leaves(v)]
+    if isinstance(tree, tuple | list):
+        return [t for v in tree for t in _leaves(v)]
+    return []
+
+
+def magnitude(*trees: Any) -> float:
+    """The largest finite |value| among the tensors in ``trees`` (0 for meta or empty)."""
+    best = 0.0
+    for t in (t for tree in trees for t in _leaves(tree)):
+        if t.device.type != "meta" and t.numel() and t.dtype.is_floating_point:
+            finite = t.detach()[torch.isfinite(t.detach())]
+            if finite.numel():
+                best = max(best, float(finite.abs().max()))
+    return best
+
+
+def assert_close(actual: Any, expected: Any, *, error: Any = None, context: str = "",
+                 values: tuple[Any, ...] = ()) -> None:
+    """``derivs.testing.assert_close`` with the absolute tolerance scaled to the computation.
+
+    NOTE: the rounding error of a derivative is relative to the magnitudes that flow through
+    its computation, not to the derivative itself: d tanh(s)/ds = 1 - tanh(s)**2 near
+    saturation is 1e-3 but carries an absolute error of eps * tanh(s)**2 ~ eps. So the
+    norm-wise scale of the default tolerance is the largest of |expected| and the magnitude
+    of ``values`` (the function's inputs and output, which bound its intermediates up to the
+    generated functions' fixed weights). The relative part and the eps/sqrt(numel) factors
+    are derivs.testing's defaults; in float64 this still fails a 1e-6 relative error unless
+    the derivative is 1e7 times smaller than the values around it.
+    """
+    if not values:
+        _assert_close(actual, expected, error=error, context=context)
+        return
+    leaves = _leaves(actual) + _leaves(expected)
+    if not leaves:
+        _assert_close(actual, expected, error=error, context=context)
+        return
+    low = max((t.dtype for t in leaves if t.dtype.is_floating_point),
+              key=lambda d: torch.finfo(d).eps, default=torch.float64)
+    numel = max(t.numel() for t in leaves)
+    scale = max(magnitude(expected), magnitude(*values))
+    _assert_close(actual, expected, error=error, context=context,
+                  atol=tolerance(low, numel, scale=scale).atol)
+
+
+def call_repr(api: str, func: object, **kwargs: Any) -> str:
+    """``jacobian(f, argnums=(0, 1), method='fwd')``: the call a failure message ends with."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"{api}({getattr(func, '__name__', 'func')}, {shown})"
+
+
+def tensors_in(args: Sequence[Any]) -> list[torch.Tensor]:
+    return [a for a in args if isinstance(a, torch.Tensor)]
+
+
+class Snapshot:
+    """Values, strides and autograd flags of the caller's tensors, to prove nothing changed."""
+
+    def __init__(self, args: Sequence[Any]) -> None:
+        self.tensors = tensors_in(args)
+        self.state = [(t.detach().clone(), t.stride(), t.requires_grad, t.grad, t._version) for t in self.tensors]
+
+    def check(self, context: str) -> None:
+        for k, (t, (value, stride, rg, grad, version)) in enumerate(zip(self.tensors, self.state, strict=True)):
+            where = f"[{context}] argument {k}"
+            assert t.requires_grad == rg, f"{where}: requires_grad changed from {rg} to {t.requires_grad}"
+            assert t.grad is grad, f"{where}: .grad was changed"
+            assert t.stride() == stride, f"{where}: strides changed from {stride} to {t.stride()}"
+            assert t._version == version, f"{where}: the tensor was modified in place"
+            if t.device.type != "meta":
+                assert torch.equal(t.detach(), value), f"{where}: values changed"
+
+
+def fd_check(
+    actual: Any, func: Callable[..., Any], args: Sequence[Any], argnums: Any, *, order: int,
+    real_analytic: bool, context: str,
+) -> None:
+    """Compare with the finite-difference oracle: complex step where it applies, else Richardson."""
+    fd = oracles.fd_jacobian if order == 1 else oracles.fd_hessian
+    scheme = "complex_step" if real_analytic else "richardson"
+    est = fd(func, tuple(args), argnums, scheme=scheme)
+    note(f"FD oracle: scheme={scheme}")
+    assert_close(actual, est.value, error=est.error, values=(args, func(*args)),
+                 context=f"{context} vs fd_{'jacobian' if order == 1 else 'hessian'}({scheme})")
+
+
+def contract(H: Any, vs: Sequence[torch.Tensor], *, left: bool) -> tuple[torch.Tensor, ...]:
+    """``H @ v`` (left=False) or ``v @ H`` (left=True) from nested blocks ``H[i][j]``."""
+    n = len(vs)
+    if left:
+        return tuple(sum(torch.tensordot(vs[i], H[i][j], dims=vs[i].dim()) for i in range(n)) for j in range(n))
+    return tuple(sum(torch.tensordot(H[i][j], vs[j], dims=vs[j].dim()) for j in range(n)) for i in range(n))
+
+
+def values_of(problem: Any) -> tuple[Any, ...]:
+    """A problem's inputs and output: the magnitudes its derivatives' rounding is relative to."""
+    return (problem.args, problem.func(*problem.args))
+
+
+def skip_if_meta(device: str) -> None:
+    assume(device != "meta")
