@@ -66,13 +66,15 @@ _RICHARDSON_BASE = 8.0
 _RICHARDSON_EXPONENT = 1.0 / 7.0
 # Rounding model: one evaluation of f is taken to be off by _ROUNDING * eps * max|f| (the
 # max over the output leaf), so a difference quotient with span d is off by
-# 2 * _ROUNDING * eps * max|f| / d. Functions that
-# cancel heavily are off by more; the empirical spread terms above catch most of that.
+# 2 * _ROUNDING * eps * max|f| / d. Functions that cancel heavily are off by more; the
+# empirical spread terms above and the floor below catch most of that.
 _ROUNDING = 4.0
 # complex step: Im f(x + ih) / h has no subtractive cancellation, so h can be tiny; the
 # truncation error h**2 |f'''| / 6 vanishes. Its rounding is that of forward-mode AD, a
 # few eps relative to the magnitudes involved.
-_COMPLEX_STEP = {torch.float64: 1e-100, torch.float32: 1e-20}
+# NOTE: not smaller: Im f(x + ih) is about h * f'(x), which must stay a normal float even
+# when f' is tiny (h = 1e-100 underflowed to 0 for a derivative of 1e-241).
+_COMPLEX_STEP = {torch.float64: 1e-20, torch.float32: 1e-10}
 _COMPLEX_ROUNDING = 16.0
 # Norm-wise floor: every element's error estimate is raised by _FLOOR times the largest
 # estimate in its block. Rounding noise in f is set by the magnitudes of f's intermediate
@@ -270,7 +272,9 @@ def _loop_jacobian(
                     for row, g in zip(rows, grads, strict=True):
                         if g is not None:
                             row[i] = g
-            blocks = tuple(r.reshape((*leaf.shape, *x.shape)) for r, x in zip(rows, xs, strict=True))
+            blocks = tuple(
+                r.reshape((*leaf.shape, *x.shape)) for r, x in zip(rows, xs, strict=True)
+            )
             per_leaf.append(blocks[0] if single else blocks)
     return _unflatten(spec, per_leaf)
 
@@ -809,10 +813,20 @@ def _check_complex_out(api: str, scheme: str, outs: list[Any], reals: list[Tenso
 
 
 def _finish(values: Tensor, errors: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """Cast a block to ``like``'s dtype/device, adding the rounding of the cast to the error."""
-    if torch.finfo(like.dtype).eps > torch.finfo(values.dtype).eps:
-        errors = errors + torch.finfo(like.dtype).eps * values.abs()
-    return values.to(like.dtype).to(like.device), errors.to(like.dtype).to(like.device)
+    """Cast a block to ``like``'s dtype and device; the error stays an upper bound.
+
+    Going to a less precise dtype adds the cast's own rounding (computed exactly) to the
+    error, and the error itself is rounded up: scaled by 1 + 2 eps and raised by the
+    smallest subnormal, so neither rounding to nearest nor underflow can shrink it.
+    """
+    low = like.dtype
+    if torch.finfo(low).eps > torch.finfo(values.dtype).eps:
+        cast = values.to(low)
+        errors = errors + (values - cast.to(values.dtype)).abs()
+        info = torch.finfo(low)
+        errors = errors * (1 + 2 * info.eps) + info.tiny * info.eps
+        values = cast
+    return values.to(low).to(like.device), errors.to(low).to(like.device)
 
 
 def fd_jacobian(

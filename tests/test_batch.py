@@ -1,0 +1,122 @@
+"""batch_jacobian / batch_hessian: vmap == loop == per-sample oracle; the sum trick where valid.
+
+Problems come with drawn in_dims (ints, tuples with None, nonzero and negative batch dims)
+and batch sizes (1 included). The sum trick calls func on the whole batch, so it is handed
+``whole_batch(func)``, which moves each batch dim to the front, as a user's batched
+function would; coupled functions (batch mean, softmax, cumsum, ... across samples) must be
+refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import derivs
+import strategies as gs
+from derivs import oracles
+from suite_helpers import Snapshot, assert_close, call_repr
+
+METHODS = derivs.METHODS["batch_jacobian"]
+SMALL = 12  # NOTE: per-sample Hessians are looped over samples by the oracle.
+
+
+def whole_batch(func: gs.GeneratedFunction, dims: tuple[int | None, ...]) -> Callable[..., torch.Tensor]:
+    """``func`` applied to the whole batch: batch dims moved to 0, outputs batched along 0."""
+
+    def batched(*args: torch.Tensor) -> torch.Tensor:
+        return func(*[a if d is None else a.movedim(d, 0) for a, d in zip(args, dims, strict=True)])
+
+    batched.__name__ = f"whole_batch_{func.__name__}"
+    return batched
+
+
+def draw(data: st.DataObject, device: str, dtype: torch.dtype, **kwargs: Any) -> tuple[gs.BatchedProblem, Any, tuple[int | None, ...]]:
+    func = gs.functions(batch_polymorphic=True, **kwargs)
+    p = data.draw(gs.batched_problems(func, device=device, dtype=dtype), label="problem")
+    dims = gs.normalize_in_dims(p.in_dims, p.func.in_shapes)
+    batched = [k for k, d in enumerate(dims) if d is not None]
+    return p, dims, batched
+
+
+def values(p: gs.BatchedProblem) -> tuple[Any, ...]:
+    return (p.args, torch.func.vmap(p.func, in_dims=p.in_dims)(*p.args))
+
+
+def pick_argnums(data: st.DataObject, p: gs.BatchedProblem, method: str, batched: list[int]) -> Any:
+    if method == "sum":  # the sum trick only differentiates batched arguments
+        chosen = data.draw(st.lists(st.sampled_from(batched), min_size=1, unique=True), label="argnums")
+        return chosen[0] if len(chosen) == 1 else tuple(chosen)
+    return data.draw(gs.argnums(p.func.n_args), label="argnums")
+
+
+def call(api: str, p: gs.BatchedProblem, dims: tuple[int | None, ...], argnums: Any, method: str) -> Any:
+    func = whole_batch(p.func, dims) if method == "sum" else p.func
+    return getattr(derivs, api)(func, argnums, in_dims=p.in_dims, method=method)(*p.args)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_batch_jacobian_matches_per_sample_oracle(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+    p, dims, batched = draw(data, device, dtype)
+    argnums = pick_argnums(data, p, method, batched)
+    snap = Snapshot(p.args)
+    result = call("batch_jacobian", p, dims, argnums, method)
+    ctx = call_repr("batch_jacobian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
+    snap.check(ctx)
+    expected = oracles.loop_batch_jacobian(p.func, p.args, argnums, in_dims=p.in_dims)
+    assert_close(result, expected, values=values(p), context=ctx)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@given(data=st.data())
+def test_batch_hessian_matches_per_sample_oracle(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+    p, dims, batched = draw(data, device, dtype, max_elements=SMALL)
+    argnums = pick_argnums(data, p, method, batched)
+    snap = Snapshot(p.args)
+    result = call("batch_hessian", p, dims, argnums, method)
+    ctx = call_repr("batch_hessian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
+    snap.check(ctx)
+    expected = oracles.loop_batch_hessian(p.func, p.args, argnums, in_dims=p.in_dims)
+    assert_close(result, expected, values=values(p), context=ctx)
+
+
+@given(data=st.data())
+def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
+    """Result [b] equals derivs.jacobian on sample b alone: no sample attached to another."""
+    p, dims, batched = draw(data, device, dtype)
+    method = data.draw(st.sampled_from(METHODS), label="method")
+    argnums = pick_argnums(data, p, method, batched)
+    result = call("batch_jacobian", p, dims, argnums, method)
+    for b in range(p.batch_size):
+        single = derivs.jacobian(p.func, argnums)(*p.sample(b))
+        got = tuple(r[b] for r in result) if isinstance(result, tuple) else result[b]
+        assert_close(got, single, values=values(p),
+                     context=f"{call_repr('batch_jacobian', p.func, argnums=argnums, in_dims=p.in_dims, method=method)}[{b}] vs jacobian(sample {b})")
+
+
+@pytest.mark.parametrize("api", ["batch_jacobian", "batch_hessian"])
+@given(data=st.data())
+def test_sum_trick_refuses_coupled_functions(device: str, dtype: torch.dtype, api: str, data: st.DataObject) -> None:
+    func = data.draw(gs.coupled_functions(n_args=st.integers(1, 2), max_elements=SMALL), label="coupled func")
+    p = data.draw(gs.batched_problems(func, device=device, dtype=dtype), label="problem")
+    argnums = tuple(range(p.func.n_args))
+    with pytest.raises(ValueError, match=rf"derivs\.{api}: func couples samples"):
+        getattr(derivs, api)(p.func, argnums, in_dims=p.in_dims, method="sum")(*p.args)
+
+
+@given(data=st.data())
+def test_tutorial_batch_predict(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
+    """in_dims=(None, None, 0): every method equals the closed form (1 - y**2)[..., None] * W."""
+    p = data.draw(gs.tutorial_predict(device=device, dtype=dtype, batch_size=gs.batch_sizes()), label="predict")
+    method = data.draw(st.sampled_from(METHODS), label="method")
+    y = p.func(p.weight, p.bias, p.xs)
+    expected = (1 - y**2)[..., :, None] * p.weight
+    result = derivs.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(*p.batched_args)
+    assert_close(result, expected, values=(p.batched_args, y),
+                 context=call_repr("batch_jacobian", p.func, argnums=2, in_dims=(None, None, 0), method=method))
