@@ -263,7 +263,8 @@ def without_overlap(x: torch.Tensor) -> torch.Tensor:
 
 
 def itemsize_of(tensors: Sequence[torch.Tensor]) -> int:
-    return max((t.element_size() for t in tensors), default=4)
+    sizes = [t.element_size() for t in tensors]
+    return max(sizes) if sizes else 4
 
 
 def check_in_dims(

@@ -47,11 +47,10 @@ def standard_basis(start: int, stop: int, like: Sequence[torch.Tensor]) -> list[
     for t in like:
         n = t.numel()
         piece = torch.zeros((rows, n), dtype=t.dtype, device=t.device)
-        lo, hi = max(start, offset), min(stop, offset + n)
-        if lo < hi:
-            idx = torch.arange(lo, hi, device=t.device)
-            piece[idx - start, idx - offset] = 1
-        pieces.append(piece.reshape(rows, *t.shape))
+        # NOTE: entry (r, c) is 1 where start + r == offset + c: one diagonal of the block.
+        # (fill_ on a diagonal view, unlike index assignment, also traces under torch.compile.)
+        piece.diagonal(start - offset).fill_(1)
+        pieces.append(piece.reshape((rows, *t.shape)))
         offset += n
     return pieces
 

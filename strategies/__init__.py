@@ -1,0 +1,168 @@
+"""Hypothesis strategies for the derivs verification suite.
+
+Small blocks, composed with ``@st.composite``; every bound is keyword-only and checked when the
+strategy is built (``shapes(min_dims=3, max_dims=2)`` raises ``InvalidArgument: min_dims=3 is
+larger than max_dims=2``). Sizes are capped by the named constants in ``strategies._caps``
+(re-exported here), each with a comment saying why.
+
+Entry points (all return Hypothesis strategies unless noted):
+
+Blocks
+    ``shapes(*, min_dims=0, max_dims=MAX_DIMS, min_side=1, max_side=MAX_SIDE, max_elements=MAX_ELEMENTS)``
+        tuples of ints, 0-d to 4-d, size-1 and non-square sides.
+    ``devices(*, include_meta=False)``
+        device strings from ``get_devices()`` (the conftest's ``--devices``), plus ``"meta"``.
+    ``dtypes(device=None)``
+        float64 and float32 (float32 only on mps).
+    ``tensors(shape, dtype=float64, device="cpu", *, layout=None, values=None, min_value=-1, max_value=1)``
+        tensors of exactly that shape with a layout from ``LAYOUTS`` (contiguous, offset,
+        transposed, sliced, expanded); ``shape``/``dtype``/``device``/``layout`` may be
+        strategies (``st.shared(shapes(), key=...)`` gives several tensors one shape).
+    ``tangents_like(primals, *, layout=None, ...)`` (alias ``cotangents_like``)
+        tuples of tensors matched to ``primals`` in number, shape, dtype and device.
+    ``argnums(n_args, *, allow_tuple=True, allow_int=True, allow_negative=True, min_size=1, max_size=None)``
+        an int in ``[-n, n)`` or a tuple of distinct positions; ``normalize_argnums`` (a
+        function) maps a draw to non-negative positions.
+    ``in_dims(in_shapes, *, allow_int=True, allow_none=True, allow_nonzero=True, allow_negative=True)``
+        ``vmap``-style ``in_dims``; ``normalize_in_dims`` (a function) gives one non-negative
+        position or None per argument; ``batched_args(in_shapes, in_dims, batch_size, dtype,
+        device)`` lays tensors out to match; ``batched_shape`` (a function) gives one shape.
+    ``batch_sizes(*, min_size=1, max_size=MAX_BATCH)``
+    ``chunk_sizes(total, *, divides=None, allow_none=False)``
+        chunk sizes that divide ``total`` or not (and ones larger than it).
+
+Functions
+    ``functions(*, n_args=None, in_shapes=None, out_shape=None, scalar_output=None, min_depth=0,
+    max_depth=3, batch_polymorphic=None, real_analytic=None, ops=None, max_dims=MAX_DIMS,
+    max_elements=MAX_ELEMENTS)``
+        ``GeneratedFunction``: random smooth expression trees whose repr is the formula, e.g.
+        ``f(x0: (3,), x1: (3,)) -> () = (tanh(x0 @ W1) * x1).sum(-1)  where W1 = randn((3, 3), seed=1) / sqrt(3)``.
+    ``coupled_functions(*, n_args=1, ..., couplings=None)``
+        whole-batch functions ``(B, *in) -> (B, *out)`` that couple samples (``coupled=True``).
+    ``eval_formula(repr_text)`` (a function)
+        the callable a ``GeneratedFunction``'s repr describes (bit-identical values).
+
+Whole draws (NamedTuples)
+    ``problems(func=None, *, device=None, dtype=None, include_meta=False, layout=None)``
+        ``Problem(func, device, dtype, args)``.
+    ``batched_problems(func=None, *, device=None, dtype=None, in_dims=None, batch_size=None, ...)``
+        ``BatchedProblem(func, device, dtype, args, in_dims, batch_size)`` with ``.sample(b)``.
+    ``tutorial_predict(*, kind=None, min_features=1, max_features=MAX_FEATURES, batch_size=None, ...)``
+        ``PredictProblem(func, device, dtype, weight, bias, x, xs, kind)``: the tutorial's
+        ``predict(weight, bias, x) = linear(x, weight, bias).tanh()``, tall, wide or square,
+        with ``.args``, ``.batched_args`` and ``.in_dims == (None, None, 0)``.
+
+Devices
+    ``set_devices(devices)`` / ``get_devices()``: set once by the root conftest from ``--devices``.
+"""
+
+from strategies._basic import (
+    argnums,
+    batch_sizes,
+    chunk_sizes,
+    devices,
+    dtypes,
+    dtypes_for,
+    in_dims,
+    normalize_argnums,
+    normalize_in_dims,
+    shapes,
+)
+from strategies._caps import (
+    EXP_INPUT_BOUND,
+    INPUT_BOUND,
+    MAX_ARGS,
+    MAX_BATCH,
+    MAX_DIMS,
+    MAX_ELEMENTS,
+    MAX_FEATURES,
+    MAX_INTERMEDIATE,
+    MAX_SIDE,
+    VALUE_BOUND,
+)
+from strategies._devices import get_devices, set_devices
+from strategies._expr import eval_formula
+from strategies._functions import (
+    COUPLINGS,
+    JOIN_OPS,
+    NON_ANALYTIC_OPS,
+    NON_POLYMORPHIC_OPS,
+    OPS,
+    UNARY_OPS,
+    GeneratedFunction,
+    coupled_functions,
+    functions,
+)
+from strategies._problems import (
+    PREDICT_KINDS,
+    BatchedProblem,
+    PredictProblem,
+    Problem,
+    batched_problems,
+    predict_function,
+    problems,
+    tutorial_predict,
+)
+from strategies._tensors import (
+    LAYOUTS,
+    NON_CONTIGUOUS_LAYOUTS,
+    VALUE_MODES,
+    batched_args,
+    batched_shape,
+    cotangents_like,
+    feasible_layouts,
+    tangents_like,
+    tensors,
+)
+
+__all__ = [
+    "COUPLINGS",
+    "EXP_INPUT_BOUND",
+    "INPUT_BOUND",
+    "JOIN_OPS",
+    "LAYOUTS",
+    "MAX_ARGS",
+    "MAX_BATCH",
+    "MAX_DIMS",
+    "MAX_ELEMENTS",
+    "MAX_FEATURES",
+    "MAX_INTERMEDIATE",
+    "MAX_SIDE",
+    "NON_ANALYTIC_OPS",
+    "NON_CONTIGUOUS_LAYOUTS",
+    "NON_POLYMORPHIC_OPS",
+    "OPS",
+    "PREDICT_KINDS",
+    "UNARY_OPS",
+    "VALUE_BOUND",
+    "VALUE_MODES",
+    "BatchedProblem",
+    "GeneratedFunction",
+    "PredictProblem",
+    "Problem",
+    "argnums",
+    "batch_sizes",
+    "batched_args",
+    "batched_problems",
+    "batched_shape",
+    "chunk_sizes",
+    "cotangents_like",
+    "coupled_functions",
+    "devices",
+    "dtypes",
+    "dtypes_for",
+    "eval_formula",
+    "feasible_layouts",
+    "functions",
+    "get_devices",
+    "in_dims",
+    "normalize_argnums",
+    "normalize_in_dims",
+    "predict_function",
+    "problems",
+    "set_devices",
+    "shapes",
+    "tangents_like",
+    "tensors",
+    "tutorial_predict",
+]
