@@ -23,7 +23,7 @@ from derivs import oracles, testing
 from derivs import products as _products_mod
 from derivs._config import get_memory_budget, memory_budget, set_memory_budget
 from derivs.batch import batch_hessian, batch_jacobian
-from derivs.check import check
+from derivs.check import CheckFailure, CheckReport, check
 from derivs.hessian import hessian
 from derivs.jacobian import jacobian
 from derivs.products import hvp, vhp
@@ -43,6 +43,8 @@ METHODS: dict[str, tuple[str, ...]] = {
 
 __all__ = [
     "METHODS",
+    "CheckFailure",
+    "CheckReport",
     "__version__",
     "batch_hessian",
     "batch_jacobian",

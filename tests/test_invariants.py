@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import derivs
@@ -126,23 +126,40 @@ def test_batch_shapes_dtype_and_caller(device: str, dtype: torch.dtype, api: str
     assert all(b.dtype == dtype for b in leaves(result))
 
 
-COMPILE_APIS: list[tuple[str, Callable[..., Any]]] = [
-    ("jacobian-auto", lambda f: derivs.jacobian(f)),
-    ("jacobian-fwd", lambda f: derivs.jacobian(f, method="fwd")),
-    ("hessian-auto", lambda f: derivs.hessian(f)),
+# (name, derivs transform, the torch.func equivalent)
+COMPILE_APIS: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
+    ("jacobian-rev", lambda f: derivs.jacobian(f, method="rev"), torch.func.jacrev),
+    ("jacobian-fwd", lambda f: derivs.jacobian(f, method="fwd"), torch.func.jacfwd),
+    ("hessian-fwd_rev", lambda f: derivs.hessian(f, method="fwd_rev"), torch.func.hessian),
 ]
 
 
+def _compiles(fn: Callable[..., Any], args: tuple[torch.Tensor, ...]) -> bool:
+    torch._dynamo.reset()
+    try:
+        torch.compile(fn, backend="aot_eager")(*args)
+    except Exception:  # noqa: BLE001 - any failure means torch.compile cannot take it
+        return False
+    return True
+
+
 @pytest.mark.compile
-@pytest.mark.parametrize(("name", "transform"), COMPILE_APIS, ids=[c[0] for c in COMPILE_APIS])
+@pytest.mark.parametrize(("name", "transform", "reference"), COMPILE_APIS, ids=[c[0] for c in COMPILE_APIS])
 @settings(max_examples=3)
 @given(data=st.data())
-def test_compiled_agrees_with_eager(device: str, dtype: torch.dtype, name: str, transform: Callable[..., Any], data: st.DataObject) -> None:
-    """torch.compile of a derivs transform (aot_eager: dynamo + AOT autograd, no C++ build)."""
+def test_compiled_agrees_with_eager(device: str, dtype: torch.dtype, name: str, transform: Callable[..., Any],
+                                    reference: Callable[..., Any], data: st.DataObject) -> None:
+    """torch.compile of a derivs transform (aot_eager: dynamo + AOT autograd, no C++ build).
+
+    NOTE: torch.compile cannot trace some forward-mode programs at all (e.g. jacfwd of a
+    vector @ matrix fails inside PyTorch with an internal assert in 2.13); where the
+    torch.func equivalent does not compile either, the example is rejected, not failed.
+    """
     p = data.draw(gs.problems(gs.functions(n_args=1, max_elements=SMALL), device=device, dtype=dtype), label="problem")
+    assume(_compiles(reference(p.func), p.args))
     eager = transform(p.func)(*p.args)
     torch._dynamo.reset()
-    compiled = torch.compile(transform(p.func), backend="aot_eager", fullgraph=False)(*p.args)
+    compiled = torch.compile(transform(p.func), backend="aot_eager")(*p.args)
     assert_close(compiled, eager, values=values_of(p), context=f"torch.compile({name}) vs eager")
 
 

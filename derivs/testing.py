@@ -1,0 +1,353 @@
+"""The one comparison helper of the derivs suite: :func:`assert_close`.
+
+It checks structure, then shape, dtype and device, then values, against a tolerance
+derived from the dtype's machine epsilon, the size of the block and, for comparisons with a
+finite-difference oracle, the oracle's own error estimate. A failure names the block, the
+worst element, both values there, the tolerance and how it was derived, and the call that
+produced the values (``context``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["ERROR_SAFETY", "Tolerance", "assert_close", "tolerance"]
+
+Tensor = torch.Tensor
+
+# NOTE: the tolerance formula. For a block with `numel` elements whose expected values have
+# largest magnitude `scale`, with eps the machine epsilon of the less precise of the two
+# dtypes, an element passes when
+#
+#     |actual - expected| <= atol + rtol * |expected| + ERROR_SAFETY * error
+#
+#     rtol = RTOL_FACTOR * eps                          (8 eps: a few roundings per element)
+#     atol = ATOL_FACTOR * eps * sqrt(numel) * scale    (32 eps sqrt(n), norm-wise)
+#
+# The absolute part is norm-wise: it is relative to the largest expected value, not to
+# each element, because the rounding error of a derivative entry is set by the magnitudes
+# summed into it (of the order of the block's scale), not by the entry itself; a
+# near-zero entry made by cancellation carries an absolute error of order eps * scale.
+# The sqrt(numel) factor grows with the sizes involved the way accumulated rounding does
+# (randomly signed errors add like a random walk). For a block of 64 elements in float32
+# this allows 256 eps = 3e-5 of the scale: enough for forward- vs reverse-mode rounding on
+# smooth random functions of that size, far below any real bug. In float64 the same
+# formula allows 256 eps = 6e-14: a relative error of 1e-6 fails by eight orders of
+# magnitude. ERROR_SAFETY = 2 multiplies the oracle's own error estimate: the estimates
+# of derivs.oracles are built conservative (median 10-50x the true error), but away from
+# saturation an element made small by cancellation escaped its estimate by up to 2.3x
+# (docs/oracles.md); the factor 2 together with the eps-based atol above absorbs that.
+RTOL_FACTOR = 8.0
+ATOL_FACTOR = 32.0
+ERROR_SAFETY = 2.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The default tolerance for one block, and how it was derived."""
+
+    rtol: float
+    atol: float
+    eps: float
+    dtype: torch.dtype
+    numel: int
+    scale: float
+
+    def describe(self) -> str:
+        name = str(self.dtype).removeprefix("torch.")
+        return (
+            f"atol={self.atol:.3g} ({ATOL_FACTOR:g}*eps*sqrt(numel)*max|expected|"
+            f" = {ATOL_FACTOR:g}*{self.eps:.3g}*sqrt({self.numel})*{self.scale:.3g}),"
+            f" rtol={self.rtol:.3g} ({RTOL_FACTOR:g}*eps), eps of {name}"
+        )
+
+
+def _eps(dtype: torch.dtype) -> float:
+    if dtype.is_floating_point or dtype.is_complex:
+        return torch.finfo(dtype).eps  # finfo of a complex dtype is that of its parts
+    return 0.0  # integers and bools compare exactly
+
+
+def tolerance(dtype: torch.dtype, numel: int, scale: float = 1.0) -> Tolerance:
+    """The default tolerance :func:`assert_close` uses for a block.
+
+    Args:
+        dtype: the less precise dtype of the two compared.
+        numel: the number of elements of the block.
+        scale: the largest magnitude among the expected values.
+
+    Returns:
+        A :class:`Tolerance` with ``rtol = 8 eps`` and
+        ``atol = 32 eps sqrt(numel) scale``.
+
+    >>> t = tolerance(torch.float64, 16, scale=2.0)
+    >>> t.atol == 32 * torch.finfo(torch.float64).eps * 4 * 2.0
+    True
+    """
+    eps = _eps(dtype)
+    return Tolerance(
+        rtol=RTOL_FACTOR * eps,
+        atol=ATOL_FACTOR * eps * math.sqrt(max(numel, 1)) * scale,
+        eps=eps,
+        dtype=dtype,
+        numel=numel,
+        scale=scale,
+    )
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def _kind(node: object) -> str:
+    if isinstance(node, torch.Tensor):
+        return "Tensor"
+    if isinstance(node, tuple):
+        return "tuple"
+    if isinstance(node, list):
+        return "list"
+    if isinstance(node, dict):
+        return "dict"
+    return type(node).__name__
+
+
+def _pairs(
+    actual: Any, expected: Any, error: Any, path: str, out: list[tuple[str, Tensor, Tensor, Any]]
+) -> str | None:
+    """Collect matching leaves; return a description of the first structure mismatch."""
+    ka, ke = _kind(actual), _kind(expected)
+    if ka != ke:
+        return f"actual{path} is a {ka}, expected{path} is a {ke}"
+    if ka == "Tensor":
+        out.append((path, actual, expected, error))
+        return None
+    if ka in ("tuple", "list"):
+        if len(actual) != len(expected):
+            return (
+                f"actual{path} is a {ka} of length {len(actual)},"
+                f" expected{path} has length {len(expected)}"
+            )
+        if error is not None and (_kind(error) != ka or len(error) != len(expected)):
+            return f"error{path} does not have the structure of expected{path}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            sub = None if error is None else error[i]
+            found = _pairs(a, e, sub, f"{path}[{i}]", out)
+            if found:
+                return found
+        return None
+    if ka == "dict":
+        if list(actual) != list(expected):
+            return (
+                f"actual{path} has keys {list(actual)!r}, expected{path} has keys"
+                f" {list(expected)!r}"
+            )
+        for k in expected:
+            sub = None if error is None else error[k]
+            found = _pairs(actual[k], expected[k], sub, f"{path}[{k!r}]", out)
+            if found:
+                return found
+        return None
+    if actual is None and expected is None:
+        return None
+    return f"actual{path} and expected{path} are {ka} (only tensors and tuples of them compare)"
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def _fmt_index(flat: int, shape: torch.Size) -> str:
+    index = []
+    for size in reversed(shape):
+        index.append(flat % size)
+        flat //= size
+    return str(tuple(reversed(index)))
+
+
+def _where(path: str) -> str:
+    return f"block{path}" if path else "tensor"
+
+
+def _check_meta(path: str, actual: Tensor, expected: Tensor, error: Any) -> str | None:
+    """None when shape, dtype, device (and the error's shape) agree, else why not."""
+    where = _where(path)
+    if actual.shape != expected.shape:
+        return (
+            f"shape mismatch in {where}: actual {tuple(actual.shape)},"
+            f" expected {tuple(expected.shape)}"
+        )
+    if actual.dtype != expected.dtype:
+        return f"dtype mismatch in {where}: actual {actual.dtype}, expected {expected.dtype}"
+    if actual.device != expected.device:
+        return f"device mismatch in {where}: actual {actual.device}, expected {expected.device}"
+    if error is not None:
+        if not isinstance(error, torch.Tensor):
+            return f"error{path} is a {type(error).__name__}, expected a Tensor"
+        try:
+            error.broadcast_to(expected.shape)
+        except RuntimeError:
+            return (
+                f"error{path} has shape {tuple(error.shape)}, which does not broadcast to"
+                f" {tuple(expected.shape)}"
+            )
+    return None
+
+
+def _check_values(
+    path: str,
+    actual: Tensor,
+    expected: Tensor,
+    error: Tensor | None,
+    rtol: float | None,
+    atol: float | None,
+) -> str | None:
+    """None when the block's values agree, else a multi-line description of the failure."""
+    where = _where(path)
+    if actual.device.type == "meta" or expected.numel() == 0:
+        return None
+
+    wide = torch.complex128 if (actual.is_complex() or expected.is_complex()) else torch.float64
+    a = actual.detach().to("cpu", wide)
+    e = expected.detach().to("cpu", wide)
+    finite = torch.isfinite(e)
+    scale = float(e.abs()[finite].max()) if bool(finite.any()) else 0.0
+    lower = actual.dtype if _eps(actual.dtype) >= _eps(expected.dtype) else expected.dtype
+    tol_info = tolerance(lower, expected.numel(), scale)
+    r = tol_info.rtol if rtol is None else rtol
+    t_abs = tol_info.atol if atol is None else atol
+    allowed = t_abs + r * e.abs()
+    err = None
+    if error is not None:
+        err = error.detach().to("cpu", torch.float64).abs().broadcast_to(expected.shape)
+        allowed = allowed + ERROR_SAFETY * err
+    diff = (a - e).abs()
+    # NaN matches NaN and an infinity matches itself; everything else must be finite and close
+    same_special = (torch.isnan(a) & torch.isnan(e)) | (torch.isinf(e) & (a == e))
+    ok = same_special | (finite & (diff <= allowed))
+    if bool(ok.all()):
+        return None
+
+    bad = ~ok
+    nbad = int(bad.sum())
+    # worst element: the largest |diff| / tolerance ratio; non-finite mismatches first
+    ratio = torch.where(
+        finite & torch.isfinite(a),
+        diff / allowed.clamp_min(1e-300),
+        torch.full_like(diff, math.inf),
+    )
+    ratio = torch.where(bad, ratio, torch.full_like(ratio, -1.0))
+    worst = int(torch.argmax(ratio.reshape(-1)))
+    shape = expected.shape
+    safe = torch.where(torch.isfinite(diff), diff, torch.zeros_like(diff))
+    max_abs = float(diff.max()) if bool(torch.isfinite(diff).all()) else math.inf
+    rel = safe / e.abs().where(e != 0, torch.full_like(safe, math.nan))
+    rel = torch.where(torch.isnan(rel), torch.zeros_like(rel), rel)
+    rel_at = int(torch.argmax(rel.reshape(-1)))
+    abs_at = int(torch.argmax(safe.reshape(-1)))
+    av = a.reshape(-1)[worst].item()
+    ev = e.reshape(-1)[worst].item()
+    tol_there = float(allowed.reshape(-1)[worst])
+    how = (
+        (f"atol={t_abs:.3g} (given)" if atol is not None else "")
+        + (", " if atol is not None and rtol is not None else "")
+        + (f"rtol={r:.3g} (given)" if rtol is not None else "")
+    )
+    if rtol is None or atol is None:
+        how = (how + "; default " if how else "") + tol_info.describe()
+    if err is not None:
+        how += f"; oracle error estimate here {float(err.reshape(-1)[worst]):.3g}"
+    name = str(actual.dtype).removeprefix("torch.")
+    lines = [
+        f"values differ in {where} (shape {tuple(shape)}, {name}, {actual.device}):"
+        f" {nbad} of {expected.numel()} elements out of tolerance",
+        f"  worst at index {_fmt_index(worst, shape)}: actual {_num(av)}, expected {_num(ev)},"
+        f" |diff| {float(diff.reshape(-1)[worst]):.3g} > tolerance {tol_there:.3g}",
+        f"  max abs error {max_abs:.3g} at {_fmt_index(abs_at, shape)};"
+        f" max rel error {float(rel.reshape(-1)[rel_at]):.3g} at {_fmt_index(rel_at, shape)}",
+        "  tolerance: |actual - expected| <= atol + rtol*|expected|"
+        + (f" + {ERROR_SAFETY:g}*error" if error is not None else "")
+        + f"; {how}",
+    ]
+    return "\n".join(lines)
+
+
+def _num(v: complex | float | int | bool) -> str:
+    if isinstance(v, complex):
+        return f"{v.real:.10g}{v.imag:+.10g}j"
+    return f"{v:.10g}"
+
+
+def assert_close(
+    actual: Any,
+    expected: Any,
+    *,
+    error: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    context: str = "",
+) -> None:
+    """Assert that ``actual`` matches ``expected`` within a derived tolerance.
+
+    Checks, in order: the structure (tensors and nested tuples/lists/dicts of them), then
+    each block's shape, dtype and device, then its values, compared in float64 (complex128
+    for complex blocks). An element passes when
+
+        ``|actual - expected| <= atol + rtol * |expected| + 2 * error``
+
+    with defaults ``rtol = 8 eps`` and ``atol = 32 eps sqrt(numel) max|expected|`` (eps of the
+    less precise dtype, numel of the block; see :func:`tolerance`). ``error`` is an
+    oracle's elementwise error estimate (``derivs.oracles.fd_jacobian(...).error``), with
+    the structure of ``expected``. NaN matches only NaN and an infinity only itself.
+
+    Args:
+        actual: the result under test.
+        expected: the reference (an oracle's value or a closed form).
+        error: the reference's elementwise absolute error estimate, or None.
+        rtol: replaces the default relative tolerance.
+        atol: replaces the default absolute tolerance.
+        context: the call that produced ``actual``, e.g.
+            ``"jacobian(method='fwd', argnums=(0, 1))"``; it starts the failure message.
+
+    Raises:
+        AssertionError: on the first structure, shape, dtype or device mismatch, or when
+            values differ; the message names the block path (``[1][0]``), the worst index,
+            both values there, max abs and rel error, and the tolerance with its derivation.
+
+    >>> x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    >>> assert_close((x, x * 2), (x.clone(), x * 2))
+    >>> assert_close(x * (1 + 1e-6), x, context="scaled")
+    Traceback (most recent call last):
+    ...
+    AssertionError: [scaled] values differ in tensor (shape (2,), float64, cpu): 2 of 2 elements out of tolerance
+    ...
+    """
+    prefix = f"[{context}] " if context else ""
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+        ):
+            raise ValueError(
+                f"derivs.testing.assert_close: {name}={value!r} must be a non-negative number"
+            )
+    leaves: list[tuple[str, Tensor, Tensor, Any]] = []
+    mismatch = _pairs(actual, expected, error, "", leaves)
+    if mismatch:
+        raise AssertionError(f"{prefix}structure mismatch: {mismatch}")
+    for path, a, e, err in leaves:
+        meta = _check_meta(path, a, e, err)
+        if meta:
+            raise AssertionError(prefix + meta)
+    failures = []
+    for path, a, e, err in leaves:
+        found = _check_values(path, a, e, err, rtol, atol)
+        if found:
+            failures.append((path, found))
+    if not failures:
+        return
+    path, message = failures[0]
+    others = [p or "tensor" for p, _ in failures[1:]]
+    if others:
+        message += f"\n  (also failing: {', '.join(others)})"
+    raise AssertionError(prefix + message)
