@@ -1,0 +1,574 @@
+"""Meta-tests of derivs.oracles: the ground truth checked against closed forms.
+
+* every finite-difference scheme against closed forms (linear maps, sin -> diag(cos),
+  x^T S x -> S + S^T, the tutorial's tanh-linear, a vector-valued Hessian, a mixed
+  Hessian), with the true error inside the reported error estimate;
+* complex step within a few ulps of the closed forms in float64;
+* the loop oracles equal to the closed forms, and their contract (shapes, argnums, in_dims,
+  pytrees, zeros, no mutation, non-contiguous and empty inputs);
+* bad arguments raise errors that name the API; oracles.py imports nothing it checks.
+
+Inputs are drawn with hypothesis.extra.numpy from floats exact in float32 (width=32), so
+one float64 closed form is the truth for float32 and float64 inputs alike. The closed forms
+avoid cancellation (sech(u)**2, not 1 - tanh(u)**2) so their own rounding stays at a few
+ulps; the checks allow for that with ``TRUTH_SLACK`` ulps of the largest true value.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from derivs import oracles
+from derivs.oracles import (
+    Estimate,
+    fd_hessian,
+    fd_jacobian,
+    loop_batch_hessian,
+    loop_batch_jacobian,
+    loop_hessian,
+    loop_jacobian,
+)
+from derivs.testing import assert_close
+
+ORACLES_PY = Path(oracles.__file__)
+F64_EPS = torch.finfo(torch.float64).eps
+# the closed forms' own rounding, in ulps of their largest magnitude (norm-wise)
+TRUTH_SLACK = 8.0
+
+# NOTE: inputs in [-1, 1] and weights in [-1/2, 1/2] keep tanh away from saturation, where
+# 1 - tanh**2 is computed with cancellation and every method (closed forms included) loses
+# relative accuracy; the oracles' behaviour there is measured in docs/oracles.md instead.
+UNIT = st.floats(-1, 1, allow_nan=False, allow_infinity=False, width=32)
+HALF = st.floats(-0.5, 0.5, allow_nan=False, allow_infinity=False, width=32)
+WIDE = st.floats(-2, 2, allow_nan=False, allow_infinity=False, width=32)
+
+
+def arrays(shape: Any, elements: st.SearchStrategy[float] = UNIT) -> st.SearchStrategy[Any]:
+    return hnp.arrays(np.float64, shape, elements=elements)
+
+
+def tensor(a: Any, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, dtype=np.float64)).to(device=device, dtype=dtype)
+
+
+def f64(a: Any) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+def sech2(u: torch.Tensor) -> torch.Tensor:
+    return 1 / torch.cosh(u) ** 2
+
+
+@dataclass
+class Case:
+    """A function, its arguments, argnums, and the closed-form derivative (float64, cpu)."""
+
+    name: str
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    argnums: int | tuple[int, ...]
+    truth: Any
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(a.shape)) for a in self.args)
+        return f"Case({self.name}, args of shapes {shapes}, argnums={self.argnums})"
+
+
+def linear(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return A @ x + b
+
+
+def quadratic(x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    return x @ S @ x
+
+
+def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The tutorial's model: F.linear(x, weight, bias).tanh()."""
+    return torch.nn.functional.linear(x, weight, bias).tanh()
+
+
+def sum_sin(x: torch.Tensor) -> torch.Tensor:
+    return torch.sin(x).sum()
+
+
+def mixed(x: torch.Tensor, y: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    return torch.sin(x).sum() + x @ A @ y
+
+
+@st.composite
+def jacobian_cases(draw: st.DrawFn, device: str, dtype: torch.dtype) -> Case:
+    kind = draw(st.sampled_from(["linear", "sin", "quadratic", "predict_x", "predict_wb"]))
+    n, m = draw(st.integers(1, 6)), draw(st.integers(1, 5))
+    t = lambda a: tensor(a, device, dtype)  # noqa: E731
+    if kind == "sin":
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=3))
+        x = draw(arrays(shape, WIDE))
+        truth = torch.diag(torch.cos(f64(x)).reshape(-1)).reshape((*shape, *shape))
+        return Case("sin(x)", torch.sin, (t(x),), 0, truth)
+    if kind == "linear":
+        x, A, b = draw(arrays(n, WIDE)), draw(arrays((m, n), WIDE)), draw(arrays(m, WIDE))
+        truth = (f64(A), torch.eye(m, dtype=torch.float64))
+        return Case("A @ x + b", linear, (t(x), t(A), t(b)), (0, -1), truth)
+    if kind == "quadratic":
+        x, S = draw(arrays(n, WIDE)), draw(arrays((n, n), WIDE))
+        S64 = f64(S)
+        return Case("x @ S @ x", quadratic, (t(x), t(S)), 0, (S64 + S64.T) @ f64(x))
+    W, b, x = draw(arrays((m, n), HALF)), draw(arrays(m, HALF)), draw(arrays(n))
+    d = sech2(f64(W) @ f64(x) + f64(b))
+    if kind == "predict_x":
+        return Case("tanh(W x + b) wrt x", predict, (t(W), t(b), t(x)), 2, d[:, None] * f64(W))
+    dW = torch.einsum("i,ik,l->ikl", d, torch.eye(m, dtype=torch.float64), f64(x))
+    return Case(
+        "tanh(W x + b) wrt (W, b)", predict, (t(W), t(b), t(x)), (0, 1), (dW, torch.diag(d))
+    )
+
+
+@st.composite
+def hessian_cases(draw: st.DrawFn, device: str, dtype: torch.dtype) -> Case:
+    kind = draw(st.sampled_from(["quadratic", "sum_sin", "predict", "mixed"]))
+    n, m = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    t = lambda a: tensor(a, device, dtype)  # noqa: E731
+    if kind == "quadratic":
+        x, S = draw(arrays(n, WIDE)), draw(arrays((n, n), WIDE))
+        return Case("x @ S @ x", quadratic, (t(x), t(S)), 0, f64(S) + f64(S).T)
+    if kind == "sum_sin":
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+        x = draw(arrays(shape, WIDE))
+        truth = torch.diag(-torch.sin(f64(x)).reshape(-1)).reshape((*shape, *shape))
+        return Case("sum(sin(x))", sum_sin, (t(x),), 0, truth)
+    if kind == "predict":  # vector-valued: one Hessian per output, shape (m, n, n)
+        W, b, x = draw(arrays((m, n), HALF)), draw(arrays(m, HALF)), draw(arrays(n))
+        u = f64(W) @ f64(x) + f64(b)
+        coef = -2 * torch.tanh(u) * sech2(u)
+        truth = coef[:, None, None] * f64(W)[:, :, None] * f64(W)[:, None, :]
+        return Case("tanh(W x + b) wrt x", predict, (t(W), t(b), t(x)), 2, truth)
+    k = draw(st.integers(1, 4))
+    x, y, A = draw(arrays(n, WIDE)), draw(arrays(k, WIDE)), draw(arrays((n, k), WIDE))
+    A64 = f64(A)
+    truth = (
+        (torch.diag(-torch.sin(f64(x))), A64),
+        (A64.T, torch.zeros(k, k, dtype=torch.float64)),
+    )
+    return Case("sum(sin x) + x @ A @ y", mixed, (t(x), t(y), t(A)), (0, 1), truth)
+
+
+def leaves(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    return [t for sub in tree for t in leaves(sub)]
+
+
+def check_within_estimate(est: Estimate, truth: Any, like: tuple[Any, ...], case: Case) -> None:
+    """Structure, dtype and device as the arguments; |value - truth| <= error (+ slack)."""
+    values, errors, truths = leaves(est.value), leaves(est.error), leaves(truth)
+    assert len(values) == len(errors) == len(truths), case
+    nums = (case.argnums,) if isinstance(case.argnums, int) else case.argnums
+    for k, (v, e, t) in enumerate(zip(values, errors, truths, strict=True)):
+        src = like[nums[k % len(nums)]]
+        assert v.shape == t.shape == e.shape, (k, v.shape, t.shape, e.shape)
+        assert v.dtype == e.dtype == src.dtype and v.device == src.device, (k, v.dtype, v.device)
+        err = (v.detach().cpu().double() - t).abs()
+        bound = e.cpu().double() + TRUTH_SLACK * F64_EPS * (t.abs().max() if t.numel() else 0)
+        worst = float((err / bound.clamp_min(1e-300)).max()) if t.numel() else 0.0
+        note(f"block {k}: max err {float(err.max()) if t.numel() else 0:.3g}, ratio {worst:.3g}")
+        assert bool((err <= bound).all()), (
+            f"{case}: block {k}: true error exceeds the estimate by {worst:.3g}x"
+            f" (max true error {float(err.max()):.3g}, max estimate {float(e.max()):.3g})"
+        )
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+@pytest.mark.parametrize("scheme", oracles.SCHEMES)
+@given(data=st.data())
+def test_fd_jacobian_within_its_error_estimate(
+    scheme: str, device: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    case = data.draw(jacobian_cases(device, dtype), label="case")
+    est = fd_jacobian(case.func, case.args, case.argnums, scheme=scheme)
+    check_within_estimate(est, case.truth, case.args, case)
+
+
+@pytest.mark.parametrize("scheme", oracles.SCHEMES)
+@given(data=st.data())
+def test_fd_hessian_within_its_error_estimate(
+    scheme: str, device: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    case = data.draw(hessian_cases(device, dtype), label="case")
+    est = fd_hessian(case.func, case.args, case.argnums, scheme=scheme)
+    check_within_estimate(est, case.truth, case.args, case)
+
+
+@given(data=st.data())
+def test_fd_oracles_pass_assert_close_with_their_estimate(device: str, data: st.DataObject) -> None:
+    """The way the suite uses them: assert_close(closed form, oracle, error=estimate)."""
+    case = data.draw(jacobian_cases(device, torch.float64), label="case")
+    est = fd_jacobian(case.func, case.args, case.argnums)
+    if isinstance(case.truth, tuple):
+        truth: Any = tuple(t.to(device) for t in case.truth)
+    else:
+        truth = case.truth.to(device)
+    assert_close(truth, est.value, error=est.error, context=f"fd_jacobian on {case}")
+
+
+@pytest.mark.parametrize("kind", ["jacobian", "hessian"])
+@given(data=st.data())
+def test_complex_step_within_a_few_ulps_in_float64(
+    kind: str, device: str, data: st.DataObject
+) -> None:
+    if device.startswith("mps"):
+        pytest.skip("mps has no float64")
+    draw = jacobian_cases if kind == "jacobian" else hessian_cases
+    case = data.draw(draw(device, torch.float64), label="case")
+    oracle = fd_jacobian if kind == "jacobian" else fd_hessian
+    est = oracle(case.func, case.args, case.argnums, scheme="complex_step")
+    for v, t in zip(leaves(est.value), leaves(case.truth), strict=True):
+        scale = float(t.abs().max()) if t.numel() else 0.0
+        err = float((v.cpu() - t).abs().max()) if t.numel() else 0.0
+        note(f"max error {err / F64_EPS / max(scale, 1e-300):.2f} ulps of max|truth|")
+        assert err <= TRUTH_SLACK * F64_EPS * scale, (case, err, scale)
+
+
+@pytest.mark.parametrize("scheme", oracles.SCHEMES)
+def test_fd_compute_in_float32_widens_the_estimate(scheme: str) -> None:
+    """compute_dtype=float32 is what mps gets: less accurate, and the estimate says so."""
+    x = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64)
+    truth = torch.diag(torch.cos(x))
+    wide = fd_jacobian(torch.sin, (x,), scheme=scheme, compute_dtype=torch.float32)
+    narrow = fd_jacobian(torch.sin, (x,), scheme=scheme)
+    assert wide.value.dtype == torch.float64  # returned in the argument's dtype
+    assert bool(((wide.value - truth).abs() <= wide.error).all())
+    assert float(wide.error.max()) > 100 * float(narrow.error.max())
+
+
+def test_fd_step_override_is_used() -> None:
+    x = torch.tensor([0.5], dtype=torch.float64)
+    coarse = fd_jacobian(torch.exp, (x,), scheme="central", step=0.1)
+    assert abs(float(coarse.value) - math.exp(0.5)) > 1e-4  # a step of 0.1 is visibly coarse
+    assert float(coarse.error) >= abs(float(coarse.value) - math.exp(0.5))
+
+
+def test_fd_richardson_survives_a_domain_edge() -> None:
+    """Steps that leave the domain give NaN there; the other windows are used."""
+    x = torch.tensor([0.05, 2.0], dtype=torch.float64)
+    est = fd_jacobian(torch.sqrt, (x,))
+    truth = torch.diag(0.5 / torch.sqrt(x))
+    assert bool(((est.value - truth).abs() <= est.error).all())
+    assert bool(torch.isfinite(est.value).all())
+
+
+def test_fd_jacobian_pytree_output_and_non_float_args() -> None:
+    x = torch.tensor([0.2, 0.4], dtype=torch.float32)
+    idx = torch.tensor([1, 0])
+
+    def f(x: torch.Tensor, idx: torch.Tensor, scale: float) -> dict[str, Any]:
+        return {"perm": x[idx] * scale, "pair": (x.sum(), torch.sin(x))}
+
+    est = fd_jacobian(f, (x, idx, 3.0))
+    loop = loop_jacobian(f, (x, idx, 3.0))
+    assert list(est.value) == ["perm", "pair"] and isinstance(est.value["pair"], tuple)
+    assert_close(loop, est.value, error=est.error, context="fd vs loop on a dict output")
+
+
+def test_fd_hessian_of_a_linear_function_is_zero() -> None:
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    est = fd_hessian(lambda x: (3 * x).sum(), (x,))
+    assert bool((est.value == 0).all()) and est.value.shape == (2, 2)
+
+
+def test_complex_step_refuses_functions_it_cannot_handle() -> None:
+    x = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"derivs\.oracles\.fd_jacobian: scheme='complex_step'"):
+        fd_jacobian(torch.nn.functional.softplus, (x,), scheme="complex_step")
+    with pytest.raises(ValueError, match=r"derivs\.oracles\.fd_jacobian: scheme='complex_step'"):
+        fd_jacobian(lambda x: x.abs() * x, (x,), scheme="complex_step")  # real output
+    with pytest.raises(ValueError, match=r"not holomorphic"):
+        fd_jacobian(lambda x: torch.sin(x).conj() * 2, (x,), scheme="complex_step")
+    with pytest.raises(ValueError, match=r"derivs\.oracles\.fd_hessian: scheme='complex_step'"):
+        fd_hessian(lambda x: (torch.sin(x).conj() * x).sum(), (x,), scheme="complex_step")
+
+
+# ----------------------------------------------------------------------------- loops
+
+
+@given(data=st.data())
+def test_loop_jacobian_equals_closed_forms(
+    device: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    case = data.draw(jacobian_cases(device, dtype), label="case")
+    jac = loop_jacobian(case.func, case.args, case.argnums)
+    truth = case.truth if isinstance(case.truth, tuple) else (case.truth,)
+    got = jac if isinstance(jac, tuple) else (jac,)
+    assert_close(got, tuple(t.to(device, dtype) for t in truth), context=f"loop_jacobian on {case}")
+
+
+@given(data=st.data())
+def test_loop_hessian_equals_closed_forms(
+    device: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    case = data.draw(hessian_cases(device, dtype), label="case")
+    hess = loop_hessian(case.func, case.args, case.argnums)
+    cast = tuple(t.to(device, dtype) for t in leaves(case.truth))
+    assert_close(tuple(leaves(hess)), cast, context=f"loop_hessian on {case}")
+    if isinstance(case.argnums, tuple):
+        assert isinstance(hess, tuple) and all(isinstance(row, tuple) for row in hess)
+
+
+@given(
+    batch=st.integers(0, 4),
+    n=st.integers(1, 4),
+    layout=st.sampled_from(["front", "back"]),
+    data=st.data(),
+)
+def test_loop_batch_oracles_stack_per_sample_results(
+    device: str, batch: int, n: int, layout: str, data: st.DataObject
+) -> None:
+    S = tensor(data.draw(arrays((n, n), WIDE), label="S"), device, torch.float64)
+    xs = tensor(data.draw(arrays((batch, n), WIDE), label="xs"), device, torch.float64)
+    dim = 0 if layout == "front" else -1
+    batched = xs if layout == "front" else xs.T  # a non-contiguous view when layout="back"
+
+    def per_sample(x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * (S @ x)
+
+    jac = loop_batch_jacobian(per_sample, (batched, S), (0, 1), in_dims=(dim, None))
+    hess = loop_batch_hessian(per_sample, (batched, S), 0, in_dims=(dim, None))
+    assert jac[0].shape == (batch, n, n) and jac[1].shape == (batch, n, n, n)
+    assert hess.shape == (batch, n, n, n)
+    for b in range(batch):
+        one = loop_jacobian(per_sample, (xs[b], S), (0, 1))
+        assert_close((jac[0][b], jac[1][b]), one, context=f"loop_batch_jacobian sample {b}")
+        assert_close(hess[b], loop_hessian(per_sample, (xs[b], S)), context=f"sample {b}")
+
+
+def test_loop_jacobian_contract() -> None:
+    """Zeros for unused inputs and constant outputs, pytrees, negative argnums, 0-d, empty."""
+    x = torch.tensor([1.0, 2.0, 3.0])
+    y = torch.tensor(0.5, dtype=torch.float64)
+
+    def f(x: torch.Tensor, y: torch.Tensor) -> Any:
+        return (x * 2, [torch.ones(2), (x**2).sum()], {"yy": y * y})
+
+    jx, jy = [loop_jacobian(f, (x, y), a) for a in (0, -1)]
+    assert jx[0].dtype == torch.float32 and jy[0].dtype == torch.float64
+    assert_close(jx[0], 2 * torch.eye(3))
+    assert_close(jx[1][0], torch.zeros(2, 3))  # the output does not require grad
+    assert_close(jx[1][1], 2 * x)
+    assert_close(jx[2]["yy"], torch.zeros(3))  # the output does not depend on x
+    assert_close(jy[2]["yy"], 2 * y)
+    assert jy[0].shape == (3,) and jy[2]["yy"].shape == ()
+    both = loop_jacobian(f, (x, y), (1, 0))
+    assert isinstance(both[0], tuple) and both[0][1].shape == (3, 3) and both[0][0].shape == (3,)
+    empty = torch.zeros(0, 2)
+    assert loop_jacobian(lambda e: e.sum(0), (empty,)).shape == (2, 0, 2)
+    assert loop_jacobian(lambda e: e.t() * 1, (empty,)).shape == (2, 0, 0, 2)
+    assert loop_hessian(lambda e: e.sum(), (empty,)).shape == (0, 2, 0, 2)
+
+
+def test_loop_oracles_do_not_touch_their_arguments() -> None:
+    leaf = torch.tensor([[0.1, 0.2], [0.3, 0.4]], requires_grad=True)
+    view = leaf.t()  # non-contiguous, requires grad, not a leaf
+    plain = torch.tensor([0.5, 0.6])
+    before = (leaf.detach().clone(), leaf._version, plain._version)
+    jac = loop_jacobian(lambda a, b: torch.tanh(a @ b), (view, plain), (0, 1))
+    hess = loop_hessian(lambda a, b: (torch.tanh(a @ b) ** 2).sum(), (view, plain), (0, 1))
+    assert leaf.grad is None and leaf.requires_grad and not plain.requires_grad
+    assert torch.equal(leaf.detach(), before[0])
+    assert (leaf._version, plain._version) == before[1:]
+    contiguous = loop_jacobian(
+        lambda a, b: torch.tanh(a @ b), (view.detach().contiguous(), plain), (0, 1)
+    )
+    assert_close(jac, contiguous, context="non-contiguous vs contiguous input")
+    assert not jac[0].requires_grad and not hess[0][1].requires_grad
+    assert hess[0][1].shape == (2, 2, 2) and hess[1][0].shape == (2, 2, 2)
+
+
+def test_user_exceptions_propagate_unchanged() -> None:
+    class Boom(Exception):
+        pass
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        raise Boom("from func")
+
+    x = torch.ones(2)
+    for call in (
+        lambda: loop_jacobian(f, (x,)),
+        lambda: loop_hessian(f, (x,)),
+        lambda: loop_batch_jacobian(f, (x[None],)),
+        lambda: fd_jacobian(f, (x,)),
+        lambda: fd_hessian(f, (x,)),
+        lambda: fd_jacobian(f, (x,), scheme="complex_step"),
+    ):
+        with pytest.raises(Boom, match="from func"):
+            call()
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+_X = torch.ones(3)
+_SIN = torch.sin
+BAD_ARGUMENTS = [
+    ("func-not-callable", "loop_jacobian", (3, (_X,)), {}, TypeError, "func must be callable"),
+    ("args-not-tuple", "fd_jacobian", (_SIN, [_X]), {}, TypeError, "args must be a tuple"),
+    ("argnums-out-of-range", "loop_hessian", (_SIN, (_X,), 1), {}, ValueError, "out of range"),
+    (
+        "argnums-negative-out-of-range",
+        "fd_hessian",
+        (_SIN, (_X,), -2),
+        {},
+        ValueError,
+        "out of range",
+    ),
+    ("argnums-empty", "loop_jacobian", (_SIN, (_X,), ()), {}, ValueError, "empty"),
+    (
+        "argnums-duplicate",
+        "loop_jacobian",
+        (_SIN, (_X, _X), (0, -2)),
+        {},
+        ValueError,
+        "same argument twice",
+    ),
+    ("argnums-float", "fd_jacobian", (_SIN, (_X,), 0.0), {}, TypeError, "argnums must be an int"),
+    ("argnums-bool", "fd_jacobian", (_SIN, (_X,), (True,)), {}, TypeError, "not an int"),
+    ("integer-input", "loop_jacobian", (_SIN, (torch.arange(3),)), {}, TypeError, "floating-point"),
+    (
+        "complex-input",
+        "fd_jacobian",
+        (_SIN, (_X.to(torch.complex64),)),
+        {},
+        TypeError,
+        "floating-point",
+    ),
+    ("non-tensor-input", "fd_hessian", (_SIN, (1.0,)), {}, TypeError, "only tensors"),
+    (
+        "unknown-scheme",
+        "fd_jacobian",
+        (_SIN, (_X,)),
+        {"scheme": "foo"},
+        ValueError,
+        "scheme='foo' is not one of 'central', 'richardson', 'complex_step'",
+    ),
+    (
+        "step-zero",
+        "fd_hessian",
+        (_SIN, (_X,)),
+        {"step": 0.0},
+        ValueError,
+        "step=0.0 must be positive",
+    ),
+    (
+        "step-negative",
+        "fd_jacobian",
+        (_SIN, (_X,)),
+        {"step": -1e-3},
+        ValueError,
+        "must be positive",
+    ),
+    ("step-string", "fd_jacobian", (_SIN, (_X,)), {"step": "1e-3"}, TypeError, "step must be"),
+    (
+        "compute-dtype-int",
+        "fd_jacobian",
+        (_SIN, (_X,)),
+        {"compute_dtype": torch.int64},
+        TypeError,
+        "compute_dtype",
+    ),
+    (
+        "in-dims-length",
+        "loop_batch_jacobian",
+        (_SIN, (_X,)),
+        {"in_dims": (0, None)},
+        ValueError,
+        "has 2 entries",
+    ),
+    (
+        "in-dims-out-of-range",
+        "loop_batch_hessian",
+        (_SIN, (_X,)),
+        {"in_dims": 1},
+        ValueError,
+        "out of range",
+    ),
+    (
+        "in-dims-none-only",
+        "loop_batch_jacobian",
+        (_SIN, (_X,)),
+        {"in_dims": (None,)},
+        ValueError,
+        "batches no argument",
+    ),
+    (
+        "batch-sizes-differ",
+        "loop_batch_jacobian",
+        (torch.add, (_X, torch.ones(2))),
+        {},
+        ValueError,
+        "different batch sizes",
+    ),
+    ("output-not-tensor", "loop_jacobian", (lambda x: 1.0, (_X,)), {}, TypeError, "is a float"),
+    ("hessian-tuple-output", "loop_hessian", (lambda x: (x, x), (_X,)), {}, TypeError, "tuple"),
+]
+
+
+@pytest.mark.parametrize(
+    ("api", "args", "kwargs", "exc", "match"),
+    [pytest.param(*row[1:], id=row[0]) for row in BAD_ARGUMENTS],
+)
+def test_bad_arguments_raise_naming_the_api(
+    api: str, args: tuple[Any, ...], kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    with pytest.raises(exc) as info:
+        getattr(oracles, api)(*args, **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"derivs.oracles.{api}: "), message
+    assert match in message, message
+
+
+# ----------------------------------------------------------------------------- independence
+
+
+def _imported_modules(path: Path) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, 0) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", node.level))
+    return found
+
+
+def test_oracles_import_nothing_they_check() -> None:
+    """oracles.py: torch, typing and the standard library only; no derivs, no torch.func."""
+    allowed_roots = {"torch", "typing", "__future__"} | set(sys.stdlib_module_names)
+    forbidden = ("torch.func", "functorch", "torch.autograd.functional", "torch._functorch")
+    imports = _imported_modules(ORACLES_PY)
+    assert imports, "expected oracles.py to import torch"
+    for module, level in imports:
+        assert level == 0, f"oracles.py has a relative import (level {level}) of {module!r}"
+        assert module.split(".")[0] in allowed_roots, f"oracles.py imports {module!r}"
+        assert not module.startswith(forbidden), f"oracles.py imports {module!r}"
+    for node in ast.walk(ast.parse(ORACLES_PY.read_text())):
+        if isinstance(node, ast.Attribute):
+            dotted = _dotted(node)
+            assert not dotted.startswith(forbidden), f"oracles.py uses {dotted}"
+            assert node.attr not in ("vmap", "jacrev", "jacfwd", "jvp", "vjp"), dotted
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else "?"
