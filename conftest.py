@@ -29,7 +29,11 @@ _COMMON = dict(
 settings.register_profile("dev", max_examples=12, **_COMMON)
 settings.register_profile("ci", max_examples=30, derandomize=True, **_COMMON)
 settings.register_profile("thorough", max_examples=400, **_COMMON)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+# NOTE: derandomize=True ignores --hypothesis-seed; a seed given with the ci profile means
+# "these ci settings, but from this seed" (used to sweep seeds for false failures).
+settings.register_profile("ci-seeded", max_examples=30, **_COMMON)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+settings.load_profile(PROFILE)
 
 
 def available_devices() -> list[str]:
@@ -65,6 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import strategies
 
     strategies.set_devices(devices)
+    if PROFILE == "ci" and config.getoption("hypothesis_seed", None) is not None:
+        settings.load_profile("ci-seeded")
     planted = os.environ.get("DERIVS_PLANTED_BUG")
     if planted:
         _load_planted().apply(planted)
@@ -88,7 +94,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     lines = [
         f"derivs: devices={','.join(strategies.get_devices())} "
-        f"hypothesis profile={os.environ.get('HYPOTHESIS_PROFILE', 'dev')} torch={torch.__version__}"
+        f"hypothesis profile={settings._current_profile} torch={torch.__version__}"
     ]
     if os.environ.get("DERIVS_PLANTED_BUG"):
         lines.append(f"derivs: PLANTED BUG {os.environ['DERIVS_PLANTED_BUG']!r} is active")

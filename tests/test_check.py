@@ -88,7 +88,16 @@ def test_batch_forms_pass_and_sum_trick_is_valid(problem: strategies.BatchedProb
 
 
 @settings(max_examples=3 * SCALE)
-@given(strategies.batched_problems(strategies.coupled_functions(max_elements=6), device="cpu"))
+@given(
+    strategies.batched_problems(
+        # NOTE: per-sample inputs of at least one dim, so that the couplings (which act along
+        # dim 0) also make sense as per-sample functions, as check(batched=...) uses them.
+        strategies.coupled_functions(
+            in_shapes=st.tuples(strategies.shapes(min_dims=1, max_elements=6)), max_elements=6
+        ),
+        device="cpu",
+    )
+)
 def test_coupled_functions_sum_trick_not_valid(problem: strategies.BatchedProblem) -> None:
     """A coupled function is fine per sample; the report says the sum trick does not apply."""
     report = check(problem.func, *problem.args, batched=0, order=1)

@@ -127,10 +127,15 @@ def test_batch_shapes_dtype_and_caller(device: str, dtype: torch.dtype, api: str
 
 
 # (name, derivs transform, the torch.func equivalent)
+# NOTE: reverse mode only. In torch 2.13 torch.compile fails on many forward-mode programs
+# (jacfwd of a vector @ matrix hits an internal assert), and a failure inside jvp leaves the
+# process's forward-AD level open: every later forward-mode call in that worker then raises
+# "Nested forward mode AD is not supported". So forward-mode transforms are not compiled here.
 COMPILE_APIS: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
     ("jacobian-rev", lambda f: derivs.jacobian(f, method="rev"), torch.func.jacrev),
-    ("jacobian-fwd", lambda f: derivs.jacobian(f, method="fwd"), torch.func.jacfwd),
-    ("hessian-fwd_rev", lambda f: derivs.hessian(f, method="fwd_rev"), torch.func.hessian),
+    ("jacobian-vjp_vmap", lambda f: derivs.jacobian(f, method="vjp_vmap"), torch.func.jacrev),
+    ("hessian-rev_rev", lambda f: derivs.hessian(f, method="rev_rev"),
+     lambda f: torch.func.jacrev(torch.func.jacrev(f))),
 ]
 
 
@@ -145,17 +150,17 @@ def _compiles(fn: Callable[..., Any], args: tuple[torch.Tensor, ...]) -> bool:
 
 @pytest.mark.compile
 @pytest.mark.parametrize(("name", "transform", "reference"), COMPILE_APIS, ids=[c[0] for c in COMPILE_APIS])
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(data=st.data())
-def test_compiled_agrees_with_eager(device: str, dtype: torch.dtype, name: str, transform: Callable[..., Any],
+def test_compiled_agrees_with_eager(device: str, name: str, transform: Callable[..., Any],
                                     reference: Callable[..., Any], data: st.DataObject) -> None:
     """torch.compile of a derivs transform (aot_eager: dynamo + AOT autograd, no C++ build).
 
-    NOTE: torch.compile cannot trace some forward-mode programs at all (e.g. jacfwd of a
-    vector @ matrix fails inside PyTorch with an internal assert in 2.13); where the
-    torch.func equivalent does not compile either, the example is rejected, not failed.
+    Where the torch.func equivalent does not compile either, the example is rejected, not
+    failed: that is a limit of torch.compile, not of derivs.
     """
-    p = data.draw(gs.problems(gs.functions(n_args=1, max_elements=SMALL), device=device, dtype=dtype), label="problem")
+    p = data.draw(gs.problems(gs.functions(n_args=1, max_elements=SMALL), device=device, dtype=torch.float64),
+                  label="problem")
     assume(_compiles(reference(p.func), p.args))
     eager = transform(p.func)(*p.args)
     torch._dynamo.reset()
