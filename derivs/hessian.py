@@ -61,13 +61,22 @@ def hessian_blocks(
 
 
 def checked_for_hessian(
-    func: Callable[..., Any], api: str, diff: Sequence[torch.Tensor], *, n: int | None = None,
-    factor: int = 1, scalar: bool = False,
+    func: Callable[..., Any],
+    api: str,
+    diff: Sequence[torch.Tensor],
+    *,
+    n: int | None = None,
+    factor: int = 1,
+    scalar: bool = False,
 ) -> _validate.CheckedFunc:
     """``func`` checked to return a tensor whose Hessian (``n`` inputs, ``factor`` copies) fits."""
     n = sum(x.numel() for x in diff) if n is None else n
     return _validate.CheckedFunc(
-        func, api, allow_pytree=False, scalar=scalar, factor=factor * n * n,
+        func,
+        api,
+        allow_pytree=False,
+        scalar=scalar,
+        factor=factor * n * n,
         itemsize=_validate.itemsize_of(diff),
         what="the Hessian",
         hint="use derivs.hvp/derivs.vhp for Hessian-vector products, which never form the matrix",
@@ -126,7 +135,10 @@ def hessian(
         if method != "loop" and chunk_size is None:
             n = sum(x.numel() for x in diff)
             _validate.check_size(
-                API, "the basis of unit vectors", n * n, _validate.itemsize_of(diff),
+                API,
+                "the basis of unit vectors",
+                n * n,
+                _validate.itemsize_of(diff),
                 "pass chunk_size, or use derivs.hvp/derivs.vhp",
             )
         checked = checked_for_hessian(func, API, diff)
@@ -134,5 +146,7 @@ def hessian(
         return nest(blocks, not isinstance(argnums, tuple))
 
     hessian_fn.__name__ = f"hessian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
-    hessian_fn.__doc__ = f"Hessian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+    hessian_fn.__doc__ = (
+        f"Hessian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+    )
     return hessian_fn
