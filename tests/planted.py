@@ -19,8 +19,6 @@ from typing import Any, NamedTuple
 
 import torch
 
-import derivs
-
 # NOTE: derivs.jacobian and derivs.hessian name the functions, so the modules come from sys.modules.
 batch_mod = sys.modules["derivs.batch"]
 hessian_mod = sys.modules["derivs.hessian"]
@@ -60,9 +58,11 @@ def _map_blocks(result: Any, fn: Callable[[torch.Tensor, int, int], torch.Tensor
 
 # --- jacobian -----------------------------------------------------------------------------
 
+
 def jac_fwd_scale() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         return lambda *a, **k: _map_blocks(f(*a, **k), lambda b, _k, _i: b * (1 + 1e-6))
+
     _wrap(jacobian_mod, "_fwd_diff", make)
 
 
@@ -72,8 +72,11 @@ def jac_rev_transposed() -> None:
             def t(b: torch.Tensor, _k: int, i: int) -> torch.Tensor:
                 n_in = args[argnums[i]].numel()
                 return b.reshape(-1, n_in).T.reshape(b.shape) if b.numel() else b
+
             return _map_blocks(f(func, args, argnums, *rest), t)
+
         return g
+
     _wrap(jacobian_mod, "_rev", make)
 
 
@@ -91,7 +94,9 @@ def jac_vjp_vmap_input_order() -> None:
                     new.append(b.reshape(*start.leaves[k].shape, *rev).permute(perm))
                 out.append(new)
             return out
+
         return g
+
     _wrap(jacobian_mod, "_vjp_finish", make)
 
 
@@ -103,7 +108,9 @@ def jac_swapped_argnums() -> None:
                 if len(row) >= 2 and row[0].shape == row[1].shape:
                     row[0], row[1] = row[1], row[0]
             return blocks, spec, aux
+
         return g
+
     _wrap(jacobian_mod, "jacobian_blocks", make)
 
 
@@ -111,9 +118,17 @@ def jac_fwd_through_float32() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, diff: Any, *rest: Any) -> Any:
             low = [x.float() for x in diff]
-            blocks, spec, aux = f(lambda *d: func(*[t.to(x.dtype) for t, x in zip(d, diff, strict=True)]), low, *rest)
-            return [[b.to(x.dtype) for b, x in zip(row, diff, strict=True)] for row in blocks], spec, aux
+            blocks, spec, aux = f(
+                lambda *d: func(*[t.to(x.dtype) for t, x in zip(d, diff, strict=True)]), low, *rest
+            )
+            return (
+                [[b.to(x.dtype) for b, x in zip(row, diff, strict=True)] for row in blocks],
+                spec,
+                aux,
+            )
+
         return g
+
     _wrap(jacobian_mod, "_fwd_diff", make)
 
 
@@ -124,7 +139,9 @@ def chunk_basis_offset() -> None:
             if start == 0 or stop >= total:
                 return f(start, stop, like)
             return f(start + 1, stop + 1, like)
+
         return g
+
     _wrap(jacobian_mod, "standard_basis", make)
 
 
@@ -135,8 +152,11 @@ def loop_row_shift() -> None:
                 n_in = args[argnums[i]].numel()
                 flat = b.reshape(-1, n_in)
                 return flat.roll(1, 0).reshape(b.shape) if flat.shape[0] > 1 else b
+
             return _map_blocks(f(func, args, argnums, *rest), shift)
+
         return g
+
     _wrap(jacobian_mod, "_loop", make)
 
 
@@ -151,8 +171,11 @@ def noncontiguous_read_as_contiguous() -> None:
                         acc *= s
                     return torch.as_strided(x, x.shape, strides, x.storage_offset())
                 return x
+
             return f(func, [flat(a) for a in args], *rest, **k)
+
         return g
+
     _wrap(jacobian_mod, "jacobian_blocks", make)
 
 
@@ -163,13 +186,16 @@ def caller_requires_grad_mutated() -> None:
                 if args[a].is_leaf:
                     args[a].requires_grad_(True)
             return f(func, args, argnums, *rest)
+
         return g
+
     _wrap(jacobian_mod, "_loop", make)
 
 
 def dtype_not_kept() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         return lambda *a, **k: _map_blocks(f(*a, **k), lambda b, _k, _i: b.float())
+
     _wrap(jacobian_mod, "jacobian_blocks", make)
 
 
@@ -180,18 +206,26 @@ def has_aux_returns_output() -> None:
             if has_aux:
                 aux = func(*args)[0]
             return blocks, spec, aux
+
         return g
+
     _wrap(jacobian_mod, "_fwd", make)
 
 
 # --- hessian ------------------------------------------------------------------------------
 
+
 def hess_drop_mixed_blocks() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(*a: Any, **k: Any) -> Any:
             H = f(*a, **k)
-            return [[b if i == j else torch.zeros_like(b) for j, b in enumerate(row)] for i, row in enumerate(H)]
+            return [
+                [b if i == j else torch.zeros_like(b) for j, b in enumerate(row)]
+                for i, row in enumerate(H)
+            ]
+
         return g
+
     _wrap(hessian_mod, "hessian_blocks", make)
 
 
@@ -200,7 +234,9 @@ def hess_fwd_rev_scale() -> None:
         def g(func: Any, args: Any, argnums: Any, method: str, **k: Any) -> Any:
             H = f(func, args, argnums, method, **k)
             return [[b * (1 + 1e-6) for b in row] for row in H] if method == "fwd_rev" else H
+
         return g
+
     _wrap(hessian_mod, "hessian_blocks", make)
 
 
@@ -213,11 +249,14 @@ def hess_vector_output_summed() -> None:
                 return H
             dims = tuple(range(out_dims))
             return [[b.sum(dims, keepdim=True).expand_as(b) for b in row] for row in H]
+
         return g
+
     _wrap(hessian_mod, "hessian_blocks", make)
 
 
 # --- hvp / vhp ----------------------------------------------------------------------------
+
 
 def hvp_fwd_rev_no_mixed() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -226,23 +265,33 @@ def hvp_fwd_rev_no_mixed() -> None:
                 return f(func, primals, tangents, method=method)
             out = []
             for i in range(len(primals)):
+
                 def only(x: torch.Tensor, i: int = i) -> torch.Tensor:
                     full = list(primals)
                     full[i] = x
                     return func(*full)
+
                 out.append(f(only, (primals[i],), (tangents[i],), method=method)[0])
             return tuple(out)
+
         return g
+
     _wrap(products_mod, "hvp", make)
 
 
 def vhp_swapped_cotangents() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, primals: Any, cotangents: Any, *, method: str = "rev_rev") -> Any:
-            if isinstance(cotangents, tuple) and len(cotangents) >= 2 and cotangents[0].shape == cotangents[1].shape:
+            if (
+                isinstance(cotangents, tuple)
+                and len(cotangents) >= 2
+                and cotangents[0].shape == cotangents[1].shape
+            ):
                 cotangents = (cotangents[1], cotangents[0], *cotangents[2:])
             return f(func, primals, cotangents, method=method)
+
         return g
+
     _wrap(products_mod, "vhp", make)
 
 
@@ -251,11 +300,15 @@ def hvp_dense_tangent_order() -> None:
         def g(func: Any, primals: Any, tangents: Any, *, method: str = "fwd_rev") -> Any:
             if method == "dense" and isinstance(tangents, tuple):
                 tangents = tuple(
-                    t.permute(*reversed(range(t.dim()))).reshape(t.shape) if isinstance(t, torch.Tensor) else t
+                    t.permute(*reversed(range(t.dim()))).reshape(t.shape)
+                    if isinstance(t, torch.Tensor)
+                    else t
                     for t in tangents
                 )
             return f(func, primals, tangents, method=method)
+
         return g
+
     _wrap(products_mod, "hvp", make)
 
 
@@ -265,23 +318,35 @@ def vhp_dense_transposed_blocks() -> None:
             H = f(func, args, argnums, method, **k)
             if k.get("api") != "derivs.vhp":
                 return H
-            return [[H[j][i] if H[j][i].shape == H[i][j].shape else H[i][j] for j in range(len(H))] for i in range(len(H))]
+            return [
+                [H[j][i] if H[j][i].shape == H[i][j].shape else H[i][j] for j in range(len(H))]
+                for i in range(len(H))
+            ]
+
         return g
+
     original = hessian_mod.hessian_blocks
     products_mod.hessian_blocks = functools.wraps(original)(make(original))
 
 
 # --- batch --------------------------------------------------------------------------------
 
+
 def batch_wrong_sample() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(*a: Any, **k: Any) -> Any:
             inner = f(*a, **k)
+
             def call(*args: Any) -> Any:
                 res = inner(*args)
-                return tuple(r.roll(1, 0) for r in res) if isinstance(res, tuple) else res.roll(1, 0)
+                return (
+                    tuple(r.roll(1, 0) for r in res) if isinstance(res, tuple) else res.roll(1, 0)
+                )
+
             return call
+
         return g
+
     _wrap(batch_mod, "batch_jacobian", make)
 
 
@@ -293,7 +358,9 @@ def batch_sum_in_dims_ignored() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, nums: Any, dims: Any, *rest: Any) -> Any:
             return f(func, args, nums, [0 if d is not None else None for d in dims], *rest)
+
         return g
+
     _wrap(batch_mod, "_sum_jacobian_blocks", make)
 
 
@@ -301,33 +368,75 @@ def batch_hessian_loop_reversed() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(per_sample: Any) -> Any:
             return f(per_sample[::-1])
+
         return g
+
     _wrap(batch_mod, "_stack", make)
 
 
 VARIANTS: dict[str, Variant] = {
     "jac-fwd-scale-1e-6": Variant("forward-mode Jacobian scaled by 1 + 1e-6", jac_fwd_scale),
-    "jac-rev-transposed": Variant("reverse-mode Jacobian transposed (data read as (in, out))", jac_rev_transposed),
-    "jac-vjp_vmap-input-order": Variant("vjp_vmap rows laid out with the input dims reversed", jac_vjp_vmap_input_order),
-    "jac-swapped-argnums": Variant("blocks of argnums[0] and argnums[1] swapped when shapes agree", jac_swapped_argnums),
-    "jac-fwd-through-float32": Variant("forward mode computes float64 through float32", jac_fwd_through_float32),
-    "chunk-basis-offset": Variant("chunks after the first push the basis shifted by one row", chunk_basis_offset),
-    "loop-row-shift": Variant("loop method attaches each row to the next output element", loop_row_shift),
-    "noncontiguous-read-as-contiguous": Variant("non-contiguous inputs read with contiguous strides", noncontiguous_read_as_contiguous),
-    "caller-requires-grad-mutated": Variant("loop method sets requires_grad on the caller's tensors", caller_requires_grad_mutated),
-    "dtype-not-kept": Variant("Jacobians returned in float32 whatever the input dtype", dtype_not_kept),
-    "has-aux-returns-output": Variant("fwd with has_aux returns the output in place of aux", has_aux_returns_output),
-    "hess-drop-mixed-blocks": Variant("Hessian blocks H[i][j], i != j, dropped (zeros)", hess_drop_mixed_blocks),
+    "jac-rev-transposed": Variant(
+        "reverse-mode Jacobian transposed (data read as (in, out))", jac_rev_transposed
+    ),
+    "jac-vjp_vmap-input-order": Variant(
+        "vjp_vmap rows laid out with the input dims reversed", jac_vjp_vmap_input_order
+    ),
+    "jac-swapped-argnums": Variant(
+        "blocks of argnums[0] and argnums[1] swapped when shapes agree", jac_swapped_argnums
+    ),
+    "jac-fwd-through-float32": Variant(
+        "forward mode computes float64 through float32", jac_fwd_through_float32
+    ),
+    "chunk-basis-offset": Variant(
+        "chunks after the first push the basis shifted by one row", chunk_basis_offset
+    ),
+    "loop-row-shift": Variant(
+        "loop method attaches each row to the next output element", loop_row_shift
+    ),
+    "noncontiguous-read-as-contiguous": Variant(
+        "non-contiguous inputs read with contiguous strides", noncontiguous_read_as_contiguous
+    ),
+    "caller-requires-grad-mutated": Variant(
+        "loop method sets requires_grad on the caller's tensors", caller_requires_grad_mutated
+    ),
+    "dtype-not-kept": Variant(
+        "Jacobians returned in float32 whatever the input dtype", dtype_not_kept
+    ),
+    "has-aux-returns-output": Variant(
+        "fwd with has_aux returns the output in place of aux", has_aux_returns_output
+    ),
+    "hess-drop-mixed-blocks": Variant(
+        "Hessian blocks H[i][j], i != j, dropped (zeros)", hess_drop_mixed_blocks
+    ),
     "hess-fwd_rev-scale-1e-6": Variant("fwd_rev Hessian scaled by 1 + 1e-6", hess_fwd_rev_scale),
-    "hess-vector-output-summed": Variant("rev_fwd Hessian of a vector output summed over outputs", hess_vector_output_summed),
-    "hvp-fwd_rev-no-mixed": Variant("hvp (fwd_rev) ignores the mixed blocks of several primals", hvp_fwd_rev_no_mixed),
-    "vhp-swapped-cotangents": Variant("vhp pairs cotangents[0] with primals[1] and vice versa", vhp_swapped_cotangents),
-    "hvp-dense-tangent-order": Variant("dense hvp reads multi-dim tangents in reversed dim order", hvp_dense_tangent_order),
-    "vhp-dense-transposed-blocks": Variant("dense vhp uses H[j][i] for H[i][j]", vhp_dense_transposed_blocks),
-    "batch-wrong-sample": Variant("batch_jacobian results attached to the previous sample", batch_wrong_sample),
-    "batch-sum-no-coupling-check": Variant("sum trick accepts functions that couple samples", batch_sum_no_coupling_check),
-    "batch-sum-in-dims-ignored": Variant("sum trick assumes every batch dim is 0", batch_sum_in_dims_ignored),
-    "batch-loop-reversed": Variant("loop method stacks samples in reverse order", batch_hessian_loop_reversed),
+    "hess-vector-output-summed": Variant(
+        "rev_fwd Hessian of a vector output summed over outputs", hess_vector_output_summed
+    ),
+    "hvp-fwd_rev-no-mixed": Variant(
+        "hvp (fwd_rev) ignores the mixed blocks of several primals", hvp_fwd_rev_no_mixed
+    ),
+    "vhp-swapped-cotangents": Variant(
+        "vhp pairs cotangents[0] with primals[1] and vice versa", vhp_swapped_cotangents
+    ),
+    "hvp-dense-tangent-order": Variant(
+        "dense hvp reads multi-dim tangents in reversed dim order", hvp_dense_tangent_order
+    ),
+    "vhp-dense-transposed-blocks": Variant(
+        "dense vhp uses H[j][i] for H[i][j]", vhp_dense_transposed_blocks
+    ),
+    "batch-wrong-sample": Variant(
+        "batch_jacobian results attached to the previous sample", batch_wrong_sample
+    ),
+    "batch-sum-no-coupling-check": Variant(
+        "sum trick accepts functions that couple samples", batch_sum_no_coupling_check
+    ),
+    "batch-sum-in-dims-ignored": Variant(
+        "sum trick assumes every batch dim is 0", batch_sum_in_dims_ignored
+    ),
+    "batch-loop-reversed": Variant(
+        "loop method stacks samples in reverse order", batch_hessian_loop_reversed
+    ),
 }
 
 

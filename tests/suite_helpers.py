@@ -34,8 +34,14 @@ def magnitude(*trees: Any) -> float:
     return best
 
 
-def assert_close(actual: Any, expected: Any, *, error: Any = None, context: str = "",
-                 values: tuple[Any, ...] = ()) -> None:
+def assert_close(
+    actual: Any,
+    expected: Any,
+    *,
+    error: Any = None,
+    context: str = "",
+    values: tuple[Any, ...] = (),
+) -> None:
     """``derivs.testing.assert_close`` with the absolute tolerance scaled to the computation.
 
     NOTE: the rounding error of a derivative is relative to the magnitudes that flow through
@@ -54,12 +60,16 @@ def assert_close(actual: Any, expected: Any, *, error: Any = None, context: str 
     if not leaves:
         _assert_close(actual, expected, error=error, context=context)
         return
-    low = max((t.dtype for t in leaves if t.dtype.is_floating_point),
-              key=lambda d: torch.finfo(d).eps, default=torch.float64)
+    low = max(
+        (t.dtype for t in leaves if t.dtype.is_floating_point),
+        key=lambda d: torch.finfo(d).eps,
+        default=torch.float64,
+    )
     numel = max(t.numel() for t in leaves)
     scale = max(magnitude(expected), magnitude(*values))
-    _assert_close(actual, expected, error=error, context=context,
-                  atol=tolerance(low, numel, scale=scale).atol)
+    _assert_close(
+        actual, expected, error=error, context=context, atol=tolerance(low, numel, scale=scale).atol
+    )
 
 
 def call_repr(api: str, func: object, **kwargs: Any) -> str:
@@ -77,12 +87,19 @@ class Snapshot:
 
     def __init__(self, args: Sequence[Any]) -> None:
         self.tensors = tensors_in(args)
-        self.state = [(t.detach().clone(), t.stride(), t.requires_grad, t.grad, t._version) for t in self.tensors]
+        self.state = [
+            (t.detach().clone(), t.stride(), t.requires_grad, t.grad, t._version)
+            for t in self.tensors
+        ]
 
     def check(self, context: str) -> None:
-        for k, (t, (value, stride, rg, grad, version)) in enumerate(zip(self.tensors, self.state, strict=True)):
+        for k, (t, (value, stride, rg, grad, version)) in enumerate(
+            zip(self.tensors, self.state, strict=True)
+        ):
             where = f"[{context}] argument {k}"
-            assert t.requires_grad == rg, f"{where}: requires_grad changed from {rg} to {t.requires_grad}"
+            assert t.requires_grad == rg, (
+                f"{where}: requires_grad changed from {rg} to {t.requires_grad}"
+            )
             assert t.grad is grad, f"{where}: .grad was changed"
             assert t.stride() == stride, f"{where}: strides changed from {stride} to {t.stride()}"
             assert t._version == version, f"{where}: the tensor was modified in place"
@@ -91,24 +108,40 @@ class Snapshot:
 
 
 def fd_check(
-    actual: Any, func: Callable[..., Any], args: Sequence[Any], argnums: Any, *, order: int,
-    real_analytic: bool, context: str,
+    actual: Any,
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: Any,
+    *,
+    order: int,
+    real_analytic: bool,
+    context: str,
 ) -> None:
     """Compare with the finite-difference oracle: complex step where it applies, else Richardson."""
     fd = oracles.fd_jacobian if order == 1 else oracles.fd_hessian
     scheme = "complex_step" if real_analytic else "richardson"
     est = fd(func, tuple(args), argnums, scheme=scheme)
     note(f"FD oracle: scheme={scheme}")
-    assert_close(actual, est.value, error=est.error, values=(args, func(*args)),
-                 context=f"{context} vs fd_{'jacobian' if order == 1 else 'hessian'}({scheme})")
+    assert_close(
+        actual,
+        est.value,
+        error=est.error,
+        values=(args, func(*args)),
+        context=f"{context} vs fd_{'jacobian' if order == 1 else 'hessian'}({scheme})",
+    )
 
 
 def contract(H: Any, vs: Sequence[torch.Tensor], *, left: bool) -> tuple[torch.Tensor, ...]:
     """``H @ v`` (left=False) or ``v @ H`` (left=True) from nested blocks ``H[i][j]``."""
     n = len(vs)
     if left:
-        return tuple(sum(torch.tensordot(vs[i], H[i][j], dims=vs[i].dim()) for i in range(n)) for j in range(n))
-    return tuple(sum(torch.tensordot(H[i][j], vs[j], dims=vs[j].dim()) for j in range(n)) for i in range(n))
+        return tuple(
+            sum(torch.tensordot(vs[i], H[i][j], dims=vs[i].dim()) for i in range(n))
+            for j in range(n)
+        )
+    return tuple(
+        sum(torch.tensordot(H[i][j], vs[j], dims=vs[j].dim()) for j in range(n)) for i in range(n)
+    )
 
 
 def values_of(problem: Any) -> tuple[Any, ...]:

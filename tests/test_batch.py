@@ -16,17 +16,19 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from suite_helpers import Snapshot, assert_close, call_repr
 
 import derivs
 import strategies as gs
 from derivs import oracles
-from suite_helpers import Snapshot, assert_close, call_repr
 
 METHODS = derivs.METHODS["batch_jacobian"]
 SMALL = 12  # NOTE: per-sample Hessians are looped over samples by the oracle.
 
 
-def whole_batch(func: gs.GeneratedFunction, dims: tuple[int | None, ...]) -> Callable[..., torch.Tensor]:
+def whole_batch(
+    func: gs.GeneratedFunction, dims: tuple[int | None, ...]
+) -> Callable[..., torch.Tensor]:
     """``func`` applied to the whole batch: batch dims moved to 0, outputs batched along 0."""
 
     def batched(*args: torch.Tensor) -> torch.Tensor:
@@ -36,7 +38,9 @@ def whole_batch(func: gs.GeneratedFunction, dims: tuple[int | None, ...]) -> Cal
     return batched
 
 
-def draw(data: st.DataObject, device: str, dtype: torch.dtype, **kwargs: Any) -> tuple[gs.BatchedProblem, Any, tuple[int | None, ...]]:
+def draw(
+    data: st.DataObject, device: str, dtype: torch.dtype, **kwargs: Any
+) -> tuple[gs.BatchedProblem, Any, tuple[int | None, ...]]:
     func = gs.functions(batch_polymorphic=True, **kwargs)
     p = data.draw(gs.batched_problems(func, device=device, dtype=dtype), label="problem")
     dims = gs.normalize_in_dims(p.in_dims, p.func.in_shapes)
@@ -50,19 +54,25 @@ def values(p: gs.BatchedProblem) -> tuple[Any, ...]:
 
 def pick_argnums(data: st.DataObject, p: gs.BatchedProblem, method: str, batched: list[int]) -> Any:
     if method == "sum":  # the sum trick only differentiates batched arguments
-        chosen = data.draw(st.lists(st.sampled_from(batched), min_size=1, unique=True), label="argnums")
+        chosen = data.draw(
+            st.lists(st.sampled_from(batched), min_size=1, unique=True), label="argnums"
+        )
         return chosen[0] if len(chosen) == 1 else tuple(chosen)
     return data.draw(gs.argnums(p.func.n_args), label="argnums")
 
 
-def call(api: str, p: gs.BatchedProblem, dims: tuple[int | None, ...], argnums: Any, method: str) -> Any:
+def call(
+    api: str, p: gs.BatchedProblem, dims: tuple[int | None, ...], argnums: Any, method: str
+) -> Any:
     func = whole_batch(p.func, dims) if method == "sum" else p.func
     return getattr(derivs, api)(func, argnums, in_dims=p.in_dims, method=method)(*p.args)
 
 
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
-def test_batch_jacobian_matches_per_sample_oracle(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+def test_batch_jacobian_matches_per_sample_oracle(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
     p, dims, batched = draw(data, device, dtype)
     argnums = pick_argnums(data, p, method, batched)
     snap = Snapshot(p.args)
@@ -75,7 +85,9 @@ def test_batch_jacobian_matches_per_sample_oracle(device: str, dtype: torch.dtyp
 
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
-def test_batch_hessian_matches_per_sample_oracle(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+def test_batch_hessian_matches_per_sample_oracle(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
     p, dims, batched = draw(data, device, dtype, max_elements=SMALL)
     argnums = pick_argnums(data, p, method, batched)
     snap = Snapshot(p.args)
@@ -87,7 +99,9 @@ def test_batch_hessian_matches_per_sample_oracle(device: str, dtype: torch.dtype
 
 
 @given(data=st.data())
-def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
+def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(
+    device: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
     """Result [b] equals derivs.jacobian on sample b alone: no sample attached to another."""
     p, dims, batched = draw(data, device, dtype)
     method = data.draw(st.sampled_from(METHODS), label="method")
@@ -96,14 +110,22 @@ def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(device: str, dtype: tor
     for b in range(p.batch_size):
         single = derivs.jacobian(p.func, argnums)(*p.sample(b))
         got = tuple(r[b] for r in result) if isinstance(result, tuple) else result[b]
-        assert_close(got, single, values=values(p),
-                     context=f"{call_repr('batch_jacobian', p.func, argnums=argnums, in_dims=p.in_dims, method=method)}[{b}] vs jacobian(sample {b})")
+        assert_close(
+            got,
+            single,
+            values=values(p),
+            context=f"{call_repr('batch_jacobian', p.func, argnums=argnums, in_dims=p.in_dims, method=method)}[{b}] vs jacobian(sample {b})",
+        )
 
 
 @pytest.mark.parametrize("api", ["batch_jacobian", "batch_hessian"])
 @given(data=st.data())
-def test_sum_trick_refuses_coupled_functions(device: str, dtype: torch.dtype, api: str, data: st.DataObject) -> None:
-    func = data.draw(gs.coupled_functions(n_args=st.integers(1, 2), max_elements=SMALL), label="coupled func")
+def test_sum_trick_refuses_coupled_functions(
+    device: str, dtype: torch.dtype, api: str, data: st.DataObject
+) -> None:
+    func = data.draw(
+        gs.coupled_functions(n_args=st.integers(1, 2), max_elements=SMALL), label="coupled func"
+    )
     p = data.draw(gs.batched_problems(func, device=device, dtype=dtype), label="problem")
     argnums = tuple(range(p.func.n_args))
     with pytest.raises(ValueError, match=rf"derivs\.{api}: func couples samples"):
@@ -113,10 +135,21 @@ def test_sum_trick_refuses_coupled_functions(device: str, dtype: torch.dtype, ap
 @given(data=st.data())
 def test_tutorial_batch_predict(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """in_dims=(None, None, 0): every method equals the closed form (1 - y**2)[..., None] * W."""
-    p = data.draw(gs.tutorial_predict(device=device, dtype=dtype, batch_size=gs.batch_sizes()), label="predict")
+    p = data.draw(
+        gs.tutorial_predict(device=device, dtype=dtype, batch_size=gs.batch_sizes()),
+        label="predict",
+    )
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(p.weight, p.bias, p.xs)
     expected = (1 - y**2)[..., :, None] * p.weight
-    result = derivs.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(*p.batched_args)
-    assert_close(result, expected, values=(p.batched_args, y),
-                 context=call_repr("batch_jacobian", p.func, argnums=2, in_dims=(None, None, 0), method=method))
+    result = derivs.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(
+        *p.batched_args
+    )
+    assert_close(
+        result,
+        expected,
+        values=(p.batched_args, y),
+        context=call_repr(
+            "batch_jacobian", p.func, argnums=2, in_dims=(None, None, 0), method=method
+        ),
+    )

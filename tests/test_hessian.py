@@ -6,11 +6,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from suite_helpers import Snapshot, assert_close, call_repr, fd_check, values_of
 
 import derivs
 import strategies as gs
 from derivs import oracles
-from suite_helpers import Snapshot, assert_close, call_repr, fd_check, values_of
 
 METHODS = derivs.METHODS["hessian"]
 # NOTE: the loop oracle costs out * (1 + n_in) autograd calls and the FD oracle about
@@ -19,15 +19,22 @@ SMALL = 12
 TINY = 6
 
 
-def draw_problem(data: st.DataObject, device: str, dtype: torch.dtype, max_elements: int = SMALL,
-                 **kwargs: object) -> gs.Problem:
+def draw_problem(
+    data: st.DataObject,
+    device: str,
+    dtype: torch.dtype,
+    max_elements: int = SMALL,
+    **kwargs: object,
+) -> gs.Problem:
     func = gs.functions(max_elements=max_elements, **kwargs)
     return data.draw(gs.problems(func, device=device, dtype=dtype), label="problem")
 
 
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
-def test_matches_loop_oracle(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+def test_matches_loop_oracle(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
     """Scalar and vector outputs, single and tuple argnums (all blocks, mixed ones included)."""
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
@@ -40,12 +47,21 @@ def test_matches_loop_oracle(device: str, dtype: torch.dtype, method: str, data:
 
 @pytest.mark.parametrize("method", METHODS)
 @given(data=st.data())
-def test_matches_finite_differences(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+def test_matches_finite_differences(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
     p = draw_problem(data, device, dtype, max_elements=TINY)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
     H = derivs.hessian(p.func, argnums, method=method)(*p.args)
-    fd_check(H, p.func, p.args, argnums, order=2, real_analytic=p.func.real_analytic,
-             context=call_repr("hessian", p.func, argnums=argnums, method=method))
+    fd_check(
+        H,
+        p.func,
+        p.args,
+        argnums,
+        order=2,
+        real_analytic=p.func.real_analytic,
+        context=call_repr("hessian", p.func, argnums=argnums, method=method),
+    )
 
 
 @given(data=st.data())
@@ -61,33 +77,59 @@ def test_symmetric(device: str, dtype: torch.dtype, data: st.DataObject) -> None
         for j in range(n):
             di, dj = len(p.func.in_shapes[i]), len(p.func.in_shapes[j])
             perm = (*range(out), *range(out + dj, out + dj + di), *range(out, out + dj))
-            assert_close(H[j][i].permute(perm), H[i][j], values=values_of(p),
-                         context=f"{call_repr('hessian', p.func, argnums=argnums, method=method)}: H[{j}][{i}]^T vs H[{i}][{j}]")
+            assert_close(
+                H[j][i].permute(perm),
+                H[i][j],
+                values=values_of(p),
+                context=f"{call_repr('hessian', p.func, argnums=argnums, method=method)}: H[{j}][{i}]^T vs H[{i}][{j}]",
+            )
 
 
-@pytest.mark.parametrize(("outer", "inner"), [("fwd", "rev"), ("rev", "rev"), ("fwd", "fwd"), ("rev", "fwd")])
+@pytest.mark.parametrize(
+    ("outer", "inner"), [("fwd", "rev"), ("rev", "rev"), ("fwd", "fwd"), ("rev", "fwd")]
+)
 @given(data=st.data())
-def test_is_jacobian_of_jacobian(device: str, dtype: torch.dtype, outer: str, inner: str, data: st.DataObject) -> None:
+def test_is_jacobian_of_jacobian(
+    device: str, dtype: torch.dtype, outer: str, inner: str, data: st.DataObject
+) -> None:
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
     method = f"{outer}_{inner}"
-    composed = derivs.jacobian(derivs.jacobian(p.func, argnums, method=inner), argnums, method=outer)(*p.args)
-    assert_close(derivs.hessian(p.func, argnums, method=method)(*p.args), composed, values=values_of(p),
-                 context=f"{call_repr('hessian', p.func, argnums=argnums, method=method)} vs jacobian(jacobian(f))")
+    composed = derivs.jacobian(
+        derivs.jacobian(p.func, argnums, method=inner), argnums, method=outer
+    )(*p.args)
+    assert_close(
+        derivs.hessian(p.func, argnums, method=method)(*p.args),
+        composed,
+        values=values_of(p),
+        context=f"{call_repr('hessian', p.func, argnums=argnums, method=method)} vs jacobian(jacobian(f))",
+    )
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "loop"])
 @given(data=st.data())
-def test_chunk_size_does_not_change_values(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+def test_chunk_size_does_not_change_values(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
     nums = gs.normalize_argnums(argnums, p.func.n_args)
-    total = max(sum(max(1, len(p.func.in_shapes[a]) and int(torch.tensor(p.func.in_shapes[a]).prod())) for a in nums), 1)
+    total = max(
+        sum(
+            max(1, len(p.func.in_shapes[a]) and int(torch.tensor(p.func.in_shapes[a]).prod()))
+            for a in nums
+        ),
+        1,
+    )
     chunk = data.draw(gs.chunk_sizes(total), label="chunk_size")
     whole = derivs.hessian(p.func, argnums, method=method)(*p.args)
     chunked = derivs.hessian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
-    assert_close(chunked, whole, values=values_of(p),
-                 context=call_repr("hessian", p.func, argnums=argnums, method=method, chunk_size=chunk))
+    assert_close(
+        chunked,
+        whole,
+        values=values_of(p),
+        context=call_repr("hessian", p.func, argnums=argnums, method=method, chunk_size=chunk),
+    )
 
 
 @given(data=st.data())
@@ -98,5 +140,9 @@ def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.
     y = p.func(*p.args)
     W = p.weight
     expected = (-2 * y * (1 - y**2))[:, None, None] * W[:, :, None] * W[:, None, :]
-    assert_close(derivs.hessian(p.func, 2, method=method)(*p.args), expected, values=values_of(p),
-                 context=call_repr("hessian", p.func, argnums=2, method=method) + f" [{p.kind}]")
+    assert_close(
+        derivs.hessian(p.func, 2, method=method)(*p.args),
+        expected,
+        values=values_of(p),
+        context=call_repr("hessian", p.func, argnums=2, method=method) + f" [{p.kind}]",
+    )

@@ -3,7 +3,6 @@ shapes right on the meta device, and torch.compile agreeing with eager."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +10,10 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from suite_helpers import Snapshot, assert_close, values_of
 
 import derivs
 import strategies as gs
-from suite_helpers import Snapshot, assert_close, tensors_in, values_of
 
 SMALL = 12
 
@@ -25,7 +24,9 @@ def leaves(tree: Any) -> list[torch.Tensor]:
     return [t for x in tree for t in leaves(x)]
 
 
-def run_api(api: str, method: str, p: gs.Problem, argnums: Any, v: tuple[torch.Tensor, ...] | None) -> Any:
+def run_api(
+    api: str, method: str, p: gs.Problem, argnums: Any, v: tuple[torch.Tensor, ...] | None
+) -> Any:
     if api in ("hvp", "vhp"):
         assert v is not None
         return getattr(derivs, api)(p.func, p.args, v, method=method)
@@ -36,9 +37,13 @@ APIS = [(api, m) for api in ("jacobian", "hessian", "hvp", "vhp") for m in deriv
 
 
 @st.composite
-def api_problems(draw: st.DrawFn, api: str, device: str, dtype: torch.dtype, layout: str | None = None) -> tuple[gs.Problem, Any, Any]:
+def api_problems(
+    draw: st.DrawFn, api: str, device: str, dtype: torch.dtype, layout: str | None = None
+) -> tuple[gs.Problem, Any, Any]:
     scalar = True if api in ("hvp", "vhp") else None
-    func = gs.functions(scalar_output=scalar, max_elements=SMALL if api != "jacobian" else gs.MAX_ELEMENTS)
+    func = gs.functions(
+        scalar_output=scalar, max_elements=SMALL if api != "jacobian" else gs.MAX_ELEMENTS
+    )
     p = draw(gs.problems(func, device=device, dtype=dtype, layout=layout), label="problem")
     argnums = draw(gs.argnums(p.func.n_args), label="argnums")
     v = draw(gs.tangents_like(p.args), label="vectors") if api in ("hvp", "vhp") else None
@@ -57,14 +62,18 @@ def expected_shapes(api: str, p: gs.Problem, argnums: Any) -> list[tuple[int, ..
 
 @pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
 @given(data=st.data())
-def test_dtype_device_and_shape_kept(device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject) -> None:
+def test_dtype_device_and_shape_kept(
+    device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
+) -> None:
     p, argnums, v = data.draw(api_problems(api, device, dtype))
     result = run_api(api, method, p, argnums, v)
     blocks = leaves(result)
     assert [tuple(b.shape) for b in blocks] == expected_shapes(api, p, argnums)
     for b in blocks:
         assert b.dtype == dtype, f"{api}(method={method!r}) returned {b.dtype} for {dtype} inputs"
-        assert b.device.type == torch.device(device).type, f"{api}(method={method!r}) returned a tensor on {b.device}"
+        assert b.device.type == torch.device(device).type, (
+            f"{api}(method={method!r}) returned a tensor on {b.device}"
+        )
 
 
 @pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
@@ -79,29 +88,43 @@ def test_shapes_on_meta_device(api: str, method: str, data: st.DataObject) -> No
 
 @pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
 @given(data=st.data())
-def test_layout_does_not_change_values(device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject) -> None:
+def test_layout_does_not_change_values(
+    device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
+) -> None:
     """Non-contiguous views (transposed, sliced, expanded, offset) give the contiguous result."""
     layout = data.draw(st.sampled_from(gs.NON_CONTIGUOUS_LAYOUTS), label="layout")
     p, argnums, v = data.draw(api_problems(api, device, dtype, layout=layout))
     dense = p._replace(args=tuple(a.contiguous() for a in p.args))
-    assert_close(run_api(api, method, p, argnums, v), run_api(api, method, dense, argnums, v), values=values_of(p),
-                 context=f"{api}(method={method!r}) on {layout} views vs contiguous copies")
+    assert_close(
+        run_api(api, method, p, argnums, v),
+        run_api(api, method, dense, argnums, v),
+        values=values_of(p),
+        context=f"{api}(method={method!r}) on {layout} views vs contiguous copies",
+    )
 
 
 @pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
 @given(data=st.data())
-def test_caller_tensors_untouched(device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject) -> None:
+def test_caller_tensors_untouched(
+    device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
+) -> None:
     """Values, strides, requires_grad and .grad of the caller's tensors survive every call,
     including tensors that already require grad (a model's parameters)."""
     p, argnums, v = data.draw(api_problems(api, device, dtype))
-    flags = data.draw(st.lists(st.booleans(), min_size=len(p.args), max_size=len(p.args)), label="requires_grad")
+    flags = data.draw(
+        st.lists(st.booleans(), min_size=len(p.args), max_size=len(p.args)), label="requires_grad"
+    )
     args = tuple(a.detach().clone().requires_grad_(f) for a, f in zip(p.args, flags, strict=True))
     q = p._replace(args=args)
     snap = Snapshot(args + (v or ()))
     with_grad = run_api(api, method, q, argnums, v)
     snap.check(f"{api}(method={method!r})")
-    assert_close(with_grad, run_api(api, method, p, argnums, v), values=values_of(p),
-                 context=f"{api}(method={method!r}) with requires_grad={flags} vs without")
+    assert_close(
+        with_grad,
+        run_api(api, method, p, argnums, v),
+        values=values_of(p),
+        context=f"{api}(method={method!r}) with requires_grad={flags} vs without",
+    )
 
 
 BATCH_APIS = [(api, m) for api in ("batch_jacobian", "batch_hessian") for m in derivs.METHODS[api]]
@@ -109,7 +132,9 @@ BATCH_APIS = [(api, m) for api in ("batch_jacobian", "batch_hessian") for m in d
 
 @pytest.mark.parametrize(("api", "method"), BATCH_APIS, ids=[f"{a}-{m}" for a, m in BATCH_APIS])
 @given(data=st.data())
-def test_batch_shapes_dtype_and_caller(device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject) -> None:
+def test_batch_shapes_dtype_and_caller(
+    device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
+) -> None:
     func = data.draw(gs.functions(batch_polymorphic=True, max_elements=SMALL), label="func")
     p = data.draw(gs.batched_problems(func, device=device, dtype=dtype, in_dims=0), label="problem")
     snap = Snapshot(p.args)
@@ -121,7 +146,9 @@ def test_batch_shapes_dtype_and_caller(device: str, dtype: torch.dtype, api: str
     if api == "batch_jacobian":
         expected = [(p.batch_size, *out, *shapes[a]) for a in range(n)]
     else:
-        expected = [(p.batch_size, *out, *shapes[a], *shapes[b]) for a in range(n) for b in range(n)]
+        expected = [
+            (p.batch_size, *out, *shapes[a], *shapes[b]) for a in range(n) for b in range(n)
+        ]
     assert [tuple(b.shape) for b in leaves(result)] == expected
     assert all(b.dtype == dtype for b in leaves(result))
 
@@ -134,8 +161,11 @@ def test_batch_shapes_dtype_and_caller(device: str, dtype: torch.dtype, api: str
 COMPILE_APIS: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
     ("jacobian-rev", lambda f: derivs.jacobian(f, method="rev"), torch.func.jacrev),
     ("jacobian-vjp_vmap", lambda f: derivs.jacobian(f, method="vjp_vmap"), torch.func.jacrev),
-    ("hessian-rev_rev", lambda f: derivs.hessian(f, method="rev_rev"),
-     lambda f: torch.func.jacrev(torch.func.jacrev(f))),
+    (
+        "hessian-rev_rev",
+        lambda f: derivs.hessian(f, method="rev_rev"),
+        lambda f: torch.func.jacrev(torch.func.jacrev(f)),
+    ),
 ]
 
 
@@ -143,24 +173,33 @@ def _compiles(fn: Callable[..., Any], args: tuple[torch.Tensor, ...]) -> bool:
     torch._dynamo.reset()
     try:
         torch.compile(fn, backend="aot_eager")(*args)
-    except Exception:  # noqa: BLE001 - any failure means torch.compile cannot take it
+    except Exception:
         return False
     return True
 
 
 @pytest.mark.compile
-@pytest.mark.parametrize(("name", "transform", "reference"), COMPILE_APIS, ids=[c[0] for c in COMPILE_APIS])
+@pytest.mark.parametrize(
+    ("name", "transform", "reference"), COMPILE_APIS, ids=[c[0] for c in COMPILE_APIS]
+)
 @settings(max_examples=2)
 @given(data=st.data())
-def test_compiled_agrees_with_eager(device: str, name: str, transform: Callable[..., Any],
-                                    reference: Callable[..., Any], data: st.DataObject) -> None:
+def test_compiled_agrees_with_eager(
+    device: str,
+    name: str,
+    transform: Callable[..., Any],
+    reference: Callable[..., Any],
+    data: st.DataObject,
+) -> None:
     """torch.compile of a derivs transform (aot_eager: dynamo + AOT autograd, no C++ build).
 
     Where the torch.func equivalent does not compile either, the example is rejected, not
     failed: that is a limit of torch.compile, not of derivs.
     """
-    p = data.draw(gs.problems(gs.functions(n_args=1, max_elements=SMALL), device=device, dtype=torch.float64),
-                  label="problem")
+    p = data.draw(
+        gs.problems(gs.functions(n_args=1, max_elements=SMALL), device=device, dtype=torch.float64),
+        label="problem",
+    )
     assume(_compiles(reference(p.func), p.args))
     eager = transform(p.func)(*p.args)
     torch._dynamo.reset()
@@ -171,6 +210,5 @@ def test_compiled_agrees_with_eager(device: str, name: str, transform: Callable[
 def test_meta_sizes_are_reported_not_computed() -> None:
     """The memory guard works from shapes alone: a 10**5-input Hessian is refused on meta."""
     x = torch.empty(10**5, device="meta")
-    with pytest.raises(ValueError, match="derivs.hessian: the basis of unit vectors would need"):
+    with pytest.raises(ValueError, match=r"derivs\.hessian: the basis of unit vectors would need"):
         derivs.hessian(lambda t: (t**2).sum())(x)
-    assert math.prod(x.shape) == 10**5 and tensors_in((x,)) == [x]

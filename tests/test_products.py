@@ -6,18 +6,20 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from suite_helpers import Snapshot, assert_close, contract, values_of
 
 import derivs
 import strategies as gs
 from derivs import oracles
-from suite_helpers import Snapshot, assert_close, contract, values_of
 
 HVP = derivs.METHODS["hvp"]
 VHP = derivs.METHODS["vhp"]
 SMALL = 8  # NOTE: the reference is a dense loop-oracle Hessian: n_in * (1 + n_in) grads.
 
 
-def draw(data: st.DataObject, device: str, dtype: torch.dtype) -> tuple[gs.Problem, tuple[torch.Tensor, ...]]:
+def draw(
+    data: st.DataObject, device: str, dtype: torch.dtype
+) -> tuple[gs.Problem, tuple[torch.Tensor, ...]]:
     func = gs.functions(scalar_output=True, max_elements=SMALL)
     p = data.draw(gs.problems(func, device=device, dtype=dtype), label="problem")
     v = data.draw(gs.tangents_like(p.args), label="vectors")
@@ -30,25 +32,39 @@ def dense_hessian(p: gs.Problem) -> tuple[tuple[torch.Tensor, ...], ...]:
 
 @pytest.mark.parametrize("method", HVP)
 @given(data=st.data())
-def test_hvp_is_H_times_v(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+def test_hvp_is_H_times_v(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
     """All blocks, mixed ones included: hvp_i = sum_j H[i][j] v_j."""
     p, v = draw(data, device, dtype)
     snap = Snapshot(p.args + v)
     result = derivs.hvp(p.func, p.args, v, method=method)
     snap.check(f"hvp(method={method!r})")
     expected = contract(dense_hessian(p), v, left=False)
-    assert_close(result, expected, values=(*values_of(p), v), context=f"hvp(f, primals, tangents, method={method!r})")
+    assert_close(
+        result,
+        expected,
+        values=(*values_of(p), v),
+        context=f"hvp(f, primals, tangents, method={method!r})",
+    )
 
 
 @pytest.mark.parametrize("method", VHP)
 @given(data=st.data())
-def test_vhp_is_v_times_H(device: str, dtype: torch.dtype, method: str, data: st.DataObject) -> None:
+def test_vhp_is_v_times_H(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
     p, v = draw(data, device, dtype)
     snap = Snapshot(p.args + v)
     result = derivs.vhp(p.func, p.args, v, method=method)
     snap.check(f"vhp(method={method!r})")
     expected = contract(dense_hessian(p), v, left=True)
-    assert_close(result, expected, values=(*values_of(p), v), context=f"vhp(f, primals, cotangents, method={method!r})")
+    assert_close(
+        result,
+        expected,
+        values=(*values_of(p), v),
+        context=f"vhp(f, primals, cotangents, method={method!r})",
+    )
 
 
 @given(data=st.data())
@@ -57,13 +73,19 @@ def test_hvp_equals_vhp(device: str, dtype: torch.dtype, data: st.DataObject) ->
     p, v = draw(data, device, dtype)
     hm = data.draw(st.sampled_from(HVP), label="hvp method")
     vm = data.draw(st.sampled_from(VHP), label="vhp method")
-    assert_close(derivs.hvp(p.func, p.args, v, method=hm), derivs.vhp(p.func, p.args, v, method=vm),
-                 values=(*values_of(p), v), context=f"hvp(method={hm!r}) vs vhp(method={vm!r})")
+    assert_close(
+        derivs.hvp(p.func, p.args, v, method=hm),
+        derivs.vhp(p.func, p.args, v, method=vm),
+        values=(*values_of(p), v),
+        context=f"hvp(method={hm!r}) vs vhp(method={vm!r})",
+    )
 
 
 @pytest.mark.parametrize("api", ["hvp", "vhp"])
 @given(data=st.data())
-def test_linear_in_the_vector(device: str, dtype: torch.dtype, api: str, data: st.DataObject) -> None:
+def test_linear_in_the_vector(
+    device: str, dtype: torch.dtype, api: str, data: st.DataObject
+) -> None:
     """P(a v + b w) == a P(v) + b P(w)."""
     p, v = draw(data, device, dtype)
     w = data.draw(gs.tangents_like(p.args), label="second vectors")
@@ -72,5 +94,15 @@ def test_linear_in_the_vector(device: str, dtype: torch.dtype, api: str, data: s
     method = data.draw(st.sampled_from(derivs.METHODS[api]), label="method")
     combined = tuple(a * x + b * y for x, y in zip(v, w, strict=True))
     lhs = op(p.func, p.args, combined, method=method)
-    rhs = tuple(a * x + b * y for x, y in zip(op(p.func, p.args, v, method=method), op(p.func, p.args, w, method=method), strict=True))
-    assert_close(lhs, rhs, values=(*values_of(p), v, w, combined), context=f"{api}(method={method!r}) linearity, a={a}, b={b}")
+    rhs = tuple(
+        a * x + b * y
+        for x, y in zip(
+            op(p.func, p.args, v, method=method), op(p.func, p.args, w, method=method), strict=True
+        )
+    )
+    assert_close(
+        lhs,
+        rhs,
+        values=(*values_of(p), v, w, combined),
+        context=f"{api}(method={method!r}) linearity, a={a}, b={b}",
+    )

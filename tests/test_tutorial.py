@@ -25,10 +25,12 @@ JAC_METHODS = derivs.METHODS["jacobian"]
 HESS_METHODS = derivs.METHODS["hessian"]
 
 # The first Jacobian row the tutorial prints, with torch.manual_seed(0) and D = 16.
+# fmt: off
 TUTORIAL_FIRST_ROW = [
     -0.5956, -0.6096, -0.1326, -0.2295, 0.4490, 0.3661, -0.1672, -1.1190,
     0.1705, -0.6683, 0.1851, 0.1630, 0.0634, 0.6547, 0.5908, -0.1308,
 ]
+# fmt: on
 
 
 def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -76,11 +78,19 @@ def test_naive_loop_and_vmap_vjp_as_written(square: tuple[torch.Tensor, ...]) ->
     naive = torch.stack(rows)
     _, vjp_fn = torch.func.vjp(partial(predict, weight, bias), x)
     (ft_jacobian,) = torch.func.vmap(vjp_fn)(unit_vectors)
-    assert_close(derivs.jacobian(predict, argnums=2, method="loop")(weight, bias, x), naive, context="loop")
-    assert_close(derivs.jacobian(predict, argnums=2, method="vjp_vmap")(weight, bias, x), ft_jacobian,
-                 context="vjp_vmap")
-    assert_close(derivs.jacobian(predict, argnums=2, method="rev")(weight, bias, x),
-                 torch.func.jacrev(predict, argnums=2)(weight, bias, x), context="rev")
+    assert_close(
+        derivs.jacobian(predict, argnums=2, method="loop")(weight, bias, x), naive, context="loop"
+    )
+    assert_close(
+        derivs.jacobian(predict, argnums=2, method="vjp_vmap")(weight, bias, x),
+        ft_jacobian,
+        context="vjp_vmap",
+    )
+    assert_close(
+        derivs.jacobian(predict, argnums=2, method="rev")(weight, bias, x),
+        torch.func.jacrev(predict, argnums=2)(weight, bias, x),
+        context="rev",
+    )
 
 
 def test_parameters_jacobian_argnums_0_1(square: tuple[torch.Tensor, ...]) -> None:
@@ -93,7 +103,11 @@ def test_parameters_jacobian_argnums_0_1(square: tuple[torch.Tensor, ...]) -> No
     for method in JAC_METHODS:
         jw, jb = derivs.jacobian(predict, argnums=(0, 1), method=method)(weight, bias, x)
         assert jw.shape == (16, 16, 16) and jb.shape == (16, 16)
-        assert_close((jw, jb), (expected_w, expected_b), context=f"jacobian(argnums=(0, 1), method={method!r})")
+        assert_close(
+            (jw, jb),
+            (expected_w, expected_b),
+            context=f"jacobian(argnums=(0, 1), method={method!r})",
+        )
 
 
 @pytest.mark.parametrize(("din", "dout"), [(32, 2048), (2048, 32)], ids=["tall", "wide"])
@@ -108,7 +122,9 @@ def test_tall_and_wide_fwd_equals_rev(din: int, dout: int) -> None:
     assert fwd.shape == (dout, din)
     assert_close(fwd, rev, context=f"fwd vs rev, {din} -> {dout}")
     assert_close(auto, rev, context=f"auto vs rev, {din} -> {dout}")
-    assert_close(fwd, closed_form_jacobian(weight, bias, x), context=f"fwd vs closed form, {din} -> {dout}")
+    assert_close(
+        fwd, closed_form_jacobian(weight, bias, x), context=f"fwd vs closed form, {din} -> {dout}"
+    )
 
 
 def test_hessian_three_ways() -> None:
@@ -150,10 +166,14 @@ def test_batch_jacobian_vmap_and_sum_trick(batch: tuple[torch.Tensor, ...]) -> N
     assert expected.shape == (64, 33, 31)
     by = {}
     for method in derivs.METHODS["batch_jacobian"]:
-        by[method] = derivs.batch_jacobian(predict, argnums=2, in_dims=(None, None, 0), method=method)(weight, bias, x)
+        by[method] = derivs.batch_jacobian(
+            predict, argnums=2, in_dims=(None, None, 0), method=method
+        )(weight, bias, x)
         assert_close(by[method], expected, context=f"batch_jacobian(method={method!r})")
     # The tutorial's spelling of the sum trick, verbatim.
-    summed = torch.func.jacrev(lambda w, b, x: predict(w, b, x).sum(0), argnums=2)(weight, bias, x).movedim(1, 0)
+    summed = torch.func.jacrev(lambda w, b, x: predict(w, b, x).sum(0), argnums=2)(
+        weight, bias, x
+    ).movedim(1, 0)
     assert_close(by["sum"], summed, context="sum trick vs the tutorial's jacrev(...).movedim(1, 0)")
 
 
@@ -161,7 +181,9 @@ def test_batch_hessian_shape_and_values(batch: tuple[torch.Tensor, ...]) -> None
     weight, bias, x = batch
     expected = closed_form_hessian(weight, bias, x)
     for method in derivs.METHODS["batch_jacobian"]:
-        h = derivs.batch_hessian(predict, argnums=2, in_dims=(None, None, 0), method=method)(weight, bias, x)
+        h = derivs.batch_hessian(predict, argnums=2, in_dims=(None, None, 0), method=method)(
+            weight, bias, x
+        )
         assert h.shape == (64, 33, 31, 31)
         assert_close(h, expected, context=f"batch_hessian(method={method!r})")
 
@@ -184,6 +206,11 @@ def test_hvp_fwd_rev_and_rev_rev() -> None:
     # The tutorial's own definitions, verbatim.
     tutorial_hvp = torch.func.jvp(torch.func.grad(f), (x,), (tangent,))[1]
     _, vjp_fn = torch.func.vjp(torch.func.grad(f), x)
-    assert_close(derivs.hvp(f, (x,), (tangent,))[0], tutorial_hvp, context="hvp vs tutorial's jvp(grad(f))")
-    assert_close(derivs.hvp(f, (x,), (tangent,), method="rev_rev")[0], vjp_fn(tangent)[0],
-                 context="hvp(rev_rev) vs tutorial's hvp_revrev")
+    assert_close(
+        derivs.hvp(f, (x,), (tangent,))[0], tutorial_hvp, context="hvp vs tutorial's jvp(grad(f))"
+    )
+    assert_close(
+        derivs.hvp(f, (x,), (tangent,), method="rev_rev")[0],
+        vjp_fn(tangent)[0],
+        context="hvp(rev_rev) vs tutorial's hvp_revrev",
+    )

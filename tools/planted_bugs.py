@@ -30,8 +30,13 @@ sys.path.insert(0, str(ROOT))
 # NOTE: the operator properties first, so a kill comes as early as the suite can give it;
 # the meta-tests of oracles, testing, strategies and check exercise no planted code path.
 SUITE = [
-    "tests/test_jacobian.py", "tests/test_hessian.py", "tests/test_products.py",
-    "tests/test_batch.py", "tests/test_invariants.py", "tests/test_tutorial.py", "tests/test_errors.py",
+    "tests/test_jacobian.py",
+    "tests/test_hessian.py",
+    "tests/test_products.py",
+    "tests/test_batch.py",
+    "tests/test_invariants.py",
+    "tests/test_tutorial.py",
+    "tests/test_errors.py",
 ]
 
 
@@ -46,7 +51,19 @@ def variants() -> dict[str, str]:
 def run(name: str, workers: str, extra: list[str]) -> tuple[str, float, str]:
     env = dict(os.environ, DERIVS_PLANTED_BUG=name)
     env.setdefault("HYPOTHESIS_PROFILE", "dev")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-n", workers, "-p", "no:cacheprovider", *extra, *SUITE]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-n",
+        workers,
+        "-p",
+        "no:cacheprovider",
+        *extra,
+        *SUITE,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -60,11 +77,17 @@ def run(name: str, workers: str, extra: list[str]) -> tuple[str, float, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help="variants to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
-    parser.add_argument("-n", "--workers", default="auto", help="pytest-xdist workers (default: auto)")
-    parser.add_argument("--pytest-args", default="", help="extra pytest arguments, e.g. '--devices cpu'")
+    parser.add_argument(
+        "-n", "--workers", default="auto", help="pytest-xdist workers (default: auto)"
+    )
+    parser.add_argument(
+        "--pytest-args", default="", help="extra pytest arguments, e.g. '--devices cpu'"
+    )
     opts = parser.parse_args()
     table = variants()
     if opts.list:
@@ -75,8 +98,8 @@ def main() -> int:
     unknown = [n for n in names if n not in table]
     if unknown:
         parser.error(f"unknown variant(s): {unknown}; see --list")
-    print(f"| variant | what is wrong | result | time to kill (s) | first failing test |")
-    print(f"|---|---|---|---|---|")
+    print("| variant | what is wrong | result | time to kill (s) | first failing test |")
+    print("|---|---|---|---|---|")
     killed = 0
     for name in names:
         result, elapsed, first = run(name, opts.workers, opts.pytest_args.split())

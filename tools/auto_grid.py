@@ -1,0 +1,347 @@
+"""Measure forward vs reverse mode Jacobians on a grid of sizes and score ``method="auto"``.
+
+For every cell ``(n_in, n_out)`` of a grid of input and output sizes (8 to 2048 by default),
+the tutorial's ``predict(weight, bias, x) = F.linear(x, weight, bias).tanh()`` is
+differentiated with respect to ``x`` by ``derivs.jacobian(method=...)`` for ``fwd``, ``rev``
+and ``auto``. Each result is checked once against the closed form ``(1 - y**2)[:, None] * W``
+before it is timed. The methods of one cell are timed in interleaved blocks (so a burst of
+load hits all of them alike) and each keeps its fastest block.
+
+The report says how often ``derivs.jacobian.prefers_forward`` (the ``auto`` rule) picks the
+faster of fwd and rev, how much slower ``auto`` is than the faster one, and which rules of the
+form "forward iff n_out > c * n_in" fit the data best, which is how the rule was derived.
+
+    python tools/auto_grid.py                      # cpu, writes docs/bench/auto_grid.{json,md}
+    python tools/auto_grid.py --device cuda --sizes 8,64,512,2048 --out /tmp/grid
+    python tools/auto_grid.py --rescore docs/bench/auto_grid.json   # re-score saved timings
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import derivs  # noqa: E402
+from derivs.jacobian import prefers_forward  # noqa: E402
+
+DEFAULT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+METHODS = ("fwd", "rev", "auto")
+# The tutorial's three shapes (n_in, n_out): auto must be within 1.05x of torch.func's faster.
+TUTORIAL_SHAPES = {
+    "square D=16": (16, 16),
+    "tall 32->2048": (32, 2048),
+    "wide 2048->32": (2048, 32),
+}
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+# NOTE: two timings within this factor of each other are a tie: on a shared, loaded machine
+# the order of such a pair flips from run to run, so either pick is right.
+TIE = 1.03
+
+
+def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, weight, bias).tanh()
+
+
+def closed_form(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    y = predict(weight, bias, x)
+    return (1 - y**2)[:, None] * weight
+
+
+def _sync(device: str) -> Callable[[], None]:
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    sync: Callable[[], None],
+    *,
+    rounds: int,
+    block_s: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
+    """Seconds per call of each function: the fastest of ``rounds`` interleaved blocks."""
+    reps: dict[str, int] = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        sync()
+        reps[name] = max(1, int(block_s / max(time.perf_counter() - start, 1e-7)))
+    best = dict.fromkeys(fns, math.inf)
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, n = fns[name], reps[name]
+            start = clock()
+            for _ in range(n):
+                fn()
+            sync()
+            best[name] = min(best[name], (clock() - start) / n)
+    return best
+
+
+def measure(
+    sizes: Sequence[int],
+    device: str,
+    *,
+    rounds: int,
+    block_s: float,
+    clock: Callable[[], float] = time.perf_counter,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    sync = _sync(device)
+    cells = []
+    gen = torch.Generator().manual_seed(seed)
+    for n_in in sizes:
+        for n_out in sizes:
+            w = torch.randn(n_out, n_in, generator=gen).div_(math.sqrt(n_in)).to(device)
+            b = torch.randn(n_out, generator=gen).to(device)
+            x = torch.randn(n_in, generator=gen).to(device)
+            expected = closed_form(w, b, x)
+            fns = {}
+            for method in METHODS:
+                jac = derivs.jacobian(predict, argnums=2, method=method)
+                torch.testing.assert_close(jac(w, b, x), expected, rtol=1e-4, atol=1e-5)
+                fns[method] = lambda jac=jac, w=w, b=b, x=x: jac(w, b, x)
+            times = time_interleaved(fns, sync, rounds=rounds, block_s=block_s, clock=clock)
+            cells.append({"n_in": n_in, "n_out": n_out, **{f"t_{m}": times[m] for m in METHODS}})
+            print(
+                f"  in={n_in:5d} out={n_out:5d}  "
+                + "  ".join(f"{m}={times[m] * 1e3:9.3f} ms" for m in METHODS),
+                flush=True,
+            )
+    return cells
+
+
+def measure_shapes(
+    device: str, *, rounds: int, block_s: float, clock: Callable[[], float] = time.perf_counter
+) -> list[dict[str, Any]]:
+    """auto against torch.func.jacrev/jacfwd on the tutorial's shapes (its ``randn`` data)."""
+    sync = _sync(device)
+    found = []
+    gen = torch.Generator().manual_seed(0)
+    for name, (n_in, n_out) in TUTORIAL_SHAPES.items():
+        w = torch.randn(n_out, n_in, generator=gen).to(device)
+        b = torch.randn(n_out, generator=gen).to(device)
+        x = torch.randn(n_in, generator=gen).to(device)
+        expected = closed_form(w, b, x)
+        jacs = {
+            "auto": derivs.jacobian(predict, argnums=2, method="auto"),
+            "jacrev": torch.func.jacrev(predict, argnums=2),
+            "jacfwd": torch.func.jacfwd(predict, argnums=2),
+        }
+        fns = {}
+        for label, jac in jacs.items():
+            torch.testing.assert_close(jac(w, b, x), expected, rtol=1e-4, atol=1e-5)
+            fns[label] = lambda jac=jac, w=w, b=b, x=x: jac(w, b, x)
+        times = time_interleaved(fns, sync, rounds=rounds, block_s=block_s, clock=clock)
+        found.append(
+            {"shape": name, "n_in": n_in, "n_out": n_out, **{f"t_{k}": v for k, v in times.items()}}
+        )
+        print(
+            f"  {name:14s} " + "  ".join(f"{k}={v * 1e3:8.3f} ms" for k, v in times.items()),
+            flush=True,
+        )
+    return found
+
+
+def faster_is_fwd(cell: dict[str, Any]) -> bool:
+    return bool(cell["t_fwd"] < cell["t_rev"])
+
+
+def is_tie(cell: dict[str, Any]) -> bool:
+    lo, hi = sorted((cell["t_fwd"], cell["t_rev"]))
+    return bool(hi <= TIE * lo)
+
+
+def score(cells: list[dict[str, Any]], rule: Callable[[int, int], bool]) -> dict[str, float]:
+    """Share of cells where ``rule(n_out, n_in)`` picks the faster mode (strict; ties as right)."""
+    right = sum(rule(c["n_out"], c["n_in"]) == faster_is_fwd(c) for c in cells)
+    right_or_tie = sum(rule(c["n_out"], c["n_in"]) == faster_is_fwd(c) or is_tie(c) for c in cells)
+    picked = [
+        (c["t_fwd"] if rule(c["n_out"], c["n_in"]) else c["t_rev"]) / min(c["t_fwd"], c["t_rev"])
+        for c in cells
+    ]
+    return {
+        "accuracy": right / len(cells),
+        "accuracy_ties_ok": right_or_tie / len(cells),
+        "worst_pick_slowdown": max(picked),
+        "mean_pick_slowdown": sum(picked) / len(picked),
+    }
+
+
+def candidate_rules() -> dict[str, Callable[[int, int], bool]]:
+    """The rule families the grid was scored against when the ``auto`` rule was chosen."""
+    rules: dict[str, Callable[[int, int], bool]] = {}
+    for c in (0.25, 0.5, 1, 2, 4, 8):
+        rules[f"out > {c:g} * in"] = lambda out, n, c=c: out > c * n
+    for t in (64, 128, 256, 512, 1024):
+        rules[f"out > in and out >= {t}"] = lambda out, n, t=t: out > n and out >= t
+    return rules
+
+
+def render(result: dict[str, Any]) -> str:
+    cells = result["cells"]
+    sizes = sorted({c["n_in"] for c in cells})
+    outs = sorted({c["n_out"] for c in cells})
+    by = {(c["n_in"], c["n_out"]): c for c in cells}
+    cur = score(cells, prefers_forward)
+    auto_ratio = [c["t_auto"] / min(c["t_fwd"], c["t_rev"]) for c in cells]
+    lines = [
+        '# `method="auto"` on a grid of Jacobian sizes',
+        "",
+        f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
+        f"{result['date']}, load average at start {result['load']}, {result.get('clock', 'wall')} "
+        "clock. Function: "
+        "`predict(W, b, x) = F.linear(x, W, b).tanh()`, Jacobian w.r.t. `x`; each time is the "
+        f"fastest of {result['rounds']} interleaved blocks.",
+        "",
+        "Cell: `fwd_time / rev_time` (below 1: forward mode is faster); `*` marks the cells where",
+        "`auto`'s rule picks the slower mode (a pick within "
+        f"{(TIE - 1) * 100:.0f}% of the faster counts as a tie).",
+        "",
+        "| in \\ out | " + " | ".join(str(o) for o in outs) + " |",
+        "|---" * (len(outs) + 1) + "|",
+    ]
+    for n_in in sizes:
+        row = []
+        for n_out in outs:
+            c = by[(n_in, n_out)]
+            wrong = prefers_forward(n_out, n_in) != faster_is_fwd(c)
+            mark = ("*" if not is_tie(c) else "~") if wrong else ""
+            row.append(f"{c['t_fwd'] / c['t_rev']:.2f}{mark}")
+        lines.append(f"| **{n_in}** | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        f"- rule (`derivs.jacobian.prefers_forward`): picks the faster mode in "
+        f"**{cur['accuracy'] * 100:.1f}%** of {len(cells)} cells "
+        f"({cur['accuracy_ties_ok'] * 100:.1f}% counting ties as right); worst pick "
+        f"{cur['worst_pick_slowdown']:.2f}x the faster, mean {cur['mean_pick_slowdown']:.3f}x.",
+        f"- `auto` measured: median {sorted(auto_ratio)[len(auto_ratio) // 2]:.2f}x, worst "
+        f"{max(auto_ratio):.2f}x the faster of fwd and rev (includes the reverse-mode forward "
+        "pass that `auto` spends to learn the output size).",
+        "",
+    ]
+    shapes = result.get("shapes", [])
+    if shapes:
+        lines += [
+            "The tutorial's shapes (its `randn` data): `auto` against the faster of "
+            "`torch.func.jacrev` and `torch.func.jacfwd` (target: within 1.05x), timed interleaved:",
+            "",
+            "| shape | auto | jacrev | jacfwd | auto / faster |",
+            "|---|---|---|---|---|",
+        ]
+        for c in shapes:
+            best = min(c["t_jacrev"], c["t_jacfwd"])
+            lines.append(
+                f"| {c['shape']} | {c['t_auto'] * 1e3:.3f} ms | {c['t_jacrev'] * 1e3:.3f} ms | "
+                f"{c['t_jacfwd'] * 1e3:.3f} ms | **{c['t_auto'] / best:.2f}x** |"
+            )
+        lines.append("")
+    lines += [
+        "Other rules on the same data (forward mode iff the condition holds):",
+        "",
+        "| rule | accuracy | ties ok | worst pick | mean pick |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rule in candidate_rules().items():
+        s = score(cells, rule)
+        lines.append(
+            f"| `{name}` | {s['accuracy'] * 100:.1f}% | {s['accuracy_ties_ok'] * 100:.1f}% | "
+            f"{s['worst_pick_slowdown']:.2f}x | {s['mean_pick_slowdown']:.3f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="comma-separated"
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved blocks per cell")
+    parser.add_argument("--block", type=float, default=0.02, help="seconds per timed block")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "docs" / "bench" / "auto_grid"),
+        help="path prefix for the .json and .md results",
+    )
+    parser.add_argument("--rescore", metavar="JSON", help="re-score a saved grid, measure nothing")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall (perf_counter, default) or thread (this thread's CPU time: steadier on a "
+        "shared machine, meaningful with --threads 1)",
+    )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
+    if args.rescore:
+        result = json.loads(Path(args.rescore).read_text())
+    else:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        print(f"auto grid on {args.device}: sizes {sizes}, load average {load}", flush=True)
+        start = time.perf_counter()
+        cells = measure(sizes, args.device, rounds=args.rounds, block_s=args.block, clock=clock)
+        shapes = measure_shapes(args.device, rounds=args.rounds, block_s=args.block, clock=clock)
+        result = {
+            "torch": torch.__version__,
+            "device": args.device,
+            "device_name": device_name(args.device),
+            "threads": torch.get_num_threads(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load": load,
+            "rounds": args.rounds,
+            "clock": args.clock,
+            "seconds": round(time.perf_counter() - start, 1),
+            "cells": cells,
+            "shapes": shapes,
+        }
+    text = render(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.rescore:
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

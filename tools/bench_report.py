@@ -1,0 +1,458 @@
+"""Turn a saved pytest-benchmark run into ``docs/bench/report.md`` and ``docs/bench/crossover.png``.
+
+    pytest tests/bench -m bench --benchmark-autosave   # saves .benchmarks/<machine>/NNNN_*.json
+    python tools/bench_report.py                       # the latest saved run
+    python tools/bench_report.py path/to/run.json --out docs/bench
+
+The report holds one table per benchmark group (one question each, per device), the derived
+ratios (``auto`` against the faster of torch.func's jacrev/jacfwd, derivs against torch.func
+on the same call, compiled against eager, the closed form against the best AD method), and
+the log-log plot of forward and reverse mode Jacobian time against the output/input ratio,
+which shows where the two cross.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CROSSOVER_GROUP = "jacobian crossover"
+TUTORIAL_SHAPES = {
+    "square": "jacobian square D=16",
+    "tall": "jacobian tall 32->2048",
+    "wide": "jacobian wide 2048->32",
+}
+
+
+def latest_run(storage: Path) -> Path:
+    """The most recently written run under a pytest-benchmark storage folder."""
+    runs = sorted(storage.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise SystemExit(
+            f"bench_report: no saved run under {storage}; run "
+            "`pytest tests/bench -m bench --benchmark-autosave` first"
+        )
+    return runs[-1]
+
+
+def fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    if seconds < 0:
+        return "-" + fmt_time(-seconds)
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def fmt_ratio(r: float) -> str:
+    return f"{r:.2f}x" if math.isfinite(r) else "-"
+
+
+class Row:
+    """One benchmark: its group (device included), label and statistics."""
+
+    def __init__(self, bench: dict[str, Any]) -> None:
+        info = bench.get("extra_info", {})
+        self.group: str = bench["group"] or "ungrouped"
+        self.question: str = info.get("question", self.group)
+        self.device: str = info.get("device", "?")
+        self.label: str = info.get("label", bench["name"])
+        self.impl: str = info.get("impl", "")
+        self.info = info
+        stats = bench["stats"]
+        self.median: float = stats["median"]
+        self.min: float = stats["min"]
+        self.iqr: float = stats["iqr"]
+        self.rounds: int = stats["rounds"]
+
+
+def load_rows(run: dict[str, Any]) -> dict[str, list[Row]]:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for bench in run["benchmarks"]:
+        row = Row(bench)
+        groups[row.group].append(row)
+    return dict(groups)
+
+
+def header(run: dict[str, Any], path: Path) -> list[str]:
+    m = run.get("machine_info", {})
+    c = run.get("commit_info", {})
+    cpu = m.get("cpu_model") or m.get("cpu", {}).get("brand_raw") or m.get("processor", "?")
+    load = run.get("load_average", {})
+    cuda = ", ".join(m.get("cuda_devices", [])) or "none"
+    commit = (c.get("id") or "?")[:10] + (" (uncommitted changes)" if c.get("dirty") else "")
+    timers = sorted({b.get("options", {}).get("timer", "?") for b in run.get("benchmarks", [])})
+    return [
+        "# derivs benchmarks",
+        "",
+        f"- run: `{path.name}`, {run.get('datetime', '?')[:19]}, commit {commit}",
+        f"- torch {m.get('torch', '?')}, Python {m.get('python_version', '?')}, "
+        f"pytest-benchmark {run.get('version', '?')}",
+        f"- CPU: {cpu}, {m.get('cpu_count', '?')} cores, {m.get('torch_threads', '?')} torch "
+        f"threads; GPUs: {cuda}",
+        f"- timer: {', '.join(timers)}",
+        f"- load average (1, 5, 15 min) at the start: {_load(load.get('start'))}, at the end: "
+        f"{_load(load.get('end'))}",
+        "",
+        "Times are per call: the median over the rounds, the minimum beside it. Every result was",
+        "checked against a closed form (or a reference method) before it was timed.",
+        "",
+    ]
+
+
+def _load(values: Sequence[float] | None) -> str:
+    return ", ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+def best_of(rows: Sequence[Row], labels: Sequence[str]) -> Row | None:
+    found = [r for r in rows if r.label in labels]
+    return min(found, key=lambda r: r.median) if found else None
+
+
+def by_label(rows: Sequence[Row]) -> dict[str, Row]:
+    return {r.label: r for r in rows}
+
+
+def ratios_section(groups: dict[str, list[Row]]) -> list[str]:
+    out: list[str] = ["## Measured ratios", ""]
+    devices = sorted({r.device for rows in groups.values() for r in rows})
+
+    # auto against the faster of torch.func's two Jacobians, on the tutorial's shapes
+    lines = []
+    for device in devices:
+        for shape, question in TUTORIAL_SHAPES.items():
+            rows = groups.get(f"{question} [{device}]", [])
+            named = by_label(rows)
+            best = best_of(rows, ["torch.func.jacrev", "torch.func.jacfwd"])
+            auto = named.get("derivs auto")
+            if best is None or auto is None:
+                continue
+            lines.append(
+                f"| {shape} ({device}) | {fmt_time(auto.median)} | {best.label} "
+                f"{fmt_time(best.median)} | **{fmt_ratio(auto.median / best.median)}** | "
+                f"{fmt_ratio(auto.min / best.min)} |"
+            )
+    if lines:
+        out += [
+            '`derivs.jacobian(method="auto")` against the faster of `torch.func.jacrev` and '
+            "`torch.func.jacfwd` (target: within 1.05x):",
+            "",
+            "| shape | auto | fastest torch.func | auto / fastest (median) | (min) |",
+            "|---|---|---|---|---|",
+            *lines,
+            "",
+        ]
+
+    # derivs against the torch.func call doing the same work
+    lines = []
+    for group, rows in groups.items():
+        named = by_label(rows)
+        for r in rows:
+            equiv = r.info.get("equiv")
+            if r.impl != "derivs" or not equiv or equiv not in named:
+                continue
+            ref = named[equiv]
+            lines.append(
+                f"| {group} | {r.label} | {equiv} | {fmt_ratio(r.median / ref.median)} | "
+                f"{fmt_ratio(r.min / ref.min)} | {fmt_time(r.median - ref.median)} |"
+            )
+    if lines:
+        out += [
+            "derivs against the torch.func call that does the same work (overhead; above 1x "
+            "derivs is slower):",
+            "",
+            "| group | derivs | torch.func | ratio (median) | (min) | difference |",
+            "|---|---|---|---|---|---|",
+            *lines,
+            "",
+        ]
+
+    # compiled against eager
+    lines = []
+    for group, rows in groups.items():
+        pairs: dict[str, dict[str, Row]] = defaultdict(dict)
+        for r in rows:
+            if r.info.get("mode"):
+                pairs[r.info.get("method", "?")][r.info["mode"]] = r
+        for method, modes in pairs.items():
+            e, c = modes.get("eager"), modes.get("compiled")
+            if e is None:
+                continue
+            if c is None:
+                lines.append(
+                    f"| {group.removeprefix('compiled vs eager: ')} | {method} | "
+                    f"{fmt_time(e.median)} | failed (see the run's log) | - | - | - |"
+                )
+                continue
+            compile_s = c.info.get("compile_s", math.nan)
+            lines.append(
+                f"| {group.removeprefix('compiled vs eager: ')} | {method} | {fmt_time(e.median)} | "
+                f"{fmt_time(c.median)} | **{fmt_ratio(e.median / c.median)}** | "
+                f"{fmt_time(compile_s)} | {_break_even(e.median, c.median, compile_s)} |"
+            )
+    if lines:
+        out += [
+            "`torch.compile(derivs.jacobian(predict, argnums=2, method=...))` against eager "
+            "(speedup above 1x: compiled is faster; compile time is the first call, timed apart):",
+            "",
+            "| shape | method | eager | compiled | speedup | compile time | calls to repay it |",
+            "|---|---|---|---|---|---|---|",
+            *lines,
+            "",
+        ]
+
+    # the closed form against the fastest AD method of its group
+    lines = []
+    for group, rows in groups.items():
+        closed = by_label(rows).get("closed form")
+        ad = [r for r in rows if r.impl not in ("closed form", "")]
+        if closed is None or not ad:
+            continue
+        best = min(ad, key=lambda r: r.median)
+        lines.append(
+            f"| {group} | {fmt_time(closed.median)} | {best.label} {fmt_time(best.median)} | "
+            f"{fmt_ratio(best.median / closed.median)} |"
+        )
+    if lines:
+        out += [
+            "The closed form (the speed of light) against the fastest AD method of its group:",
+            "",
+            "| group | closed form | fastest AD | AD / closed form |",
+            "|---|---|---|---|",
+            *lines,
+            "",
+        ]
+    return out
+
+
+def _break_even(eager: float, compiled: float, compile_s: float) -> str:
+    saved = eager - compiled
+    if not math.isfinite(compile_s) or saved <= 0:
+        return "never"
+    return f"{math.ceil(compile_s / saved):,}"
+
+
+def group_tables(groups: dict[str, list[Row]]) -> list[str]:
+    out = ["## Tables", ""]
+    for group, rows in groups.items():
+        fastest = min(r.median for r in rows)
+        out += [
+            f"### {group}",
+            "",
+            "| method | median | min | IQR | rounds | vs fastest |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in sorted(rows, key=lambda r: _crossover_key(r)):
+            extra = f" (compile {fmt_time(r.info['compile_s'])})" if "compile_s" in r.info else ""
+            out.append(
+                f"| {r.label}{_size_suffix(r)}{extra} | {fmt_time(r.median)} | "
+                f"{fmt_time(r.min)} | {fmt_time(r.iqr)} | {r.rounds} | "
+                f"{fmt_ratio(r.median / fastest)} |"
+            )
+        out.append("")
+    return out
+
+
+def _crossover_key(r: Row) -> tuple[float, float]:
+    if r.question.startswith(CROSSOVER_GROUP):
+        return (r.info.get("ratio", 0.0), r.median)
+    return (0.0, r.median)
+
+
+def _size_suffix(r: Row) -> str:
+    if r.question.startswith(CROSSOVER_GROUP):
+        return f" {r.info['n_in']}->{r.info['n_out']}"
+    return ""
+
+
+def crossover_points(rows: Sequence[Row]) -> dict[str, list[tuple[float, float]]]:
+    """(out/in, seconds) per method. The fastest round, not the median: on a shared machine
+    the median of a sequential run drifts with the load, and the crossover with it."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        series[r.info.get("method", r.label)].append((r.info["ratio"], r.min))
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def crossing(fwd: list[tuple[float, float]], rev: list[tuple[float, float]]) -> float | None:
+    """The output/input ratio where fwd and rev times cross (log-log interpolation)."""
+    rev_at = dict(rev)
+    pts = [(x, math.log(t / rev_at[x])) for x, t in fwd if x in rev_at]
+    for (x0, d0), (x1, d1) in itertools.pairwise(pts):
+        if d0 > 0 >= d1 or d0 < 0 <= d1:
+            f = d0 / (d0 - d1)
+            return math.exp(math.log(x0) + f * (math.log(x1) - math.log(x0)))
+    return None
+
+
+def load_grid() -> tuple[Any, dict[str, Any]] | None:
+    """The saved auto grid (``tools/auto_grid.py``) and that tool's module, if a grid was saved."""
+    saved = ROOT / "docs" / "bench" / "auto_grid.json"
+    if not saved.exists():
+        return None
+    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT))
+    import auto_grid
+
+    return auto_grid, json.loads(saved.read_text())
+
+
+def _plot_crossover(ax: Any, group: str, rows: Sequence[Row], m: dict[str, Any]) -> str | None:
+    series = crossover_points(rows)
+    styles = {"fwd": ("o-", "tab:blue"), "rev": ("s-", "tab:orange"), "auto": ("x--", "tab:gray")}
+    for method in ("fwd", "rev", "auto"):
+        if method in series:
+            xs, ys = zip(*series[method], strict=True)
+            style, color = styles[method]
+            ax.plot(xs, [y * 1e3 for y in ys], style, color=color, label=f"derivs {method}", ms=4)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_plain_formatter())
+    ax.yaxis.set_minor_formatter(_plain_formatter(minor=True))
+    ax.set_xlabel("outputs / inputs (in × out = 2**16)")
+    ax.set_ylabel("Jacobian time (ms, fastest round)")
+    device = rows[0].device
+    where = m.get("cpu_model", "?") if device == "cpu" else ", ".join(m.get("cuda_devices", []))
+    ax.set_title(f"fwd vs rev on {device}: {where}, torch {m.get('torch', '?')}", fontsize=7)
+    ax.grid(True, which="both", lw=0.3)
+    ax.legend(fontsize=7)
+    cross = crossing(series.get("fwd", []), series.get("rev", []))
+    if cross is None:
+        return None
+    ax.axvline(cross, color="tab:red", lw=0.8, ls=":")
+    ax.annotate(
+        f"crossover\nout/in ≈ {cross:.2g}",
+        (cross, ax.get_ylim()[1]),
+        xytext=(4, -24),
+        textcoords="offset points",
+        fontsize=7,
+        color="tab:red",
+    )
+    return f"{group}: forward and reverse mode cross at out/in ≈ {cross:.2g}"
+
+
+def _plain_formatter(minor: bool = False) -> Any:
+    """Tick labels as plain numbers; minor ticks labelled at 2 and 5 times a power of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(v: float, _: Any) -> str:
+        if minor and round(v / 10 ** math.floor(math.log10(v)), 6) not in (2, 5):
+            return ""
+        return f"{v:g}"
+
+    return FuncFormatter(label)
+
+
+def _plot_grid(ax: Any, auto_grid: Any, grid: dict[str, Any]) -> None:
+    """Heat map of log2(fwd / rev) over the grid, with auto's wrong picks crossed out."""
+    cells = grid["cells"]
+    ins = sorted({c["n_in"] for c in cells})
+    outs = sorted({c["n_out"] for c in cells})
+    by = {(c["n_in"], c["n_out"]): c for c in cells}
+    values = [[math.log2(by[(i, o)]["t_fwd"] / by[(i, o)]["t_rev"]) for o in outs] for i in ins]
+    lim = max(abs(v) for row in values for v in row)
+    image = ax.imshow(values, cmap="coolwarm", vmin=-lim, vmax=lim, origin="lower")
+    for y, i in enumerate(ins):
+        for x, o in enumerate(outs):
+            c = by[(i, o)]
+            if auto_grid.prefers_forward(o, i) != auto_grid.faster_is_fwd(c):
+                mark = "~" if auto_grid.is_tie(c) else "x"
+                ax.text(x, y, mark, ha="center", va="center", fontsize=7)
+            elif auto_grid.prefers_forward(o, i):
+                ax.text(x, y, "f", ha="center", va="center", fontsize=6, color="0.3")
+    ax.set_xticks(range(len(outs)), [str(o) for o in outs], fontsize=6)
+    ax.set_yticks(range(len(ins)), [str(i) for i in ins], fontsize=6)
+    ax.set_xlabel("outputs")
+    ax.set_ylabel("inputs")
+    s = auto_grid.score(cells, auto_grid.prefers_forward)
+    ax.set_title(
+        f"log2(fwd time / rev time), {grid['device']}; f: auto picks fwd\n"
+        f"x: auto picks the slower ({s['accuracy'] * 100:.0f}% right)",
+        fontsize=7,
+    )
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.ax.tick_params(labelsize=6)
+    bar.set_label("red: rev faster, blue: fwd faster", fontsize=6)
+
+
+def plot(groups: dict[str, list[Row]], run: dict[str, Any], path: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(g, rows) for g, rows in groups.items() if g.startswith(CROSSOVER_GROUP)]
+    grid = load_grid()
+    if not panels and grid is None:
+        return []
+    m = run.get("machine_info", {})
+    n = len(panels) + (grid is not None)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False)
+    notes = []
+    for ax, (group, rows) in zip(axes[0], panels, strict=False):
+        note = _plot_crossover(ax, group, rows, m)
+        if note:
+            notes.append(note)
+    if grid is not None:
+        _plot_grid(axes[0][-1], *grid)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return notes
+
+
+def grid_summary() -> list[str]:
+    """One line on the saved auto grid (tools/auto_grid.py), re-scored with today's rule."""
+    found = load_grid()
+    if found is None:
+        return []
+    auto_grid, result = found
+    s = auto_grid.score(result["cells"], auto_grid.prefers_forward)
+    return [
+        f'`method="auto"` on the {len(result["cells"])}-cell grid of `tools/auto_grid.py` '
+        f"({result['date']}, {result['device_name']}): picks the faster of fwd and rev in "
+        f"{s['accuracy'] * 100:.1f}% of cells ({s['accuracy_ties_ok'] * 100:.1f}% counting "
+        f"ties within {(auto_grid.TIE - 1) * 100:.0f}%); see `auto_grid.md`.",
+        "",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", nargs="?", help="a saved run (default: the latest one)")
+    parser.add_argument("--storage", default=str(ROOT / ".benchmarks"), help="where runs are saved")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="output folder")
+    args = parser.parse_args(argv)
+
+    path = Path(args.run) if args.run else latest_run(Path(args.storage))
+    run = json.loads(path.read_text())
+    groups = load_rows(run)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    notes = plot(groups, run, out / "crossover.png")
+    lines = header(run, path)
+    if notes:
+        lines += ["![fwd vs rev crossover](crossover.png)", "", *[f"- {n}" for n in notes], ""]
+    lines += grid_summary()
+    lines += ratios_section(groups)
+    lines += group_tables(groups)
+    (out / "report.md").write_text("\n".join(lines).rstrip() + "\n")
+    print(f"bench_report: {path} -> {out / 'report.md'}, {out / 'crossover.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
