@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+import derivs  # noqa: F401  (imports the submodules looked up in sys.modules below)
+
 # NOTE: derivs.jacobian and derivs.hessian name the functions, so the modules come from sys.modules.
 batch_mod = sys.modules["derivs.batch"]
 hessian_mod = sys.modules["derivs.hessian"]
