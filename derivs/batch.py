@@ -9,7 +9,7 @@ import torch
 
 from derivs import _validate
 from derivs.hessian import checked_for_hessian, hessian_blocks, nest
-from derivs.jacobian import _name, jacobian_blocks
+from derivs.jacobian import _name, jacobian_blocks, standard_basis
 
 METHODS = {
     "vmap": "torch.func.vmap over the per-sample transform; always valid (the default)",
@@ -270,24 +270,7 @@ def batch_hessian(
         if method == "sum":
             checked = checked_for_hessian(func, api, diff, n=n)
             _check_independent(api, checked, args, nums, dims, batch)
-            out_dims: list[int] = []
-
-            def summed_gradient(*a: Any) -> tuple[torch.Tensor, ...]:
-                blocks, od = _sum_jacobian_blocks(checked, a, nums, dims, None, "rev", api)
-                out_dims.append(od)
-                return tuple(b.sum(0) for b in blocks)
-
-            outer, _, _ = jacobian_blocks(summed_gradient, args, nums, "fwd", api=api)
-            lead = out_dims[0]
-            per_sample_dims = [args[a].dim() - 1 for a in nums]
-            blocks = [
-                [
-                    blk.movedim(lead + per_sample_dims[i] + dims[a], 0)
-                    for blk, a in zip(row, nums, strict=True)
-                ]
-                for i, row in enumerate(outer)
-            ]
-            return nest(blocks, single)
+            return nest(_sum_hessian_blocks(checked, args, nums, dims, batch, api), single)
         checked = checked_for_hessian(func, api, diff, n=n, factor=batch)
 
         def per_sample(*a: Any) -> tuple[tuple[torch.Tensor, ...], ...]:
@@ -305,3 +288,63 @@ def batch_hessian(
         " ", ""
     )
     return batch_hessian_fn
+
+
+def _sum_hessian_blocks(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    nums: tuple[int, ...],
+    dims: Sequence[int | None],
+    batch: int,
+    api: str,
+) -> list[list[torch.Tensor]]:
+    """``H[i][j]`` of shape ``(B, *out, *in_i, *in_j)`` by the sum trick, twice.
+
+    The per-sample gradients come from reverse mode on the batch-summed output. Their
+    derivative is taken in forward mode with each per-sample unit tangent replicated across
+    the batch: since samples are independent, sample ``b``'s output tangent is its own
+    Hessian column. That is one tangent per per-sample input element (not per batch
+    element), pushed through the whole batch at once.
+    """
+    diff = [_validate.without_overlap(args[a]) for a in nums]
+    lead: list[int] = []
+
+    def gradients(*d: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        full = list(args)
+        for a, x in zip(nums, d, strict=True):
+            full[a] = x
+        blocks, od = _sum_jacobian_blocks(func, full, nums, dims, None, "rev", api)
+        lead.append(od)
+        return tuple(blocks)  # each (B, *out, *in_i)
+
+    per_sample = [x.select(cast(int, dims[a]), 0) for a, x in zip(nums, diff, strict=True)]
+    rows = sum(p.numel() for p in per_sample)
+    _validate.check_size(
+        api,
+        "the basis of unit vectors",
+        rows * rows,
+        _validate.itemsize_of(diff),
+        "use derivs.hvp/derivs.vhp per sample instead",
+    )
+    basis = standard_basis(0, rows, per_sample)  # one (rows, *in_j) block per argnum
+    batch_dims = [cast(int, dims[a]) for a in nums]  # the sum trick checked they are batched
+    tangents = [
+        b.unsqueeze(1 + d).expand(rows, *x.shape)
+        for b, x, d in zip(basis, diff, batch_dims, strict=True)
+    ]
+
+    def push(*t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.func.jvp(gradients, tuple(diff), t)[1])
+
+    columns = torch.func.vmap(push)(*tangents)  # per i: (rows, B, *out, *in_i)
+    sizes = [p.numel() for p in per_sample]
+    H: list[list[torch.Tensor]] = []
+    for col in columns:
+        H.append(
+            [
+                c.movedim(0, -1).reshape((*c.shape[1:], *p.shape))
+                # NOTE: Tensor.split is unannotated in torch/_tensor.py.
+                for c, p in zip(col.split(sizes), per_sample, strict=True)  # type: ignore[no-untyped-call]
+            ]
+        )
+    return H
