@@ -15,8 +15,8 @@ from derivs._validate import Argnums
 API = "derivs.jacobian"
 
 METHODS = {
-    "auto": "forward mode when the output has more elements than the differentiated inputs, "
-    "else reverse (see derivs.jacobian.prefers_forward)",
+    "auto": "forward mode when the output has more elements than the differentiated inputs "
+    "and at least 512 (measured), else reverse (see prefers_forward)",
     "rev": "torch.func.jacrev: one vector-Jacobian product per output element (wide functions)",
     "fwd": "vmap over torch.func.jvp: one Jacobian-vector product per input element (tall functions)",
     "vjp_vmap": "the tutorial's vmap(vjp_fn)(unit_vectors); reverse mode built by hand",
@@ -34,11 +34,13 @@ def prefers_forward(out_numel: int, in_numel: int) -> bool:
     output element, so the textbook rule is "forward iff outputs > inputs". Measured
     (``tools/auto_grid.py``: the tutorial's ``F.linear(x, W, b).tanh()`` on a grid of 8 to
     2048 inputs and outputs, torch 2.13 on CPU; ``docs/bench/auto_grid.md``), forward mode
-    costs more per call than that: about 0.5 ms more fixed cost and 1.3x to 2x more per
+    costs more per call than that: 0.3 to 0.5 ms more fixed cost and 1.3x to 2x more per
     element at equal sizes. It only wins once reverse mode's ``out x out`` basis is big
     (512 outputs and up) and the inputs are fewer than the outputs. The textbook rule picks
-    the slower mode in about 1 cell in 6 of that grid (e.g. 8 -> 256 runs 1.3x slower forward);
-    this one in at most 1 in 40, each time within a few percent of the faster.
+    the slower mode in 15 of the grid's 81 cells (e.g. 8 -> 256 runs 1.3x slower forward);
+    this one in none (at most 2, each within a few percent, on earlier and noisier grids).
+    The grid's function is cheap; where evaluating ``func`` dominates, the ratio of outputs
+    to inputs matters more than the 512.
 
     Args:
         out_numel: elements of the output (all output leaves together).
@@ -78,6 +80,11 @@ def standard_basis(start: int, stop: int, like: Sequence[torch.Tensor]) -> list[
 def _chunks(total: int, chunk_size: int | None) -> list[tuple[int, int]]:
     step = total if chunk_size is None else chunk_size
     return [(s, min(s + step, total)) for s in range(0, total, max(step, 1))]
+
+
+def _concat(pieces: list[torch.Tensor]) -> torch.Tensor:
+    # NOTE: without chunking there is one piece; torch.cat would copy it for nothing.
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def _check_basis(api: str, rows: int, total: int, itemsize: int, chunk_size: int | None) -> None:
@@ -162,7 +169,7 @@ def _vjp_finish(
             rows[i].append(r)
     blocks: Blocks = [[] for _ in leaves]
     for i, x in enumerate(diff):
-        full = torch.cat(rows[i]) if rows[i] else x.new_zeros((0, *x.shape))
+        full = _concat(rows[i]) if rows[i] else x.new_zeros((0, *x.shape))
         # NOTE: Tensor.split is unannotated in torch/_tensor.py.
         for k, piece in enumerate(full.split([o.numel() for o in leaves])):  # type: ignore[no-untyped-call]
             blocks[k].append(piece.reshape((*leaves[k].shape, *x.shape)))
@@ -195,7 +202,7 @@ def _fwd_diff(
     leaves, spec = tree_flatten(out)
     blocks: Blocks = []
     for k, o in enumerate(leaves):
-        cols = torch.cat([p[k] for p in pieces]) if pieces else o.new_zeros((0, *o.shape))
+        cols = _concat([p[k] for p in pieces]) if pieces else o.new_zeros((0, *o.shape))
         blocks.append(
             [
                 c.movedim(0, -1).reshape((*o.shape, *x.shape))
@@ -285,7 +292,7 @@ def _auto(
     user_func, signature = _pick_key(func, args, argnums)
     known = _known_out_numel(user_func, signature)
     if known is not None:
-        impl = _fwd if prefers_forward(known, in_numel) else _rev
+        impl = _fwd if prefers_forward(known, in_numel) else _vjp_vmap
         return impl(func, args, argnums, has_aux, chunk_size, api)
     g = _with_diff(func, args, argnums)
     start = _VjpStart(g, diff, has_aux)

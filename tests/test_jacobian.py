@@ -164,7 +164,7 @@ def test_auto_equals_the_method_it_picks(
     fwd = jacobian_module.prefers_forward(
         math.prod(p.func.out_shape), sum(math.prod(p.func.in_shapes[a]) for a in nums)
     )
-    picked = "fwd" if fwd else "rev"
+    picked = "fwd" if fwd else "vjp_vmap"
     note(f"auto picks {picked}")
     auto = derivs.jacobian(p.func, argnums)(*p.args)
     assert_close(

@@ -143,6 +143,8 @@ def measure_shapes(
         expected = closed_form(w, b, x)
         jacs = {
             "auto": derivs.jacobian(predict, argnums=2, method="auto"),
+            "rev": derivs.jacobian(predict, argnums=2, method="rev"),
+            "fwd": derivs.jacobian(predict, argnums=2, method="fwd"),
             "jacrev": torch.func.jacrev(predict, argnums=2),
             "jacfwd": torch.func.jacfwd(predict, argnums=2),
         }
@@ -242,16 +244,20 @@ def render(result: dict[str, Any]) -> str:
     if shapes:
         lines += [
             "The tutorial's shapes (its `randn` data): `auto` against the faster of "
-            "`torch.func.jacrev` and `torch.func.jacfwd` (target: within 1.05x), timed interleaved:",
+            "`torch.func.jacrev` and `torch.func.jacfwd` (target: within 1.05x), and derivs' "
+            "`rev`/`fwd` against the torch.func call doing the same work, all timed interleaved:",
             "",
-            "| shape | auto | jacrev | jacfwd | auto / faster |",
-            "|---|---|---|---|---|",
+            "| shape | auto | jacrev | jacfwd | auto / faster | derivs rev / jacrev | "
+            "derivs fwd / jacfwd |",
+            "|---|---|---|---|---|---|---|",
         ]
         for c in shapes:
             best = min(c["t_jacrev"], c["t_jacfwd"])
+            rev = f"{c['t_rev'] / c['t_jacrev']:.2f}x" if "t_rev" in c else "-"
+            fwd = f"{c['t_fwd'] / c['t_jacfwd']:.2f}x" if "t_fwd" in c else "-"
             lines.append(
                 f"| {c['shape']} | {c['t_auto'] * 1e3:.3f} ms | {c['t_jacrev'] * 1e3:.3f} ms | "
-                f"{c['t_jacfwd'] * 1e3:.3f} ms | **{c['t_auto'] / best:.2f}x** |"
+                f"{c['t_jacfwd'] * 1e3:.3f} ms | **{c['t_auto'] / best:.2f}x** | {rev} | {fwd} |"
             )
         lines.append("")
     lines += [
