@@ -46,7 +46,7 @@ Tensor = torch.Tensor
 
 SCHEMES = ("central", "richardson", "complex_step")
 
-# NOTE: finite-difference constants. The figures in docs/oracles.md were measured with
+# NOTE: finite-difference constants. The figures in the README (Oracles and tolerances) were measured with
 # these values (tools/oracle_accuracy.py); change them only together with that table.
 #
 # central: the step eps**(1/3) * max(|x|, 1) balances the truncation error h**2 |f'''| / 6
@@ -855,7 +855,7 @@ def fd_jacobian(
     must work in that dtype (pass parameters as arguments rather than closing over float32
     tensors). Evaluations with the given (lower precision) args are never made.
 
-    Schemes (cost in evaluations of ``func`` per input element; see docs/oracles.md for the
+    Schemes (cost in evaluations of ``func`` per input element; see the README (Oracles and tolerances) for the
     measured accuracy):
 
     * ``"central"``: ``(f(x+h) - f(x-h)) / 2h`` with ``h = eps**(1/3) * max(|x|, 1)``; error

@@ -40,7 +40,7 @@ Tensor = torch.Tensor
 # magnitude. ERROR_SAFETY = 2 multiplies the oracle's own error estimate: the estimates
 # of derivs.oracles are built conservative (median 10-50x the true error), but away from
 # saturation an element made small by cancellation escaped its estimate by up to 2.3x
-# (docs/oracles.md); the factor 2 together with the eps-based atol above absorbs that.
+# (the README (Oracles and tolerances)); the factor 2 together with the eps-based atol above absorbs that.
 RTOL_FACTOR = 8.0
 ATOL_FACTOR = 32.0
 ERROR_SAFETY = 2.0

@@ -50,7 +50,7 @@ TRUTH_SLACK = 8.0
 
 # NOTE: inputs in [-1, 1] and weights in [-1/2, 1/2] keep tanh away from saturation, where
 # 1 - tanh**2 is computed with cancellation and every method (closed forms included) loses
-# relative accuracy; the oracles' behaviour there is measured in docs/oracles.md instead.
+# relative accuracy; the oracles' behaviour there is measured in the README (Oracles and tolerances) instead.
 UNIT = st.floats(-1, 1, allow_nan=False, allow_infinity=False, width=32)
 HALF = st.floats(-0.5, 0.5, allow_nan=False, allow_infinity=False, width=32)
 WIDE = st.floats(-2, 2, allow_nan=False, allow_infinity=False, width=32)
