@@ -26,12 +26,12 @@ _COMMON = dict(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
-settings.register_profile("dev", max_examples=12, **_COMMON)
-settings.register_profile("ci", max_examples=30, derandomize=True, **_COMMON)
-settings.register_profile("thorough", max_examples=400, **_COMMON)
+settings.register_profile("dev", max_examples=8, **_COMMON)
+settings.register_profile("ci", max_examples=16, derandomize=True, **_COMMON)
+settings.register_profile("thorough", max_examples=200, **_COMMON)
 # NOTE: derandomize=True ignores --hypothesis-seed; a seed given with the ci profile means
 # "these ci settings, but from this seed" (used to sweep seeds for false failures).
-settings.register_profile("ci-seeded", max_examples=30, **_COMMON)
+settings.register_profile("ci-seeded", max_examples=16, **_COMMON)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 settings.load_profile(PROFILE)
 
