@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given
@@ -105,4 +107,33 @@ def test_linear_in_the_vector(
         rhs,
         values=(*values_of(p), v, w, combined),
         context=f"{api}(method={method!r}) linearity, a={a}, b={b}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("api", "method"), [(a, m) for a in ("hvp", "vhp") for m in derivs.METHODS[a]]
+)
+@given(data=st.data())
+def test_mixed_blocks_of_an_asymmetric_coupling(
+    device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
+) -> None:
+    """f(x, y) = x^T W y + sum(x**3 y): the mixed block H[0][1] = W + diag(3 x**2) is not
+    symmetric, so a product that uses H[1][0] (or v in the wrong place) for it is caught."""
+    shape = data.draw(gs.shapes(max_elements=SMALL), label="shape")
+    n = math.prod(shape)
+    x = data.draw(gs.tensors(shape, dtype, device), label="x")
+    y = data.draw(gs.tensors(shape, dtype, device, stream=1), label="y")
+    W = data.draw(gs.tensors((n, n), dtype, device, stream=2), label="W")
+
+    def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a.reshape(-1) @ W @ b.reshape(-1) + (a**3 * b).sum()
+
+    v = data.draw(gs.tangents_like((x, y)), label="vectors")
+    H = oracles.loop_hessian(f, (x, y), (0, 1))
+    result = getattr(derivs, api)(f, (x, y), v, method=method)
+    assert_close(
+        result,
+        contract(H, v, left=api == "vhp"),
+        values=((x, y), v, W),
+        context=f"{api}(x^T W y + sum(x**3 y), method={method!r})",
     )
