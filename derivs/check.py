@@ -381,12 +381,30 @@ def _fmt_index(flat: int, shape: Sequence[int]) -> str:
 _CHUNK = 2**20
 
 
+def _magnitude(values: list[Any]) -> float:
+    """The largest finite |value| among the floating-point tensors in ``values``."""
+    best = 0.0
+    for v in values:
+        if (
+            isinstance(v, Tensor)
+            and v.dtype.is_floating_point
+            and v.numel()
+            and v.device.type != "meta"
+        ):
+            t = v.detach()
+            finite = t[torch.isfinite(t)]
+            if finite.numel():
+                best = max(best, float(finite.abs().max()))
+    return best
+
+
 def _compare_block(
     a: Tensor,
     e: Tensor,
     err: Tensor | None,
     rtol: float | None,
     atol: float | None,
+    value_scale: float = 0.0,
 ) -> tuple[float, float, float, float, int, float, float]:
     """(max abs, max rel, worst ratio, tolerance there, its flat index, actual, expected)."""
     fa, fe = a.detach().reshape(-1), e.detach().reshape(-1)
@@ -399,7 +417,10 @@ def _compare_block(
 
     # NOTE: the two sides are peers here (a method and an oracle, or two methods), so the
     # block's scale is the larger finite magnitude of both; the formula is testing.tolerance's.
-    scale = 0.0
+    # It is at least value_scale, the magnitude of func's inputs and output: a derivative's
+    # rounding error is relative to the values its computation passes through, so a block
+    # made small by cancellation still carries an absolute error of order eps * those values.
+    scale = value_scale
     for s, stop in spans:
         for t in (chunk(fa, s, stop), chunk(fe, s, stop)):
             m = torch.where(torch.isfinite(t), t.abs(), torch.zeros_like(t))
@@ -438,6 +459,7 @@ def _compare(
     labels: list[str],
     rtol: float | None,
     atol: float | None,
+    value_scale: float = 0.0,
 ) -> _Cmp:
     """Compare block by block with ``derivs.testing.tolerance``; summarise the worst element."""
     if len(actual) != len(expected):
@@ -465,7 +487,9 @@ def _compare(
         if e.numel() == 0:
             continue
         err = None if errors is None else errors[k]
-        b_abs, b_rel, ratio, allowed, index, av, ev = _compare_block(a, e, err, rtol, atol)
+        b_abs, b_rel, ratio, allowed, index, av, ev = _compare_block(
+            a, e, err, rtol, atol, value_scale
+        )
         max_abs, max_rel = max(max_abs, b_abs), max(max_rel, b_rel)
         if ratio > worst.ratio:
             where = (
@@ -479,8 +503,11 @@ def _compare(
 class _Comparisons:
     """Every comparison of one operator, computed once (the verdict and the rows share them)."""
 
-    def __init__(self, labels: list[str], rtol: float | None, atol: float | None) -> None:
+    def __init__(
+        self, labels: list[str], rtol: float | None, atol: float | None, value_scale: float
+    ) -> None:
         self.labels, self.rtol, self.atol = labels, rtol, atol
+        self.value_scale = value_scale
         self.done: dict[tuple[int, int], _Cmp] = {}
 
     def get(self, actual: _Source, expected: _Source) -> _Cmp:
@@ -492,7 +519,13 @@ class _Comparisons:
                 [sum(p, torch.zeros(())) for p in zip(*pieces, strict=True)] if pieces else None
             )
             self.done[key] = _compare(
-                actual.leaves, expected.leaves, errors, self.labels, self.rtol, self.atol
+                actual.leaves,
+                expected.leaves,
+                errors,
+                self.labels,
+                self.rtol,
+                self.atol,
+                self.value_scale,
             )
         return self.done[key]
 
@@ -1078,6 +1111,7 @@ def check(
             "(check one output at a time, e.g. lambda *a: func(*a)[0])"
         )
     diff = [point[a] for a in nums]
+    value_scale = _magnitude([*point, out])
     first = _mode_tags(out.numel(), sum(x.numel() for x in diff))
     plan = _Plan(func, argnums, nums, chosen_oracles)
     operators: dict[str, tuple[list[_Source], list[str]]] = {}
@@ -1191,7 +1225,7 @@ def check(
     causes: list[str] = []
     problems: list[str] = []
     for op, (srcs, labels) in operators.items():
-        cmp = _Comparisons(labels, rtol_, atol_)
+        cmp = _Comparisons(labels, rtol_, atol_, value_scale)
         diagnosis = _diagnose(op, srcs, cmp, untrusted)
         untrusted |= diagnosis.found
         verdicts[op] = diagnosis.line
