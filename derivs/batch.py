@@ -9,7 +9,7 @@ import torch
 
 from derivs import _validate
 from derivs.hessian import checked_for_hessian, hessian_blocks, nest
-from derivs.jacobian import _name, jacobian_blocks, standard_basis
+from derivs.jacobian import _name, _with_diff, jacobian_blocks, standard_basis
 
 METHODS = {
     "vmap": "torch.func.vmap over the per-sample transform; always valid (the default)",
@@ -75,11 +75,7 @@ def _check_independent(
             t[p].select(d, b).copy_(values)
         tangents.append(t)
 
-    def g(*d: torch.Tensor) -> Any:
-        full = list(args)
-        for a, x in zip(nums, d, strict=True):
-            full[a] = x
-        return func(*full)
+    g = _with_diff(func, args, nums)
 
     def push(*t: torch.Tensor) -> Any:
         return torch.func.jvp(g, tuple(diff), t)
@@ -307,14 +303,10 @@ def _sum_hessian_blocks(
     element), pushed through the whole batch at once.
     """
     diff = [_validate.without_overlap(args[a]) for a in nums]
-    lead: list[int] = []
 
     def gradients(*d: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        full = list(args)
-        for a, x in zip(nums, d, strict=True):
-            full[a] = x
-        blocks, od = _sum_jacobian_blocks(func, full, nums, dims, None, "rev", api)
-        lead.append(od)
+        full = _with_diff(lambda *a: a, args, nums)(*d)
+        blocks, _ = _sum_jacobian_blocks(func, full, nums, dims, None, "rev", api)
         return tuple(blocks)  # each (B, *out, *in_i)
 
     per_sample = [x.select(cast(int, dims[a]), 0) for a, x in zip(nums, diff, strict=True)]
