@@ -268,7 +268,9 @@ class _Builder:
         if b <= EXP_INPUT_BOUND:
             ok.add("exp")
         if nd >= 1:
-            ok |= {"linear", "mean", "logsumexp", "softmax", "mean_all"}
+            ok |= {"linear", "mean", "logsumexp", "mean_all"}
+            if any(x > 1 for x in s):
+                ok.add("softmax")  # NOTE: over a size-1 dim it is the constant 1
             if b * n <= VALUE_BOUND:
                 ok |= {"sum", "sum_all"}
             if b * max(s) <= VALUE_BOUND:
@@ -327,7 +329,10 @@ class _Builder:
             grow = numel([s[d] for d in dims]) if op == "sum" else 1
             return self.node(op, (t,), shape, b * grow, params=(dims,), optional=optional)
         if op in ("logsumexp", "softmax", "cumsum"):
-            d = -draw(st.integers(1, nd))
+            if op == "softmax":  # a dim of size > 1: softmax over size 1 erases its input
+                d = draw(st.sampled_from([i - nd for i, x in enumerate(s) if x > 1]))
+            else:
+                d = -draw(st.integers(1, nd))
             size = s[d]
             if op == "logsumexp":
                 shape = tuple(x for i, x in enumerate(s) if i - nd != d)
