@@ -162,6 +162,50 @@ def loop_row_shift() -> None:
     _wrap(jacobian_mod, "_loop", make)
 
 
+# --- jacobian, auto's eager path ----------------------------------------------------------
+
+
+def auto_eager_fwd_scale() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda *a, **k: [[b * (1 + 1e-6) for b in row] for row in f(*a, **k)]
+
+    _wrap(jacobian_mod, "_eager_fwd", make)
+
+
+def auto_eager_columns_reversed() -> None:
+    push = jacobian_mod._EagerGraph.push
+
+    def reversed_push(self: Any, tangents: Any) -> Any:
+        return [c.flip(0) for c in push(self, tangents)]
+
+    jacobian_mod._EagerGraph.push = reversed_push
+
+
+def auto_eager_closure_grad_ignored() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(tensors: Any, own: Any) -> Any:
+            used, _other, custom = f(tensors, own)
+            return used, False, custom
+
+        return g
+
+    _wrap(jacobian_mod, "_walk", make)
+
+
+def auto_eager_unused_rows_not_zero() -> None:
+    pull = jacobian_mod._EagerGraph.pull
+
+    def wrong_pull(self: Any, cotangents: Any) -> Any:
+        res = list(pull(self, cotangents))
+        for i in range(len(res)):
+            if i not in self.used:
+                res[i] = torch.ones_like(res[i])
+        return res
+
+    jacobian_mod._EagerGraph.pull = wrong_pull
+
+
+
 def noncontiguous_read_as_contiguous() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, *rest: Any, **k: Any) -> Any:
@@ -395,6 +439,21 @@ VARIANTS: dict[str, Variant] = {
     ),
     "loop-row-shift": Variant(
         "loop method attaches each row to the next output element", loop_row_shift
+    ),
+    "auto-eager-fwd-scale-1e-6": Variant(
+        "auto's eager forward mode scaled by 1 + 1e-6", auto_eager_fwd_scale
+    ),
+    "auto-eager-columns-reversed": Variant(
+        "auto's eager forward mode returns the columns of a chunk in reverse order",
+        auto_eager_columns_reversed,
+    ),
+    "auto-eager-closure-grad-ignored": Variant(
+        "auto's eager path used although func closes over tensors requiring grad",
+        auto_eager_closure_grad_ignored,
+    ),
+    "auto-eager-unused-rows-not-zero": Variant(
+        "auto's eager reverse mode fills the block of an unused input with ones",
+        auto_eager_unused_rows_not_zero,
     ),
     "noncontiguous-read-as-contiguous": Variant(
         "non-contiguous inputs read with contiguous strides", noncontiguous_read_as_contiguous

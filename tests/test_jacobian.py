@@ -188,3 +188,151 @@ def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.
         values=values_of(p),
         context=call_repr("jacobian", p.func, argnums=2, method=method) + f" [{p.kind}]",
     )
+
+
+# --- auto's eager path -----------------------------------------------------------------------
+# At the top level of eager code auto takes both modes from one autograd graph (vmap over
+# torch.autograd.grad; forward mode by the double-vjp); wherever that cannot give torch.func's
+# result it must use torch.func. These pin the boundary. "tall" makes auto pick forward mode,
+# "wide" reverse mode.
+
+SHAPES = {"tall": (3, 600), "wide": (5, 4)}
+
+
+def _tiled(x: torch.Tensor, n_out: int) -> torch.Tensor:
+    """``n_out`` elements: ``x`` repeated, output element i is ``x[i % x.numel()]``."""
+    return x.repeat(-(-n_out // x.numel()))[:n_out]
+
+
+@given(data=st.data())
+def test_auto_same_when_inputs_require_grad(
+    device: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """Inputs that require grad send auto through torch.func: the values must not change."""
+    p = draw_problem(data, device, dtype)
+    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    plain = derivs.jacobian(p.func, argnums)(*p.args)
+    tracked_args = [a.detach().clone().requires_grad_() for a in p.args]
+    tracked = derivs.jacobian(p.func, argnums)(*tracked_args)
+    assert_close(
+        tuple(t.detach() for t in tracked) if isinstance(tracked, tuple) else tracked.detach(),
+        plain,
+        values=values_of(p),
+        context=f"{call_repr('jacobian', p.func, argnums=argnums)} with inputs requiring grad",
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_auto_differentiable_in_closed_over_parameters(
+    device: str, dtype: torch.dtype, shape: str
+) -> None:
+    """A Jacobian penalty: d/dW of |J|^2 where func closes over W (the eager path must give way)."""
+    n_in, n_out = SHAPES[shape]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n_in, generator=gen, dtype=dtype).to(device)
+    w = torch.randn(n_out, n_in, generator=gen, dtype=dtype).to(device).requires_grad_()
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return (w @ x).tanh()
+
+    grads = {}
+    for method in ("auto", "rev"):
+        jac = derivs.jacobian(f, method=method)(x)
+        assert jac.requires_grad, f"jacobian(method={method!r}) lost the graph to W"
+        grads[method] = torch.autograd.grad(jac.square().sum(), w)[0]
+    assert_close(grads["auto"], grads["rev"], values=(x, w.detach()), context=f"{shape} d|J|^2/dW")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_auto_differentiable_in_inputs_requiring_grad(
+    device: str, dtype: torch.dtype, shape: str
+) -> None:
+    n_in, n_out = SHAPES[shape]
+    x = torch.linspace(-1, 1, n_in, dtype=dtype, device=device).requires_grad_()
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return _tiled(x.sin() * x.sum(), n_out)
+
+    second = {}
+    for method in ("auto", "rev"):
+        jac = derivs.jacobian(f, method=method)(x)
+        second[method] = torch.autograd.grad(jac.square().sum(), x)[0]
+    assert_close(second["auto"], second["rev"], values=(x.detach(),), context=f"{shape} d|J|^2/dx")
+
+
+class _SquareNoDoubleBackward(torch.autograd.Function):
+    """x**2 whose backward autograd cannot differentiate (it detaches the cotangent)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x**2
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple[torch.Tensor], output: object) -> None:  # type: ignore[override]
+        ctx.save_for_backward(inputs[0])  # type: ignore[attr-defined]
+        ctx.save_for_forward(inputs[0])  # type: ignore[attr-defined]
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad.detach() * 2 * x
+
+    @staticmethod
+    def jvp(ctx: object, tangent: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return 2 * x * tangent
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_auto_with_a_custom_function_that_is_not_twice_differentiable(
+    device: str, dtype: torch.dtype, shape: str
+) -> None:
+    """Forward mode by the double-vjp would silently drop such a Function's term: never used."""
+    n_in, n_out = SHAPES[shape]
+    x = torch.linspace(-1, 1, n_in, dtype=dtype, device=device)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return _tiled(_SquareNoDoubleBackward.apply(x) + x, n_out)
+
+    expected = torch.diag(2 * x + 1)[torch.arange(n_out, device=device) % n_in]
+    assert_close(derivs.jacobian(f)(x), expected, values=(x,), context=f"{shape} custom Function")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_auto_unused_inputs_and_constant_outputs(
+    device: str, dtype: torch.dtype, shape: str
+) -> None:
+    n_in, n_out = SHAPES[shape]
+    x = torch.linspace(-1, 1, n_in, dtype=dtype, device=device)
+    y = torch.ones(2, dtype=dtype, device=device)
+
+    def f(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _tiled(x.sin(), n_out), torch.full((3,), 2.0, dtype=dtype, device=device)
+
+    (dx, dy), (cx, cy) = derivs.jacobian(f, (0, 1))(x, y)
+    expected = derivs.jacobian(f, (0, 1), method="loop")(x, y)
+    assert_close(((dx, dy), (cx, cy)), expected, values=(x, y), context=f"{shape} unused/constant")
+    for block in (dy, cx, cy):
+        assert all(st > 0 for st, n in zip(block.stride(), block.shape) if n > 1), (
+            f"a zero block is a broadcast view: strides {block.stride()}"
+        )
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_auto_under_no_grad_and_aux_detached(device: str, dtype: torch.dtype, shape: str) -> None:
+    n_in, n_out = SHAPES[shape]
+    x = torch.linspace(-1, 1, n_in, dtype=dtype, device=device)
+
+    def f(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = _tiled(x.exp(), n_out)
+        return out, out * 2
+
+    for context in (torch.no_grad(), torch.enable_grad()):
+        with context:
+            jac, aux = derivs.jacobian(f, has_aux=True)(x)
+            ref_jac, ref_aux = derivs.jacobian(f, has_aux=True, method="rev")(x)
+        assert not jac.requires_grad and not aux.requires_grad
+        assert aux.requires_grad == ref_aux.requires_grad
+        assert_close((jac, aux), (ref_jac, ref_aux), values=(x,), context=f"{shape} {context}")

@@ -2,8 +2,10 @@
 
 For every cell ``(n_in, n_out)`` of a grid of input and output sizes (8 to 2048 by default),
 the tutorial's ``predict(weight, bias, x) = F.linear(x, weight, bias).tanh()`` is
-differentiated with respect to ``x`` by ``derivs.jacobian(method=...)`` for ``fwd``, ``rev``
-and ``auto``. Each result is checked once against the closed form ``(1 - y**2)[:, None] * W``
+differentiated with respect to ``x`` by ``auto``'s two eager modes forced (``fwd``, ``rev``:
+what ``auto`` picks between at the top level of eager code), by ``derivs.jacobian`` with
+``method="auto"``, and by the torch.func methods ``"fwd"`` and ``"rev"`` (``tf_fwd``,
+``tf_rev``: what ``auto`` picks between inside other transforms). Each result is checked once against the closed form ``(1 - y**2)[:, None] * W``
 before it is timed. The methods of one cell are timed in interleaved blocks (so a burst of
 load hits all of them alike) and each keeps its fastest block.
 
@@ -40,7 +42,8 @@ import derivs  # noqa: E402
 from derivs.jacobian import prefers_forward  # noqa: E402
 
 DEFAULT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-METHODS = ("fwd", "rev", "auto")
+METHODS = ("fwd", "rev", "auto", "tf_fwd", "tf_rev")
+_J = sys.modules["derivs.jacobian"]
 # The tutorial's three shapes (n_in, n_out): auto must be within 1.05x of torch.func's faster.
 TUTORIAL_SHAPES = {
     "square D=16": (16, 16),
@@ -96,6 +99,20 @@ def time_interleaved(
     return best
 
 
+def _eager(forward: bool) -> Callable[..., torch.Tensor]:
+    def jac(*args: torch.Tensor) -> torch.Tensor:
+        blocks = _J._eager_auto(predict, args, (2,), False, None, _J.API, forward=forward)[0]
+        return blocks[0][0]
+
+    return jac
+
+
+def _jacobian(method: str) -> Callable[..., torch.Tensor]:
+    if method in ("fwd", "rev"):
+        return _eager(method == "fwd")
+    return derivs.jacobian(predict, argnums=2, method=method.removeprefix("tf_"))
+
+
 def measure(
     sizes: Sequence[int],
     device: str,
@@ -116,7 +133,7 @@ def measure(
             expected = closed_form(w, b, x)
             fns = {}
             for method in METHODS:
-                jac = derivs.jacobian(predict, argnums=2, method=method)
+                jac = _jacobian(method)
                 torch.testing.assert_close(jac(w, b, x), expected, rtol=1e-4, atol=1e-5)
                 fns[method] = lambda jac=jac, w=w, b=b, x=x: jac(w, b, x)
             times = time_interleaved(fns, sync, rounds=rounds, block_s=block_s, clock=clock)
@@ -163,22 +180,27 @@ def measure_shapes(
     return found
 
 
-def faster_is_fwd(cell: dict[str, Any]) -> bool:
-    return bool(cell["t_fwd"] < cell["t_rev"])
+def faster_is_fwd(cell: dict[str, Any], modes: str = "") -> bool:
+    """``modes``: "" for auto's eager modes, "tf_" for the torch.func methods."""
+    return bool(cell[f"t_{modes}fwd"] < cell[f"t_{modes}rev"])
 
 
-def is_tie(cell: dict[str, Any]) -> bool:
-    lo, hi = sorted((cell["t_fwd"], cell["t_rev"]))
+def is_tie(cell: dict[str, Any], modes: str = "") -> bool:
+    lo, hi = sorted((cell[f"t_{modes}fwd"], cell[f"t_{modes}rev"]))
     return bool(hi <= TIE * lo)
 
 
-def score(cells: list[dict[str, Any]], rule: Callable[[int, int], bool]) -> dict[str, float]:
+def score(
+    cells: list[dict[str, Any]], rule: Callable[[int, int], bool], modes: str = ""
+) -> dict[str, float]:
     """Share of cells where ``rule(n_out, n_in)`` picks the faster mode (strict; ties as right)."""
-    right = sum(rule(c["n_out"], c["n_in"]) == faster_is_fwd(c) for c in cells)
-    right_or_tie = sum(rule(c["n_out"], c["n_in"]) == faster_is_fwd(c) or is_tie(c) for c in cells)
+    fwd, rev = f"t_{modes}fwd", f"t_{modes}rev"
+    right = sum(rule(c["n_out"], c["n_in"]) == faster_is_fwd(c, modes) for c in cells)
+    right_or_tie = sum(
+        rule(c["n_out"], c["n_in"]) == faster_is_fwd(c, modes) or is_tie(c, modes) for c in cells
+    )
     picked = [
-        (c["t_fwd"] if rule(c["n_out"], c["n_in"]) else c["t_rev"]) / min(c["t_fwd"], c["t_rev"])
-        for c in cells
+        (c[fwd] if rule(c["n_out"], c["n_in"]) else c[rev]) / min(c[fwd], c[rev]) for c in cells
     ]
     return {
         "accuracy": right / len(cells),
@@ -204,6 +226,7 @@ def render(result: dict[str, Any]) -> str:
     outs = sorted({c["n_out"] for c in cells})
     by = {(c["n_in"], c["n_out"]): c for c in cells}
     cur = score(cells, prefers_forward)
+    tf = score(cells, prefers_forward, "tf_") if "t_tf_fwd" in cells[0] else None
     auto_ratio = [c["t_auto"] / min(c["t_fwd"], c["t_rev"]) for c in cells]
     lines = [
         '# `method="auto"` on a grid of Jacobian sizes',
@@ -214,7 +237,8 @@ def render(result: dict[str, Any]) -> str:
         "`predict(W, b, x) = F.linear(x, W, b).tanh()`, Jacobian w.r.t. `x`; each time is the "
         f"fastest of {result['rounds']} interleaved blocks.",
         "",
-        "Cell: `fwd_time / rev_time` (below 1: forward mode is faster); `*` marks the cells where",
+        "Cell: `fwd_time / rev_time` of `auto`'s eager modes (what it runs at the top level of "
+        "eager code; below 1: forward mode is faster); `*` marks the cells where",
         "`auto`'s rule picks the slower mode (a pick within "
         f"{(TIE - 1) * 100:.0f}% of the faster counts as a tie).",
         "",
@@ -235,9 +259,14 @@ def render(result: dict[str, Any]) -> str:
         f"**{cur['accuracy'] * 100:.1f}%** of {len(cells)} cells "
         f"({cur['accuracy_ties_ok'] * 100:.1f}% counting ties as right); worst pick "
         f"{cur['worst_pick_slowdown']:.2f}x the faster, mean {cur['mean_pick_slowdown']:.3f}x.",
+        f"- the same rule on the torch.func methods `fwd`/`rev` (what `auto` runs inside other "
+        f"transforms): **{tf['accuracy'] * 100:.1f}%** ({tf['accuracy_ties_ok'] * 100:.1f}% "
+        f"counting ties as right); worst pick {tf['worst_pick_slowdown']:.2f}x."
+        if tf
+        else "",
         f"- `auto` measured: median {sorted(auto_ratio)[len(auto_ratio) // 2]:.2f}x, worst "
-        f"{max(auto_ratio):.2f}x the faster of fwd and rev (includes the reverse-mode forward "
-        "pass that `auto` spends to learn the output size).",
+        f"{max(auto_ratio):.2f}x the faster of its two modes forced (includes the argument "
+        "checks of `derivs.jacobian`).",
         "",
     ]
     shapes = result.get("shapes", [])
