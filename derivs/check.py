@@ -819,9 +819,15 @@ def _labels_hessian(nums: tuple[int, ...], single: bool) -> list[str]:
     return [""] if single else [f"[{i}][{j}]" for i in range(len(nums)) for j in range(len(nums))]
 
 
-def _mode_tags(out_numel: int, in_numel: int) -> frozenset[str]:
-    """What ``method='auto'`` of jacobian picks, as tags."""
-    return frozenset({"jvp"} if prefers_forward(out_numel, in_numel) else {"vjp"})
+def _mode_tags(out_numel: int, in_numel: int, device: torch.device) -> frozenset[str]:
+    """What ``method='auto'`` of jacobian picks, as tags.
+
+    In plain eager code auto's forward mode is the double-vjp (it rests on the backward and
+    the backward's own derivatives), except with a custom ``autograd.Function`` in the graph,
+    where it uses that Function's ``jvp``, as ``torch.func.jvp`` does. Only custom Functions
+    can have a wrong rule here, so ``"jvp"`` is the tag that matters for a verdict.
+    """
+    return frozenset({"jvp"} if prefers_forward(out_numel, in_numel, device) else {"vjp"})
 
 
 def _second(first: frozenset[str], outer: str) -> frozenset[str]:
@@ -1112,7 +1118,7 @@ def check(
         )
     diff = [point[a] for a in nums]
     value_scale = _magnitude([*point, out])
-    first = _mode_tags(out.numel(), sum(x.numel() for x in diff))
+    first = _mode_tags(out.numel(), sum(x.numel() for x in diff), diff[0].device)
     plan = _Plan(func, argnums, nums, chosen_oracles)
     operators: dict[str, tuple[list[_Source], list[str]]] = {}
     notes: dict[str, str] = {}
@@ -1200,7 +1206,11 @@ def check(
                 if m == "sum" and grad:
                     tags = _second(frozenset({"vjp", "vmap"}), "fwd") | {"sum", "m:sum"}
                 elif m == "sum":
-                    tags = _mode_tags(out.numel(), batch_in) | {"vmap", "sum", "m:sum"}
+                    tags = _mode_tags(out.numel(), batch_in, args[nums[0]].device) | {
+                        "vmap",
+                        "sum",
+                        "m:sum",
+                    }
                 else:
                     tags = (auto_hess if grad else first | {"vmap"}) | {f"m:{m}"}
                 transform = batch_hessian if grad else batch_jacobian

@@ -17,7 +17,8 @@ API = "derivs.jacobian"
 
 METHODS = {
     "auto": "forward mode when the output has more elements than the differentiated inputs "
-    "and at least 512 (measured), else reverse (see prefers_forward); in plain eager code both "
+    "and enough of them (measured per device: see prefers_forward), else reverse; in plain "
+    "eager code both "
     "come from one autograd graph (vmap over torch.autograd.grad), skipping torch.func's "
     "fixed cost per call",
     "rev": "torch.func.jacrev: one vector-Jacobian product per output element (wide functions)",
@@ -41,34 +42,48 @@ def _unflatten(leaves: list[Any], spec: TreeSpec) -> Any:
     return leaves[0] if spec.is_leaf() else tree_unflatten(leaves, spec)
 
 
-def prefers_forward(out_numel: int, in_numel: int) -> bool:
-    """The ``method="auto"`` rule: forward mode iff ``out_numel > max(in_numel, 511)``.
+def prefers_forward(out_numel: int, in_numel: int, device: str | torch.device = "cpu") -> bool:
+    """The ``method="auto"`` rule, measured per device type (``tools/auto_grid.py``).
 
     Forward mode pushes one tangent per input element and reverse mode one cotangent per
-    output element, so the textbook rule is "forward iff outputs > inputs". Measured
-    (``tools/auto_grid.py``: the tutorial's ``F.linear(x, W, b).tanh()`` on a grid of 8 to
-    2048 inputs and outputs, torch 2.13 on CPU; ``docs/bench/auto_grid.md``), forward mode
-    costs more per call than that: 0.3 to 0.5 ms more fixed cost and 1.3x to 2x more per
-    element at equal sizes. It only wins once reverse mode's ``out x out`` basis is big
-    (512 outputs and up) and the inputs are fewer than the outputs. The textbook rule picks
-    the slower mode in 15 of the grid's 81 cells (e.g. 8 -> 256 runs 1.3x slower forward);
-    this one in none (at most 2, each within a few percent, on earlier and noisier grids).
+    output element, so the textbook rule is "forward iff outputs > inputs". Measured on the
+    tutorial's ``F.linear(x, W, b).tanh()`` (``docs/bench/auto_grid.md``), forward mode costs
+    more than that: a larger fixed cost per call and more per element at equal sizes, so it
+    only wins once reverse mode's ``out x out`` basis of cotangents is big.
+
+    * CPU (and any device other than CUDA): forward iff ``out > in`` and ``out >= 512``.
+      Grid of 8 to 2048 inputs and outputs, torch 2.13, one thread: right in 81 of 81 cells,
+      for auto's eager modes and for the torch.func methods; the textbook rule in 66 of 81
+      (8 -> 256 runs 1.2x slower forward).
+    * CUDA: forward iff ``out > in`` and ``out * max(in, 256) >= 2**22``. An H100 launches
+      kernels for either mode in about the same time, so reverse mode wins until its basis
+      (``out**2`` elements) or its work (``out**2 * in``) is large: 8 -> 8192 still runs
+      reverse faster, 512 -> 8192 and 8 -> 16384 forward. Grid of 8 to 16384 inputs and
+      outputs, torch 2.11: right in 36 of 36 cells (the CPU rule: 29).
+
     The grid's function is cheap; where evaluating ``func`` dominates, the ratio of outputs
-    to inputs matters more than the 512.
+    to inputs matters more than these thresholds.
 
     Args:
         out_numel: elements of the output (all output leaves together).
         in_numel: elements of the differentiated inputs (all argnums together).
+        device: where the Jacobian is computed (a device or its type, e.g. ``"cuda"``).
 
     Returns:
-        True to build the Jacobian by forward mode (``"fwd"``), False for reverse mode.
+        True to build the Jacobian by forward mode, False for reverse mode.
 
     >>> prefers_forward(2048, 32), prefers_forward(32, 2048), prefers_forward(256, 8)
     (True, False, False)
+    >>> prefers_forward(2048, 32, "cuda"), prefers_forward(16384, 8, "cuda")
+    (False, True)
     """
+    if out_numel <= in_numel:
+        return False
+    if torch.device(device).type == "cuda":
+        return out_numel * max(in_numel, 256) >= 2**22
     # NOTE: 512 sits between the grid's 256 (forward still slower for every input size) and
     # 512 (forward faster whenever there are fewer inputs than outputs).
-    return out_numel > in_numel and out_numel >= 512
+    return out_numel >= 512
 
 
 def standard_basis(start: int, stop: int, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -237,7 +252,8 @@ def _fwd_blocks(
         blocks.append(
             [
                 c.movedim(0, -1).reshape((*o.shape, *x.shape))
-                for c, x in zip(cols.split([x.numel() for x in diff]), diff, strict=True)
+                # NOTE: Tensor.split is unannotated in torch/_tensor.py.
+                for c, x in zip(cols.split([x.numel() for x in diff]), diff, strict=True)  # type: ignore[no-untyped-call]
             ]
         )
     return blocks
@@ -424,7 +440,7 @@ class _EagerGraph:
             us = [torch.zeros_like(self.leaves[k], requires_grad=True) for k in self.active]
             with torch.enable_grad():
                 try:
-                    gs = torch.autograd.grad(
+                    grads = torch.autograd.grad(
                         [self.leaves[k] for k in self.active],
                         [self.inputs[i] for i in self.used],
                         us,
@@ -435,13 +451,13 @@ class _EagerGraph:
                     raise _UseTorchFunc from e
             # NOTE: J^T u that does not depend on u comes from a backward autograd cannot
             # differentiate (or one that is zero, like floor's): torch.func.jvp decides.
-            if not all(g.requires_grad for g in gs):
+            if not all(g.requires_grad for g in grads):
                 raise _UseTorchFunc
-            reached = _walk(list(gs), us)[0]
-            self.linear = ([us[j] for j in reached], [self.active[j] for j in reached], list(gs))
-        us, leaves, gs = self.linear
+            reached = _walk(list(grads), us)[0]
+            self.linear = ([us[j] for j in reached], [self.active[j] for j in reached], list(grads))
+        us, leaves, live = self.linear
         if us:
-            cols = _batched_grad(gs, us, [tangents[i] for i in self.used])
+            cols = _batched_grad(live, us, [tangents[i] for i in self.used])
             for k, c in zip(leaves, cols, strict=True):
                 res[k] = c
         return res
@@ -471,7 +487,7 @@ def _eager_auto(
     graph = _EagerGraph(func, args, argnums, has_aux)
     if forward is None:
         forward = prefers_forward(
-            sum(o.numel() for o in graph.leaves), sum(x.numel() for x in diff)
+            sum(o.numel() for o in graph.leaves), sum(x.numel() for x in diff), diff[0].device
         )
     if forward:
         blocks = _eager_fwd(graph, diff, chunk_size, api)
@@ -540,13 +556,13 @@ def _auto(
     user_func, signature = _pick_key(func, args, argnums)
     known = _known_out_numel(user_func, signature)
     if known is not None:
-        impl = _fwd if prefers_forward(known, in_numel) else _vjp_vmap
+        impl = _fwd if prefers_forward(known, in_numel, diff[0].device) else _vjp_vmap
         return impl(func, args, argnums, has_aux, chunk_size, api)
     g = _with_diff(func, args, argnums)
     start = _VjpStart(g, diff, has_aux)
     out_numel = sum(o.numel() for o in start.leaves)
     _remember_out_numel(user_func, signature, out_numel)
-    if prefers_forward(out_numel, in_numel):
+    if prefers_forward(out_numel, in_numel, diff[0].device):
         return _fwd_diff(g, diff, has_aux, chunk_size, api)
     return _vjp_finish(start, diff, chunk_size, api), start.spec, start.aux
 

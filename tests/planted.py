@@ -205,7 +205,6 @@ def auto_eager_unused_rows_not_zero() -> None:
     jacobian_mod._EagerGraph.pull = wrong_pull
 
 
-
 def noncontiguous_read_as_contiguous() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, *rest: Any, **k: Any) -> Any:

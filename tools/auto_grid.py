@@ -210,6 +210,11 @@ def score(
     }
 
 
+def auto_rule(device: str) -> Callable[[int, int], bool]:
+    """``prefers_forward`` for the device a grid was measured on, as ``rule(n_out, n_in)``."""
+    return lambda n_out, n_in: prefers_forward(n_out, n_in, device)
+
+
 def candidate_rules() -> dict[str, Callable[[int, int], bool]]:
     """The rule families the grid was scored against when the ``auto`` rule was chosen."""
     rules: dict[str, Callable[[int, int], bool]] = {}
@@ -225,8 +230,9 @@ def render(result: dict[str, Any]) -> str:
     sizes = sorted({c["n_in"] for c in cells})
     outs = sorted({c["n_out"] for c in cells})
     by = {(c["n_in"], c["n_out"]): c for c in cells}
-    cur = score(cells, prefers_forward)
-    tf = score(cells, prefers_forward, "tf_") if "t_tf_fwd" in cells[0] else None
+    rule = auto_rule(result["device"])
+    cur = score(cells, rule)
+    tf = score(cells, rule, "tf_") if "t_tf_fwd" in cells[0] else None
     auto_ratio = [c["t_auto"] / min(c["t_fwd"], c["t_rev"]) for c in cells]
     lines = [
         '# `method="auto"` on a grid of Jacobian sizes',
@@ -249,7 +255,7 @@ def render(result: dict[str, Any]) -> str:
         row = []
         for n_out in outs:
             c = by[(n_in, n_out)]
-            wrong = prefers_forward(n_out, n_in) != faster_is_fwd(c)
+            wrong = rule(n_out, n_in) != faster_is_fwd(c)
             mark = ("*" if not is_tie(c) else "~") if wrong else ""
             row.append(f"{c['t_fwd'] / c['t_rev']:.2f}{mark}")
         lines.append(f"| **{n_in}** | " + " | ".join(row) + " |")

@@ -356,6 +356,7 @@ def _plain_formatter(minor: bool = False) -> Any:
 def _plot_grid(ax: Any, auto_grid: Any, grid: dict[str, Any]) -> None:
     """Heat map of log2(fwd / rev) over the grid, with auto's wrong picks crossed out."""
     cells = grid["cells"]
+    rule = auto_grid.auto_rule(grid["device"])
     ins = sorted({c["n_in"] for c in cells})
     outs = sorted({c["n_out"] for c in cells})
     by = {(c["n_in"], c["n_out"]): c for c in cells}
@@ -365,16 +366,16 @@ def _plot_grid(ax: Any, auto_grid: Any, grid: dict[str, Any]) -> None:
     for y, i in enumerate(ins):
         for x, o in enumerate(outs):
             c = by[(i, o)]
-            if auto_grid.prefers_forward(o, i) != auto_grid.faster_is_fwd(c):
+            if rule(o, i) != auto_grid.faster_is_fwd(c):
                 mark = "~" if auto_grid.is_tie(c) else "x"
                 ax.text(x, y, mark, ha="center", va="center", fontsize=7)
-            elif auto_grid.prefers_forward(o, i):
+            elif rule(o, i):
                 ax.text(x, y, "f", ha="center", va="center", fontsize=6, color="0.3")
     ax.set_xticks(range(len(outs)), [str(o) for o in outs], fontsize=6)
     ax.set_yticks(range(len(ins)), [str(i) for i in ins], fontsize=6)
     ax.set_xlabel("outputs")
     ax.set_ylabel("inputs")
-    s = auto_grid.score(cells, auto_grid.prefers_forward)
+    s = auto_grid.score(cells, rule)
     ax.set_title(
         f"log2(fwd time / rev time), {grid['device']}; f: auto picks fwd\n"
         f"x: auto picks the slower ({s['accuracy'] * 100:.0f}% right)",
@@ -418,7 +419,7 @@ def grid_summary() -> list[str]:
     if found is None:
         return []
     auto_grid, result = found
-    s = auto_grid.score(result["cells"], auto_grid.prefers_forward)
+    s = auto_grid.score(result["cells"], auto_grid.auto_rule(result["device"]))
     return [
         f'`method="auto"` on the {len(result["cells"])}-cell grid of `tools/auto_grid.py` '
         f"({result['date']}, {result['device_name']}): picks the faster of fwd and rev in "
