@@ -18,9 +18,8 @@ API = "derivs.jacobian"
 METHODS = {
     "auto": "forward mode when the output has more elements than the differentiated inputs "
     "and enough of them (measured per device: see prefers_forward), else reverse; in plain "
-    "eager code both "
-    "come from one autograd graph (vmap over torch.autograd.grad), skipping torch.func's "
-    "fixed cost per call",
+    "eager code both come from one autograd graph (vmap over torch.autograd.grad), skipping "
+    "torch.func's fixed cost per call",
     "rev": "torch.func.jacrev: one vector-Jacobian product per output element (wide functions)",
     "fwd": "vmap over torch.func.jvp: one Jacobian-vector product per input element (tall functions)",
     "vjp_vmap": "the tutorial's vmap(vjp_fn)(unit_vectors); reverse mode built by hand",
@@ -635,6 +634,12 @@ def jacobian(
         argnums: which positional argument(s) to differentiate; an int or a tuple of ints
             (negative indices count from the end).
         method: ``"auto"``, ``"rev"``, ``"fwd"``, ``"vjp_vmap"`` or ``"loop"`` (see ``METHODS``).
+            ``"auto"`` picks forward or reverse mode by ``prefers_forward``; at the top level
+            of eager code it takes either from one autograd graph of ``func`` (vmap over
+            ``torch.autograd.grad``), cheaper per call than torch.func, and uses torch.func
+            wherever that graph could not give the same result (inside other transforms,
+            under ``torch.compile``, when an input or a tensor ``func`` closes over requires
+            grad, ...). ``func`` may then be evaluated more than once.
         has_aux: ``func`` returns ``(output, aux)``; ``aux`` is returned untouched.
         chunk_size: how many basis vectors to push through at once (memory, not values);
             ``None`` pushes them all at once. Not accepted by ``"loop"``, which pushes one.
