@@ -5,8 +5,8 @@ the tutorial's ``predict(weight, bias, x) = F.linear(x, weight, bias).tanh()`` i
 differentiated with respect to ``x`` by ``auto``'s two eager modes forced (``fwd``, ``rev``:
 what ``auto`` picks between at the top level of eager code), by ``derivs.jacobian`` with
 ``method="auto"``, and by the torch.func methods ``"fwd"`` and ``"rev"`` (``tf_fwd``,
-``tf_rev``: what ``auto`` picks between inside other transforms). Each result is checked once against the closed form ``(1 - y**2)[:, None] * W``
-before it is timed. The methods of one cell are timed in interleaved blocks (so a burst of
+``tf_rev``: what ``auto`` picks between inside other transforms). Each result is checked
+once against the closed form ``(1 - y**2)[:, None] * W`` before it is timed. The methods of one cell are timed in interleaved blocks (so a burst of
 load hits all of them alike) and each keeps its fastest block.
 
 The report says how often ``derivs.jacobian.prefers_forward`` (the ``auto`` rule) picks the
