@@ -367,6 +367,11 @@ class _Cmp:
     ratio: float
     worst: str
 
+    @classmethod
+    def mismatch(cls, what: str) -> _Cmp:
+        """Results that cannot be compared element by element (block count or shape)."""
+        return cls(False, math.inf, math.inf, math.nan, math.inf, what)
+
 
 def _fmt_index(flat: int, shape: Sequence[int]) -> str:
     index = []
@@ -463,27 +468,13 @@ def _compare(
 ) -> _Cmp:
     """Compare block by block with ``derivs.testing.tolerance``; summarise the worst element."""
     if len(actual) != len(expected):
-        return _Cmp(
-            False,
-            math.inf,
-            math.inf,
-            math.nan,
-            math.inf,
-            f"{len(actual)} blocks vs {len(expected)}",
-        )
+        return _Cmp.mismatch(f"{len(actual)} blocks vs {len(expected)}")
     max_abs = max_rel = 0.0
     worst = _Cmp(True, 0.0, 0.0, math.nan, -1.0, "")
     for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
         label = labels[k] if k < len(labels) else f"[{k}]"
         if a.shape != e.shape:
-            return _Cmp(
-                False,
-                math.inf,
-                math.inf,
-                math.nan,
-                math.inf,
-                f"{label} shape {tuple(a.shape)} vs {tuple(e.shape)}",
-            )
+            return _Cmp.mismatch(f"{label} shape {tuple(a.shape)} vs {tuple(e.shape)}")
         if e.numel() == 0:
             continue
         err = None if errors is None else errors[k]

@@ -395,36 +395,30 @@ class _EagerGraph:
             result = _with_diff(func, args, argnums)(*self.inputs)
         out, aux = _split_aux(result, has_aux)
         self.leaves, self.spec = _flatten(out)
-        tensors = self.leaves + _flatten(aux)[0] if has_aux else self.leaves
-        self.used, other, self.custom = _walk(tensors, self.inputs)
-        if other and outer_grad:
+        self.used, other, self.custom = _walk(self.leaves, self.inputs)
+        if outer_grad and (other or (has_aux and _walk(_flatten(aux)[0], self.inputs)[1])):
             raise _UseTorchFunc
-        if has_aux:
-            self.aux = _detached(aux)
-            self.used = _walk(self.leaves, self.inputs)[0]
-        else:
-            self.aux = None
+        self.aux = _detached(aux) if has_aux else None
         self.active = [k for k, o in enumerate(self.leaves) if o.requires_grad]
         self.linear: tuple[list[torch.Tensor], list[int], list[torch.Tensor]] | None = None
 
     def pull(self, cotangents: list[torch.Tensor]) -> Sequence[torch.Tensor]:
         """Rows of the Jacobian: one cotangent per output leaf, rows first."""
-        rows = cotangents[0].shape[0]
-        if len(self.used) == len(self.inputs):  # the common case
-            return _batched_grad(
-                [self.leaves[k] for k in self.active],
-                self.inputs,
-                [cotangents[k] for k in self.active],
-            )
-        res = [x.new_zeros((rows, *x.shape)) for x in self.inputs]
-        if self.used:
-            grads = _batched_grad(
+        grads = (
+            _batched_grad(
                 [self.leaves[k] for k in self.active],
                 [self.inputs[i] for i in self.used],
                 [cotangents[k] for k in self.active],
             )
-            for i, g in zip(self.used, grads, strict=True):
-                res[i] = g
+            if self.used
+            else []
+        )
+        if len(self.used) == len(self.inputs):  # the common case: every input reached
+            return grads
+        rows = cotangents[0].shape[0]
+        res = [x.new_zeros((rows, *x.shape)) for x in self.inputs]
+        for i, g in zip(self.used, grads, strict=True):
+            res[i] = g
         return res
 
     def push(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:

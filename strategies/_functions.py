@@ -648,6 +648,24 @@ def _draw_signature(
     return ins, draw(fresh)
 
 
+def _start(
+    draw: st.DrawFn,
+    n_args: Any,
+    in_shapes: Any,
+    out_shape: Any,
+    scalar_output: bool | None,
+    cfg: _Config,
+    max_dims: int,
+    max_elements: int,
+) -> tuple[tuple[Shape, ...], Shape, _Builder, list[Any]]:
+    """What every generated function starts from: its signature, a builder, the argument nodes."""
+    ins, out = _draw_signature(
+        draw, n_args, in_shapes, out_shape, scalar_output, max_dims, max_elements
+    )
+    builder = _Builder(draw, cfg)
+    return ins, out, builder, [arg(i, s, INPUT_BOUND) for i, s in enumerate(ins)]
+
+
 @st.composite
 def _functions(
     draw: st.DrawFn,
@@ -659,11 +677,9 @@ def _functions(
     max_dims: int,
     max_elements: int,
 ) -> GeneratedFunction:
-    ins, out = _draw_signature(
-        draw, n_args, in_shapes, out_shape, scalar_output, max_dims, max_elements
+    ins, out, builder, args = _start(
+        draw, n_args, in_shapes, out_shape, scalar_output, cfg, max_dims, max_elements
     )
-    builder = _Builder(draw, cfg)
-    args = [arg(i, s, INPUT_BOUND) for i, s in enumerate(ins)]
     return GeneratedFunction(builder.tree(args, out), ins, out)
 
 
@@ -736,11 +752,9 @@ def _coupled(
     max_dims: int,
     max_elements: int,
 ) -> GeneratedFunction:
-    ins, out = _draw_signature(
-        draw, n_args, in_shapes, out_shape, scalar_output, max_dims, max_elements
+    ins, out, builder, args = _start(
+        draw, n_args, in_shapes, out_shape, scalar_output, cfg, max_dims, max_elements
     )
-    builder = _Builder(draw, cfg)
-    args = [arg(i, s, INPUT_BOUND) for i, s in enumerate(ins)]
     k = draw(st.integers(0, len(ins) - 1))
     kind = draw(st.sampled_from(kinds))
     coupling = builder.node(

@@ -49,12 +49,19 @@ def _draw(
     return torch.from_numpy(np.asarray(a, dtype=np.float64)).to(exact).double().numpy()
 
 
-def jac_cases(rng: np.random.Generator, exact: torch.dtype) -> dict[str, Case]:
-    n, m = int(rng.integers(2, 17)), int(rng.integers(1, 9))
+def _operands(rng: np.random.Generator, exact: torch.dtype, n: int, m: int) -> tuple[Any, ...]:
+    """x (n), A (m, n), b (m), S (n, n) exactly representable in ``exact``; x, A, S in long
+    double (the reference precision); and ``y = tanh(A x + b)`` in long double."""
     x = _draw(rng, exact, -2, 2, n)
     A, b, S = (_draw(rng, exact, 0, 0, s) for s in ((m, n), m, (n, n)))
     xl, Al, bl, Sl = (np.asarray(v, dtype=L) for v in (x, A, b, S))
-    y = np.tanh(Al @ xl + bl)
+    return x, A, b, S, xl, Al, Sl, np.tanh(Al @ xl + bl)
+
+
+def jac_cases(rng: np.random.Generator, exact: torch.dtype) -> dict[str, Case]:
+    x, A, b, S, xl, Al, Sl, y = _operands(
+        rng, exact, int(rng.integers(2, 17)), int(rng.integers(1, 9))
+    )
     t = torch.from_numpy
     return {
         "linear A x + b": (lambda x, A, b: A @ x + b, (t(x), t(A), t(b)), Al),
@@ -69,11 +76,9 @@ def jac_cases(rng: np.random.Generator, exact: torch.dtype) -> dict[str, Case]:
 
 
 def hess_cases(rng: np.random.Generator, exact: torch.dtype) -> dict[str, Case]:
-    n, m = int(rng.integers(2, 9)), int(rng.integers(1, 5))
-    x = _draw(rng, exact, -2, 2, n)
-    A, b, S = (_draw(rng, exact, 0, 0, s) for s in ((m, n), m, (n, n)))
-    xl, Al, bl, Sl = (np.asarray(v, dtype=L) for v in (x, A, b, S))
-    y = np.tanh(Al @ xl + bl)
+    x, A, b, S, xl, Al, Sl, y = _operands(
+        rng, exact, int(rng.integers(2, 9)), int(rng.integers(1, 5))
+    )
     t = torch.from_numpy
     return {
         "x^T S x": (lambda x, S: x @ S @ x, (t(x), t(S)), Sl + Sl.T),

@@ -17,6 +17,10 @@ import torch.nn.functional as F
 
 import derivs
 
+# A benchmarked case: (implementation, method, the torch.func call doing the same work or None,
+# a factory building the function to time).
+Case = tuple[str, str, str | None, Callable[[], Callable[..., Any]]]
+
 # NOTE: rounds are planned from a measured call time rather than by pytest-benchmark's own
 # calibration, which trusts its fastest probe: on a loaded machine it then plans thousands of
 # rounds that each run far slower than planned (one benchmark took 65 s instead of 1 s).

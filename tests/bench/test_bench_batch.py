@@ -7,7 +7,6 @@ The tutorial's case: ``predict`` with ``weight (33, 31)``, ``bias (33,)`` shared
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 import derivs
 from tests.bench.bench_helpers import (
     Bench,
+    Case,
     predict,
     predict_hessian,
     predict_inputs,
@@ -38,7 +38,7 @@ def _tutorial_sum_trick(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tenso
 
 
 # label -> (impl, method, torch.func equivalent, factory)
-BATCH_JACOBIAN_CASES: dict[str, tuple[str, str, str | None, Callable[[], Callable[..., Any]]]] = {
+BATCH_JACOBIAN_CASES: dict[str, Case] = {
     **{
         f"derivs {m}": (
             "derivs",
@@ -63,7 +63,7 @@ BATCH_JACOBIAN_CASES: dict[str, tuple[str, str, str | None, Callable[[], Callabl
     "closed form": ("closed form", "(1 - y**2)[..., None] * W", None, lambda: predict_jacobian),
 }
 
-BATCH_HESSIAN_CASES: dict[str, tuple[str, str, str | None, Callable[[], Callable[..., Any]]]] = {
+BATCH_HESSIAN_CASES: dict[str, Case] = {
     **{
         f"derivs {m}": (
             "derivs",

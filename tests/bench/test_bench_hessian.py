@@ -8,21 +8,18 @@ one tangent per input (512): expect them to be much slower; they run for one or 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 import torch
 
 import derivs
-from tests.bench.bench_helpers import Bench, predict, predict_hessian, predict_inputs
+from tests.bench.bench_helpers import Bench, Case, predict, predict_hessian, predict_inputs
 
 pytestmark = pytest.mark.bench
 
 N_IN, N_OUT = 512, 32
 
 # label -> (impl, method, torch.func equivalent, factory)
-HESSIAN_CASES: dict[str, tuple[str, str, str | None, Callable[[], Callable[..., Any]]]] = {
+HESSIAN_CASES: dict[str, Case] = {
     **{
         f"derivs {m}": (
             "derivs",

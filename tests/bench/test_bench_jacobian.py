@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import derivs
-from tests.bench.bench_helpers import Bench, predict, predict_inputs, predict_jacobian
+from tests.bench.bench_helpers import Bench, Case, predict, predict_inputs, predict_jacobian
 
 pytestmark = pytest.mark.bench
 
@@ -33,7 +33,7 @@ def _autograd_functional(vectorize: bool) -> Callable[..., Any]:
 
 
 # label -> (impl, method, the torch.func call it does the same work as, factory)
-JACOBIAN_CASES: dict[str, tuple[str, str, str | None, Callable[[], Callable[..., Any]]]] = {
+JACOBIAN_CASES: dict[str, Case] = {
     "derivs loop": ("derivs", "loop", None, lambda: _derivs("loop")),
     "derivs vjp_vmap": ("derivs", "vjp_vmap", "torch.func.jacrev", lambda: _derivs("vjp_vmap")),
     "derivs rev": ("derivs", "rev", "torch.func.jacrev", lambda: _derivs("rev")),
