@@ -8,8 +8,9 @@ from typing import Any, cast
 import torch
 
 from derivs import _validate
+from derivs._blocks import standard_basis, with_diff
 from derivs.hessian import checked_for_hessian, hessian_blocks, nest
-from derivs.jacobian import _name, _with_diff, jacobian_blocks, standard_basis
+from derivs.jacobian import _name, jacobian_blocks
 
 METHODS = {
     "vmap": "torch.func.vmap over the per-sample transform; always valid (the default)",
@@ -75,7 +76,7 @@ def _check_independent(
             t[p].select(d, b).copy_(values)
         tangents.append(t)
 
-    g = _with_diff(func, args, nums)
+    g = with_diff(func, args, nums)
 
     def push(*t: torch.Tensor) -> Any:
         return torch.func.jvp(g, tuple(diff), t)
@@ -305,7 +306,7 @@ def _sum_hessian_blocks(
     diff = [_validate.without_overlap(args[a]) for a in nums]
 
     def gradients(*d: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        full = _with_diff(lambda *a: a, args, nums)(*d)
+        full = with_diff(lambda *a: a, args, nums)(*d)
         blocks, _ = _sum_jacobian_blocks(func, full, nums, dims, None, "rev", api)
         return tuple(blocks)  # each (B, *out, *in_i)
 

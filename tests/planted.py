@@ -22,6 +22,8 @@ import torch
 import derivs  # noqa: F401  (imports the submodules looked up in sys.modules below)
 
 # NOTE: derivs.jacobian and derivs.hessian name the functions, so the modules come from sys.modules.
+blocks_mod = sys.modules["derivs._blocks"]
+eager_mod = sys.modules["derivs._eager"]
 batch_mod = sys.modules["derivs.batch"]
 hessian_mod = sys.modules["derivs.hessian"]
 jacobian_mod = sys.modules["derivs.jacobian"]
@@ -99,7 +101,7 @@ def jac_vjp_vmap_input_order() -> None:
 
         return g
 
-    _wrap(jacobian_mod, "_vjp_finish", make)
+    _wrap(blocks_mod, "rows_to_blocks", make)
 
 
 def jac_swapped_argnums() -> None:
@@ -144,7 +146,7 @@ def chunk_basis_offset() -> None:
 
         return g
 
-    _wrap(jacobian_mod, "standard_basis", make)
+    _wrap(blocks_mod, "standard_basis", make)
 
 
 def loop_row_shift() -> None:
@@ -169,16 +171,16 @@ def auto_eager_fwd_scale() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         return lambda *a, **k: [[b * (1 + 1e-6) for b in row] for row in f(*a, **k)]
 
-    _wrap(jacobian_mod, "_eager_fwd", make)
+    _wrap(eager_mod, "eager_fwd", make)
 
 
 def auto_eager_columns_reversed() -> None:
-    push = jacobian_mod._EagerGraph.push
+    push = eager_mod.EagerGraph.push
 
     def reversed_push(self: Any, tangents: Any) -> Any:
         return [c.flip(0) for c in push(self, tangents)]
 
-    jacobian_mod._EagerGraph.push = reversed_push
+    eager_mod.EagerGraph.push = reversed_push
 
 
 def auto_eager_closure_grad_ignored() -> None:
@@ -189,11 +191,11 @@ def auto_eager_closure_grad_ignored() -> None:
 
         return g
 
-    _wrap(jacobian_mod, "_walk", make)
+    _wrap(eager_mod, "walk", make)
 
 
 def auto_eager_unused_rows_not_zero() -> None:
-    pull = jacobian_mod._EagerGraph.pull
+    pull = eager_mod.EagerGraph.pull
 
     def wrong_pull(self: Any, cotangents: Any) -> Any:
         res = list(pull(self, cotangents))
@@ -202,7 +204,7 @@ def auto_eager_unused_rows_not_zero() -> None:
                 res[i] = torch.ones_like(res[i])
         return res
 
-    jacobian_mod._EagerGraph.pull = wrong_pull
+    eager_mod.EagerGraph.pull = wrong_pull
 
 
 def noncontiguous_read_as_contiguous() -> None:

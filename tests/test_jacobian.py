@@ -18,7 +18,7 @@ from suite_helpers import Snapshot, assert_close, call_repr, fd_check, values_of
 
 import derivs
 import strategies as gs
-from derivs import oracles
+from derivs import _eager, oracles
 
 METHODS = derivs.METHODS["jacobian"]
 jacobian_module = sys.modules["derivs.jacobian"]
@@ -236,10 +236,10 @@ def test_auto_eager_modes_match_loop_oracle(
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
     nums = gs.normalize_argnums(argnums, p.func.n_args)
     try:
-        blocks, _spec, _ = jacobian_module._eager_auto(
-            p.func, p.args, nums, False, None, "test", forward=mode == "forward"
+        blocks, _spec, _ = _eager.eager_jacobian(
+            p.func, p.args, nums, False, None, "test", lambda *_: mode == "forward"
         )
-    except jacobian_module._UseTorchFunc:
+    except _eager.UseTorchFunc:
         event("eager path gave way to torch.func")
         return
     single = isinstance(argnums, int)

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import derivs  # noqa: E402
+from derivs import _eager as eager_path  # noqa: E402
 from derivs.jacobian import prefers_forward  # noqa: E402
 
 DEFAULT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -101,7 +102,9 @@ def time_interleaved(
 
 def _eager(forward: bool) -> Callable[..., torch.Tensor]:
     def jac(*args: torch.Tensor) -> torch.Tensor:
-        blocks = _J._eager_auto(predict, args, (2,), False, None, _J.API, forward=forward)[0]
+        blocks = eager_path.eager_jacobian(
+            predict, args, (2,), False, None, _J.API, lambda *_: forward
+        )[0]
         return blocks[0][0]
 
     return jac
