@@ -1,0 +1,139 @@
+"""``derivs.check``: verify a user's own function with every operator, method and oracle.
+
+``torch.autograd.gradcheck`` checks first derivatives of one function against fixed finite
+differences. ``check`` computes every applicable operator (full Jacobian; with ``order=2``
+also the Hessian, ``hvp``/``vhp`` for scalar functions, and the batch forms) by every
+method of ``derivs``, compares each with independent oracles, and explains a mismatch.
+
+How the verdict is reached. Every result (a method's or an oracle's) rests on some of the
+function's derivative rules: rev-mode methods and the loop oracle on its backward (vjp),
+forward-mode methods on its jvp, vmapped ones on its batching rule, second-order ones on
+differentiating those rules again; finite differences of values (``fd``) and the complex
+step (``cs``) on nothing but evaluations of the function. The value-based oracle is the
+arbiter: the results that disagree with it are the outliers, and the derivative rule that
+every outlier uses and no agreeing result uses is named as the culprit. Second-order
+finite differences difference the autograd gradient (``fd(grad)``), so once the backward is
+found wrong they stop arbitrating; the report marks every comparison against such a
+reference with ``*``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from derivs import _validate
+from derivs.batch import batch_hessian, batch_jacobian
+from derivs.check import _judge, _methods, _setup
+from derivs.check._references import References
+from derivs.check._report import CheckFailure, CheckReport, CheckRow
+from derivs.check._setup import OPERATORS, ORACLES
+from derivs.hessian import hessian
+from derivs.jacobian import jacobian
+from derivs.products import hvp, vhp
+
+__all__ = ["OPERATORS", "ORACLES", "CheckFailure", "CheckReport", "CheckRow", "check"]
+
+# NOTE: the public classes name the public module (tracebacks print derivs.check.CheckFailure,
+# and pickles and the API reference find them here).
+for _cls in (CheckFailure, CheckReport, CheckRow):
+    _cls.__module__ = __name__
+del _cls
+
+
+def check(
+    func: Callable[..., Any],
+    *args: Any,
+    argnums: _validate.Argnums = 0,
+    order: int = 2,
+    methods: str | Iterable[str] = "all",
+    oracles: str | Iterable[str] = ("loop", "fd"),
+    batched: int | tuple[int | None, ...] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    raise_exception: bool = True,
+) -> CheckReport:
+    """Check every derivative operator of ``func`` at ``args`` by every method and oracle.
+
+    Operators: the Jacobian (``order >= 1``); with ``order=2`` also the Hessian, and
+    ``hvp``/``vhp`` (with a random tangent/cotangent) when ``func`` is scalar-valued. With
+    ``batched`` the batch forms too (``batch_jacobian``, and ``batch_hessian`` at order 2,
+    by ``vmap``, ``loop`` and the sum trick), and the report says whether the sum trick is
+    valid for ``func``.
+
+    Every method's result is compared with every oracle, and the oracles with each other:
+    ``loop`` (naive ``torch.autograd.grad`` loops; it shares the function's backward with the
+    rev-mode methods, so it cannot catch a wrong backward on its own) and ``fd`` (Richardson
+    finite differences with an error estimate, plus the complex step where ``func`` accepts
+    complex input; at first order they use only evaluations of ``func``, so they arbitrate).
+    The verdict names the outliers and the derivative rule they share, e.g. "rev-mode
+    methods (...) disagree with fwd, fd and cs: the backward (vjp) of this function is wrong".
+
+    Args:
+        func: the function to check; returns a real floating-point tensor.
+        *args: its positional arguments (with ``batched``: the batched arguments).
+        argnums: which arguments to differentiate, an int or a tuple of ints.
+        order: 1 (Jacobians) or 2 (also Hessians, hvp/vhp and batch Hessians).
+        methods: ``"all"``, or names: a method name applies to every operator that has it
+            (``"loop"``), ``"operator:method"`` to one (``"hessian:fwd_rev"``), an operator
+            name (``"hessian"``) selects all of its methods. Operators with no selected
+            method are not checked.
+        oracles: a subset of ``("loop", "fd")``; with none, methods are compared with the
+            operator's first method and the verdict goes by majority.
+        batched: ``None`` (no batch forms), or the ``in_dims`` of ``args`` as in
+            ``torch.vmap`` (``0``, or e.g. ``(None, None, 0)`` for ``predict(w, b, x)``):
+            ``func`` is then the per-sample function, the batch forms are checked over the
+            whole batch, and the other operators at the first sample. The sum trick calls
+            ``func`` on the whole batch; if ``func`` refuses (raises, or couples samples), the
+            report says the sum trick is not valid for it, and that is not a failure.
+        rtol, atol: replace the derived tolerances (``derivs.testing.tolerance``: ``8 eps``
+            relative and ``32 eps sqrt(numel) max|value|`` absolute per block, plus twice the
+            finite-difference error estimate).
+        raise_exception: raise :class:`CheckFailure` (an ``AssertionError`` carrying the
+            report) when a row fails or errors, instead of returning the report.
+
+    Returns:
+        A :class:`CheckReport`: ``print(report)`` gives the table and the verdict,
+        ``report.passed`` the outcome, ``report.to_dict()`` everything for logs.
+
+    Raises:
+        TypeError, ValueError: bad arguments, naming ``derivs.check`` and the argument.
+        CheckFailure: a mismatch, with ``raise_exception=True``.
+        Whatever ``func`` raises when called once at ``args`` (unchanged). Failures later,
+        under a transform or at a perturbed point, become ``error`` rows instead.
+
+    >>> import torch, derivs
+    >>> report = derivs.check(torch.sin, torch.tensor([0.5, 1.0], dtype=torch.float64))
+    >>> report.passed
+    True
+    """
+    started = time.perf_counter()
+    opts = _setup.parse(
+        func,
+        args,
+        argnums=argnums,
+        order=order,
+        methods=methods,
+        oracles=oracles,
+        batched=batched,
+        rtol=rtol,
+        atol=atol,
+        raise_exception=raise_exception,
+    )
+    case = _setup.evaluate(func, args, opts)
+    refs = References(func, argnums, opts.oracles)
+    # NOTE: the operators are this module's globals, read at each call, so a test can plant
+    # a bug in one (monkeypatch derivs.check's jacobian) and see check blame it.
+    operators = {
+        **_methods.jacobian_sources(case, refs, jacobian),
+        **_methods.hessian_sources(case, refs, hessian),
+        **_methods.product_sources(case, refs, hvp, vhp),
+        **_methods.batch_sources(case, refs, batch_jacobian, batch_hessian),
+    }
+    notes = {**_methods.unchecked_notes(case), **refs.notes}
+    judged = _judge.judge(operators, opts.rtol, opts.atol, case.value_scale)
+    report = _judge.build_report(case, operators, judged, notes, started)
+    if raise_exception and not report.passed:
+        raise CheckFailure(report)
+    return report
