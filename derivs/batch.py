@@ -175,8 +175,8 @@ def batch_jacobian(
 
     Raises:
         TypeError, ValueError: bad arguments; ``in_dims`` that do not match the arguments;
-        different batch sizes; ``method="sum"`` with a ``func`` that couples samples or with
-        an unbatched argument to differentiate.
+            different batch sizes; ``method="sum"`` with a ``func`` that couples samples or
+            with an unbatched argument to differentiate.
 
     >>> import torch, derivs
     >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])

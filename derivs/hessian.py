@@ -110,8 +110,8 @@ def hessian(
         the derivative of ``d out / d args[argnums[i]]`` with respect to ``args[argnums[j]]``.
 
     Raises:
-        TypeError, ValueError: bad arguments, naming the argument; a Hessian above the memory
-        budget (``derivs.set_memory_budget``), with the size it would need.
+        TypeError, ValueError: bad arguments, naming the argument; a Hessian above the
+            memory budget (``derivs.set_memory_budget``), with the size it would need.
 
     >>> import torch, derivs
     >>> A = torch.tensor([[2.0, 1.0], [0.0, 3.0]])

@@ -335,7 +335,7 @@ def jacobian(
 
     Raises:
         TypeError, ValueError: bad arguments, naming the argument; a Jacobian above the
-        memory budget (``derivs.set_memory_budget``).
+            memory budget (``derivs.set_memory_budget``).
 
     >>> import torch, derivs
     >>> W = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])

@@ -855,8 +855,8 @@ def fd_jacobian(
     must work in that dtype (pass parameters as arguments rather than closing over float32
     tensors). Evaluations with the given (lower precision) args are never made.
 
-    Schemes (cost in evaluations of ``func`` per input element; see the README (Oracles and tolerances) for the
-    measured accuracy):
+    Schemes (cost in evaluations of ``func`` per input element; the measured accuracy is in
+    the documentation, ``docs/oracles.md``):
 
     * ``"central"``: ``(f(x+h) - f(x-h)) / 2h`` with ``h = eps**(1/3) * max(|x|, 1)``; error
       from a second difference at ``2h`` plus a rounding term. 4 evaluations.

@@ -100,8 +100,9 @@ def check(
     Raises:
         TypeError, ValueError: bad arguments, naming ``derivs.check`` and the argument.
         CheckFailure: a mismatch, with ``raise_exception=True``.
-        Whatever ``func`` raises when called once at ``args`` (unchanged). Failures later,
-        under a transform or at a perturbed point, become ``error`` rows instead.
+        Exception: whatever ``func`` raises when called once at ``args``, unchanged.
+            Failures later, under a transform or at a perturbed point, become ``error``
+            rows instead.
 
     >>> import torch, derivs
     >>> report = derivs.check(torch.sin, torch.tensor([0.5, 1.0], dtype=torch.float64))
