@@ -1,0 +1,428 @@
+"""Dependency rules, one per ATen op family: how an op maps its inputs' rows to its outputs'.
+
+A rule gets a ``Call`` (the op, its real arguments and outputs) and returns one ``Deps`` (or
+None: no dependence) per output tensor. Every op without a rule takes ``fallback``: each
+output element depends on every seed any input depends on, which may overestimate and never
+misses a dependence.
+
+Families here:
+
+- pointwise ops (ATen's ``pointwise`` tag): the union of the broadcast inputs;
+- moving ops (indexing, gather, cat, flip, pad, scatter without accumulation, ``*_copy``
+  views): the op itself is run on element ids instead of values, which says which input
+  element each output element comes from;
+- accumulating scatters (``index_add``, ``scatter_add``, ``index_put(accumulate=True)``,
+  ``embedding_dense_backward``): destination ids from the same trick, then unions;
+- ops whose output does not depend on their tensor inputs' values (``zeros_like`` ...).
+
+Reductions, scans, contractions and convolutions are in ``derivs.sparse._rules_linalg``.
+Index tensors are read only where they are the same at every point (not *varying*) or in
+local mode; otherwise the op takes the fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+from derivs.sparse import _deps
+from derivs.sparse._deps import Deps
+from derivs.sparse._trace import Call, fallback_rows, is_float
+
+_I64 = torch.int64
+Rule = Callable[[Call], list[Deps | None]]
+RULES: dict[str, Rule] = {}
+
+
+def rule(*names: str) -> Callable[[Rule], Rule]:
+    """Register a rule for the ops ``names`` (their in-place and ``out=`` forms too)."""
+
+    def register(fn: Rule) -> Rule:
+        for name in names:
+            RULES[name] = fn
+        return fn
+
+    return register
+
+
+def op_name(func: Any) -> str:
+    """``aten::add_`` -> ``add``: the functional name an op's rule is registered under."""
+    name: str = func._schema.name.split("::")[-1]
+    if name.endswith("_") and not name.endswith("__") and _mutates_self(func):
+        name = name[:-1]
+    return name
+
+
+def _mutates_self(func: Any) -> bool:
+    args = func._schema.arguments
+    return bool(args) and args[0].alias_info is not None and args[0].alias_info.is_write
+
+
+def apply(call: Call) -> list[Deps | None]:
+    """The rows of ``call``'s outputs (the tracer's entry point)."""
+    name = op_name(call.func)
+    found = RULES.get(name)
+    if found is None:
+        functional = functional_op(call.func)
+        if functional is not None and torch.Tag.pointwise in functional.tags:
+            found = pointwise
+        else:
+            found = fallback
+    return found(call)
+
+
+def fallback(call: Call) -> list[Deps | None]:
+    """Each output element depends on everything any input depends on."""
+    return [fallback_rows(call, o) for o in call.outs]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+_FUNCTIONAL: dict[Any, Any] = {}
+
+
+def functional_op(func: Any) -> Any:
+    """The functional overload of an in-place or ``out=`` op (``add_.Tensor`` -> ``add.Tensor``)."""
+    if func in _FUNCTIONAL:
+        return _FUNCTIONAL[func]
+    found = _find_functional(func)
+    _FUNCTIONAL[func] = found
+    return found
+
+
+def _find_functional(func: Any) -> Any:
+    schema = func._schema
+    writes = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+    if not writes:
+        return func
+    packet = getattr(torch.ops.aten, op_name(func), None)
+    if packet is None:
+        return None
+    if _mutates_self(func):
+        return getattr(packet, func._overloadname, None)
+    wanted = [a.name for a in schema.arguments if a not in writes]
+    for overload in packet.overloads():
+        candidate = getattr(packet, overload)
+        names = [a.name for a in candidate._schema.arguments]
+        if names == wanted and not any(
+            a.alias_info is not None and a.alias_info.is_write for a in candidate._schema.arguments
+        ):
+            return candidate
+    return None
+
+
+def float_inputs(call: Call) -> list[torch.Tensor]:
+    return [t for t in call.tensors() if is_float(t) and call.deps(t) is not None]
+
+
+def union_broadcast(call: Call, inputs: list[torch.Tensor], shape: tuple[int, ...]) -> Deps | None:
+    """The union of ``inputs``' rows, each broadcast to ``shape``."""
+    parts: list[tuple[Deps, torch.Tensor | None, torch.Tensor | None]] = []
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    for t in inputs:
+        d = call.deps(t)
+        if d is None or (id(d), tuple(t.shape)) in seen:
+            continue
+        seen.add((id(d), tuple(t.shape)))
+        parts.append((d, None, _deps.broadcast_index(t.shape, shape)))
+    if not parts:
+        return None
+    return _deps.gather_union(math.prod(shape), call.n_seeds, parts)
+
+
+def index_args_vary(call: Call) -> bool:
+    """In global mode: an integer or boolean tensor argument changes with the point."""
+    return not call.local and any(not is_float(t) and call.is_varying(t) for t in call.tensors())
+
+
+def ids_like(t: torch.Tensor, start: int) -> torch.Tensor:
+    """``start, start + 1, ...``: one id per element of ``t``, shaped like it, on the CPU."""
+    return torch.arange(start, start + t.numel(), dtype=_I64).view(t.shape)
+
+
+def cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu() if t.device.type != "cpu" else t
+
+
+# --------------------------------------------------------------------------------------------
+# pointwise
+
+
+def _scalar_zero_factor(call: Call) -> bool:
+    """``x * 0`` with a literal zero: no dependence (a compile-time constant zero)."""
+    if op_name(call.func) != "mul":
+        return False
+    return any(isinstance(a, int | float) and not isinstance(a, bool) and a == 0 for a in call.args)
+
+
+def pointwise(call: Call) -> list[Deps | None]:
+    """Each output element depends on the inputs' elements broadcast to it."""
+    if _scalar_zero_factor(call):
+        return [None for _ in call.outs]
+    inputs = float_inputs(call)
+    return [union_broadcast(call, inputs, tuple(o.shape)) for o in call.outs]
+
+
+@rule("_to_copy", "copy", "lift_fresh_copy", "alias_copy", "detach_copy", "_conj_copy")
+def same_elements(call: Call) -> list[Deps | None]:
+    """Copies: ``copy(self, src)`` takes src's elements; the others their input's."""
+    if op_name(call.func) == "copy":
+        src = call.args[1]
+        d = call.deps(src)
+        return [None if d is None else _deps.broadcast(d, src.shape, call.outs[0].shape)]
+    return pointwise(call)
+
+
+@rule("where", "masked_fill")
+def select(call: Call) -> list[Deps | None]:
+    """Global: the union of both branches. Local: the branch each element actually takes."""
+    if call.local:
+        return moving(call)
+    return pointwise(call)
+
+
+@rule("threshold_backward")
+def threshold_backward(call: Call) -> list[Deps | None]:
+    """``grad * (self > threshold)``; local: only where the threshold is passed."""
+    grad, self_, threshold = call.args[:3]
+    if not call.local or call.deps(self_) is not None:
+        return pointwise(call)
+    out = call.outs[0]
+    d = call.deps(grad)
+    if d is None:
+        return [None]
+    keep = cpu(self_ > threshold).expand(out.shape).reshape(-1)
+    index = _deps.broadcast_index(grad.shape, out.shape)
+    index = torch.arange(out.numel()) if index is None else index
+    return [_deps.take(d, torch.where(keep, index, -1))]
+
+
+# --------------------------------------------------------------------------------------------
+# moving ops: run the op on element ids
+
+
+_MOVING = (
+    "index", "_unsafe_index", "index_select", "gather", "take", "take_along_dim", "embedding",
+    "flip", "roll", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d",
+    "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d",
+    "repeat", "cat", "stack", "slice_scatter", "select_scatter", "diagonal_scatter",
+    "index_copy", "index_fill", "masked_scatter", "tril", "triu", "diag_embed", "diag",
+    "narrow_copy", "slice_copy", "select_copy", "permute_copy", "transpose_copy", "t_copy",
+    "view_copy", "expand_copy", "squeeze_copy", "unsqueeze_copy", "unfold_copy",
+    "diagonal_copy", "split_with_sizes_copy", "split_copy", "unbind_copy", "pixel_shuffle",
+    "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "upsample_nearest1d",
+    "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "im2col", "movedim",
+    "slice_backward", "select_backward", "diagonal_backward",
+)  # fmt: skip
+
+
+def _is_scalar_type(arg: Any) -> bool:
+    return "Scalar" in str(arg.type) or "number" in str(arg.type)
+
+
+def run_on_ids(call: Call, dtype: torch.dtype = _I64) -> tuple[list[torch.Tensor], Deps] | None:
+    """The op applied to ids: float tensors replaced by 1-based ids (0: no dependence).
+
+    Returns the id tensors of the outputs (``0``: from no input element, ``k``: row ``k - 1``
+    of the returned ``Deps``, the inputs' rows one after another), or None when the op does
+    not run on ids.
+    """
+    func = functional_op(call.func)
+    if func is None:
+        return None
+    sources: list[Deps] = []
+    next_id = [1]
+
+    def sub(a: Any) -> Any:
+        if not isinstance(a, torch.Tensor) or not is_float(a):
+            return cpu(a) if isinstance(a, torch.Tensor) else a
+        d = call.deps(a)
+        if d is None:
+            return torch.zeros(a.shape, dtype=dtype)
+        ids = ids_like(a, next_id[0]).to(dtype)
+        next_id[0] += a.numel()
+        sources.append(d)
+        return ids
+
+    schema = func._schema.arguments
+    args = []
+    for k, a in enumerate(call.args):
+        scalar = k < len(schema) and _is_scalar_type(schema[k])
+        args.append(0 if scalar and isinstance(a, int | float) else tree_map(sub, a))
+    kwargs = {
+        name: (0 if isinstance(v, int | float) and _scalar_kwarg(func, name) else tree_map(sub, v))
+        for name, v in call.kwargs.items()
+        if name not in ("out", "dtype", "device", "layout", "pin_memory")
+    }
+    try:
+        result = func(*args, **kwargs)
+    except (RuntimeError, NotImplementedError, TypeError):
+        # NOTE: some ops have no int64 kernel; float64 ids are exact below 2**53.
+        if dtype is _I64 and next_id[0] < 2**53:
+            return run_on_ids(call, torch.float64)
+        return None
+    outs = [o.to(_I64) for o in tree_flatten(result)[0] if isinstance(o, torch.Tensor)]
+    return outs, _deps.concat(sources)
+
+
+def _scalar_kwarg(func: Any, name: str) -> bool:
+    return any(a.name == name and _is_scalar_type(a) for a in func._schema.arguments)
+
+
+@rule(*_MOVING)
+def moving(call: Call) -> list[Deps | None]:
+    """Each output element is (at most) one input element: found by running the op on ids."""
+    if index_args_vary(call):
+        return fallback(call)
+    found = run_on_ids(call)
+    if found is None or len(found[0]) != len(call.outs):
+        return fallback(call)
+    ids, rows = found
+    return [_deps.take(rows, i.reshape(-1) - 1) for i in ids]
+
+
+# --------------------------------------------------------------------------------------------
+# accumulating scatters: destinations from ids, then unions
+
+
+def _scatter_result(
+    call: Call, self_: torch.Tensor, dest: torch.Tensor, src: torch.Tensor | None
+) -> list[Deps | None]:
+    """Rows of ``self_`` kept, plus source element ``k`` added to element ``dest[k]``."""
+    out = call.outs[0]
+    size = out.numel()
+    parts: list[tuple[Deps, torch.Tensor | None, torch.Tensor | None]] = []
+    d_self = call.deps(self_)
+    if d_self is not None:
+        parts.append((d_self, None, _deps.broadcast_index(self_.shape, out.shape)))
+    d_src = call.deps(src) if src is not None else None
+    if d_src is not None and src is not None:
+        src_ids = ids_like(src, 0)
+        parts.append(
+            (_deps.take(d_src, _fit(src_ids, dest.shape).reshape(-1)), dest.reshape(-1), None)
+        )
+    return [_deps.gather_union(size, call.n_seeds, parts) if parts else None]
+
+
+def _fit(ids: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """``ids`` cut (scatter uses the leading part of src) or broadcast to ``shape``."""
+    if ids.dim() == len(shape) and all(a >= b for a, b in zip(ids.shape, shape, strict=True)):
+        return ids[tuple(slice(0, s) for s in shape)]
+    return ids.expand(tuple(shape))
+
+
+@rule("scatter_add", "scatter_reduce")
+def scatter_add(call: Call) -> list[Deps | None]:
+    b = call.bound()
+    if index_args_vary(call):
+        return fallback(call)
+    self_, index = b["self"], cpu(b["index"])
+    dest = ids_like(self_, 0).gather(b["dim"], index)
+    return _scatter_result(call, self_, dest, b["src"])
+
+
+@rule("scatter")
+def scatter(call: Call) -> list[Deps | None]:
+    """``scatter(..., reduce=...)`` accumulates; without ``reduce`` it overwrites (moving)."""
+    b = call.bound()
+    if b.get("reduce") is None:
+        return moving(call)
+    if index_args_vary(call):
+        return fallback(call)
+    self_ = b["self"]
+    dest = ids_like(self_, 0).gather(b["dim"], cpu(b["index"]))
+    src = b.get("src")
+    return _scatter_result(call, self_, dest, src if isinstance(src, torch.Tensor) else None)
+
+
+@rule("index_add", "index_reduce")
+def index_add(call: Call) -> list[Deps | None]:
+    b = call.bound()
+    if index_args_vary(call):
+        return fallback(call)
+    self_, source = b["self"], b["source"]
+    dest = ids_like(self_, 0).index_select(b["dim"], cpu(b["index"]))
+    return _scatter_result(call, self_, dest.expand(source.shape), source)
+
+
+@rule("index_put", "_index_put_impl", "_unsafe_index_put", "put")
+def index_put(call: Call) -> list[Deps | None]:
+    """``self[indices] = values`` (moving) or ``+=`` with ``accumulate=True`` (scatter)."""
+    b = call.bound()
+    if not b.get("accumulate", False):
+        return moving(call)
+    if index_args_vary(call):
+        return fallback(call)
+    self_ = b["self"]
+    ids = ids_like(self_, 0)
+    if op_name(call.func) == "put":
+        dest = ids.reshape(-1).take(cpu(b["index"]))
+        return _scatter_result(call, self_, dest, b["source"])
+    indices = [None if i is None else cpu(i) for i in b["indices"]]
+    dest = torch.ops.aten.index.Tensor(ids, indices)
+    return _scatter_result(call, self_, dest, b["values"])
+
+
+@rule("embedding_dense_backward")
+def embedding_dense_backward(call: Call) -> list[Deps | None]:
+    """Row ``w`` of the weight's gradient sums the output rows whose index is ``w``."""
+    b = call.bound()
+    grad, indices = b["grad_output"], b["indices"]
+    d = call.deps(grad)
+    if d is None:
+        return [None]
+    if index_args_vary(call):
+        return fallback(call)
+    width = grad.shape[-1] if grad.dim() else 1
+    flat = cpu(indices).reshape(-1, 1)
+    dest = flat * width + torch.arange(width)
+    padding = b.get("padding_idx", -1)
+    if padding is not None and padding >= 0:
+        dest = dest[flat[:, 0] != padding]
+        src = ids_like(grad, 0).reshape(-1, width)[flat[:, 0] != padding]
+        d = _deps.take(d, src.reshape(-1))
+    out = call.outs[0]
+    return [_deps.union(out.numel(), call.n_seeds, [(d, dest.reshape(-1))])]
+
+
+# --------------------------------------------------------------------------------------------
+# outputs whose values do not depend on the tensor inputs' values
+
+
+_VALUE_FREE = (
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
+    "randint_like", "new_zeros", "new_ones", "new_empty", "new_full", "new_empty_strided",
+    "zero", "empty_strided", "scalar_tensor", "_efficientzerotensor", "bernoulli",
+)  # fmt: skip
+
+
+@rule(*_VALUE_FREE)
+def value_free(call: Call) -> list[Deps | None]:
+    return [None for _ in call.outs]
+
+
+@rule("fill")
+def fill(call: Call) -> list[Deps | None]:
+    """``fill(self, value)``: a tensor ``value`` is broadcast to every element."""
+    value = call.args[1] if len(call.args) > 1 else call.kwargs.get("value")
+    d = call.deps(value)
+    if d is None or not isinstance(value, torch.Tensor):
+        return [None]
+    out = call.outs[0]
+    return [_deps.broadcast(d, value.shape, out.shape)]
+
+
+def _register_linalg() -> None:
+    from derivs.sparse import _rules_linalg
+
+    RULES.update(_rules_linalg.RULES)
+
+
+_register_linalg()

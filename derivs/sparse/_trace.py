@@ -1,0 +1,362 @@
+"""The tracer: runs a derivative at ATen level and propagates dependency sets op by op.
+
+A ``TorchDispatchMode`` sees every ATen op of the traced vector-Jacobian (or Hessian-vector)
+product, including the ops that autograd, custom ``autograd.Function`` backwards and in-place
+updates run. Each op is executed on the real values, then its rule (``derivs.sparse._rules``)
+maps the dependency sets of its inputs to its outputs.
+
+Sets live on *storages*, not on tensors: a view reads the rows of the storage elements it
+covers (from its real strides), and an in-place op writes rows back to the elements it
+covers, so aliasing, views of views and in-place updates through views are exact without
+rules of their own.
+
+Two flags per storage:
+
+- dependency rows (``Deps`` over the storage's elements), present once a seed reached it;
+- *varying*: its values change with the point (primal inputs, seeds, random ops and
+  everything computed from them). Values that are not varying (constants, closures, index
+  tensors built from them) are the same at every point, so rules may read them.
+
+In global mode the tracer refuses to let a varying value leave torch (``.item()``,
+``bool()``, ``.tolist()``, ``.numpy()``, data-dependent shapes): Python could branch on it,
+and the trace would then hold for this point only (``Untraceable``). Dependency rows never
+leave torch in either mode (the dependence would be lost).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from derivs.sparse import _deps
+from derivs.sparse._deps import Deps
+
+_I64 = torch.int64
+
+
+class Untraceable(Exception):
+    """The derivative cannot be traced in this mode; ``args[0]`` says what stopped it."""
+
+
+def key(t: torch.Tensor) -> int:
+    """An identifier of ``t``'s storage, shared by all its views."""
+    return int(t.untyped_storage()._cdata)
+
+
+def storage_numel(t: torch.Tensor) -> int:
+    return t.untyped_storage().nbytes() // t.element_size()
+
+
+def positions(t: torch.Tensor, numel: int) -> torch.Tensor | None:
+    """The storage element of each element of ``t`` (row-major), or None when it is the identity."""
+    if t.storage_offset() == 0 and t.numel() == numel and t.is_contiguous():
+        return None
+    pos = torch.tensor(t.storage_offset(), dtype=_I64)
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        pos = pos.unsqueeze(-1) + torch.arange(size) * stride
+    return pos.reshape(-1)
+
+
+def is_float(t: torch.Tensor) -> bool:
+    return t.is_floating_point() or t.is_complex()
+
+
+class _Storage:
+    __slots__ = ("deps", "elem_size", "numel")
+
+    def __init__(self, deps: Deps, elem_size: int, numel: int) -> None:
+        self.deps = deps
+        self.elem_size = elem_size
+        self.numel = numel
+
+
+Rule = Callable[["Call"], list[Deps | None]]
+
+
+class Tracker:
+    """The state of one trace: dependency rows and varying flags per storage."""
+
+    def __init__(self, n_seeds: int, *, local: bool, rules: Callable[[Call], list[Deps | None]]):
+        self.n_seeds = n_seeds
+        self.local = local
+        self.apply_rule = rules
+        self.storages: dict[int, _Storage] = {}
+        self.varying: set[int] = set()
+        # NOTE: every tensor the trace touches is kept alive until it ends, so a storage
+        # key is never reused by a new storage while its rows are still recorded.
+        self.alive: list[torch.Tensor] = []
+        self.quiet = 0
+
+    # -- reading and writing rows ----------------------------------------------------------
+
+    def deps(self, t: torch.Tensor) -> Deps | None:
+        """The rows of ``t``'s elements (row-major), None when no element depends on a seed."""
+        if t.numel() == 0 or t.device.type == "meta":
+            return None
+        st = self.storages.get(key(t))
+        if st is None or st.deps.nnz == 0:
+            return None
+        if st.elem_size != t.element_size():
+            # NOTE: a view of the bytes as another dtype (view(dtype), view_as_real): every
+            # element may hold bits of any element of the storage.
+            return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
+        pos = positions(t, st.numel)
+        return st.deps if pos is None else _deps.take(st.deps, pos)
+
+    def write(self, t: torch.Tensor, rows: Deps | None) -> None:
+        """Record that the elements of ``t`` now hold ``rows`` (None: no dependence)."""
+        if t.numel() == 0 or t.device.type == "meta":
+            return
+        k = key(t)
+        st = self.storages.get(k)
+        if st is None and rows is None:
+            return
+        numel = storage_numel(t)
+        if st is None or st.elem_size != t.element_size():
+            st = _Storage(_deps.empty(numel, self.n_seeds), t.element_size(), numel)
+            self.storages[k] = st
+        rows = _deps.empty(t.numel(), self.n_seeds) if rows is None else rows
+        pos = positions(t, st.numel)
+        st.deps = rows if pos is None else _deps.assign(st.deps, pos, rows)
+
+    def seed(self, t: torch.Tensor, offset: int) -> None:
+        """Make element ``e`` of the fresh tensor ``t`` seed ``offset + e``."""
+        self.alive.append(t)
+        self.varying.add(key(t))
+        self.write(t, _deps.identity(t.numel(), offset, self.n_seeds))
+
+    def mark_varying(self, t: torch.Tensor) -> None:
+        self.alive.append(t)
+        if t.numel():
+            self.varying.add(key(t))
+
+    def is_varying(self, t: torch.Tensor) -> bool:
+        return t.numel() > 0 and key(t) in self.varying
+
+    # -- the modes -------------------------------------------------------------------------
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        with _Guard(self), _Dispatch(self):
+            yield
+
+    @contextmanager
+    def silenced(self) -> Iterator[None]:
+        """Printing a tensor reads its values: no guard while a repr is built."""
+        self.quiet += 1
+        try:
+            yield
+        finally:
+            self.quiet -= 1
+
+    def check_escape(self, what: str, tensors: list[torch.Tensor]) -> None:
+        """Refuse to let a seed-dependent (any mode) or varying (global) value leave torch."""
+        if self.quiet:
+            return
+        if any(self.deps(t) is not None for t in tensors):
+            raise Untraceable(
+                f"the derivative passes through {what}: its dependence cannot be followed"
+            )
+        if not self.local and any(self.is_varying(t) for t in tensors):
+            raise Untraceable(
+                f"func reads input-dependent values through {what} "
+                "(Python control flow or data-dependent shapes on the input values)"
+            )
+
+    def after(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Propagate varying flags and rows from the inputs of ``func`` to what it wrote."""
+        ins = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        self.alive.extend(outs)
+        in_keys = {key(a) for a in ins if a.numel()}
+        written = written_args(func, args, kwargs)
+        fresh = [o for o in outs if o.numel() and key(o) not in in_keys]
+        if torch.Tag.nondeterministic_seeded in func.tags or any(self.is_varying(a) for a in ins):
+            self.varying.update(key(t) for t in fresh + written if t.numel())
+        if func._schema.name in _METADATA_ONLY:
+            return
+        call = Call(self, func, args, kwargs, outs)
+        if not any(call.deps(a) is not None for a in ins):
+            for t in written:
+                self.write(t, None)
+            return
+        results = self.apply_rule(call)
+        written_keys = {key(t) for t in written if t.numel()}
+        done: set[int] = set()
+        for o, rows in zip(outs, results, strict=True):
+            if not o.numel():
+                continue
+            if key(o) not in in_keys or key(o) in written_keys:
+                self.write(o, rows if is_float(o) else None)
+                done.add(key(o))
+        for t in written:
+            if t.numel() and key(t) not in done:
+                self.write(t, fallback_rows(call, t))
+
+
+class Call:
+    """One op as the rules see it: the op, its real arguments and outputs, and the tracker."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        outs: list[torch.Tensor],
+    ) -> None:
+        self.tracker = tracker
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.outs = outs
+        self.local = tracker.local
+        self.n_seeds = tracker.n_seeds
+        self._deps: dict[int, Deps | None] = {}
+
+    def deps(self, t: Any) -> Deps | None:
+        """The rows of tensor ``t`` (None for non-tensors, integer tensors, no dependence)."""
+        if not isinstance(t, torch.Tensor) or not is_float(t):
+            return None
+        if id(t) not in self._deps:
+            self._deps[id(t)] = self.tracker.deps(t)
+        return self._deps[id(t)]
+
+    def is_varying(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and self.tracker.is_varying(t)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [a for a in tree_flatten((self.args, self.kwargs))[0] if isinstance(a, torch.Tensor)]
+
+    def bound(self) -> dict[str, Any]:
+        """The arguments by schema name, defaults filled in."""
+        return bind(self.func, self.args, self.kwargs)
+
+
+def bind(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, a in enumerate(func._schema.arguments):
+        if k < len(args) and not a.kwarg_only:
+            out[a.name] = args[k]
+        elif a.name in kwargs:
+            out[a.name] = kwargs[a.name]
+        elif a.has_default_value():
+            out[a.name] = a.default_value
+    return out
+
+
+def fallback_rows(call: Call, t: torch.Tensor) -> Deps | None:
+    """Every element of ``t`` depends on every seed any input depends on (always sound)."""
+    found = [d for d in (call.deps(a) for a in call.tensors()) if d is not None]
+    if not found or not is_float(t):
+        return None
+    seeds = torch.unique(torch.cat([d.seeds for d in found]))
+    return _deps.uniform(t.numel(), seeds, call.n_seeds)
+
+
+_WRITTEN: dict[Any, tuple[tuple[int, str], ...]] = {}
+
+
+def written_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The tensors ``func`` writes to (``self`` of in-place ops, ``out=`` arguments)."""
+    spec = _WRITTEN.get(func)
+    if spec is None:
+        spec = tuple(
+            (k, a.name)
+            for k, a in enumerate(func._schema.arguments)
+            if a.alias_info is not None and a.alias_info.is_write
+        )
+        _WRITTEN[func] = spec
+    found: list[torch.Tensor] = []
+    for k, name in spec:
+        value = args[k] if k < len(args) else kwargs.get(name)
+        found.extend(v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor))
+    return found
+
+
+_aten = torch.ops.aten
+# NOTE: in-place ops that change a tensor's shape or strides, not the values it holds.
+_METADATA_ONLY = frozenset(
+    f"aten::{name}"
+    for name in ("t_", "transpose_", "squeeze_", "unsqueeze_", "as_strided_", "detach_")
+)
+# NOTE: ops whose output depends on input values in ways a rule cannot bound: their result
+# is a Python value (item, equal) or its shape depends on the values (nonzero, unique).
+_DATA_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
+
+
+def _data_dependent_inputs(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """The arguments whose values shape ``func``'s result (empty: ``func`` is not data-dependent)."""
+    if not any(tag in func.tags for tag in _DATA_TAGS):
+        return []
+    flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+    if func is _aten.index.Tensor:
+        # NOTE: only boolean masks make indexing data-dependent (they go through nonzero).
+        return [a for a in flat[1:] if a.dtype in (torch.bool, torch.uint8)]
+    return flat
+
+
+class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.tracker = tracker
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        watched = _data_dependent_inputs(func, args, kwargs)
+        if watched:
+            self.tracker.check_escape(f"{func}", watched)
+        out = func(*args, **kwargs)
+        self.tracker.after(func, args, kwargs, out)
+        return out
+
+
+_ESCAPES = {
+    torch.Tensor.tolist: ".tolist()",
+    torch.Tensor.numpy: ".numpy()",
+    torch.Tensor.__array__: "numpy (__array__)",
+    torch.Tensor.__dlpack__: "__dlpack__",
+}
+_REPRS = {torch.Tensor.__repr__, torch.Tensor.__str__, torch.Tensor.__format__}
+
+
+class _Guard(TorchFunctionMode):
+    """Catches the ways values leave torch without an ATen op (``tolist``, ``numpy``)."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _REPRS:
+            with self.tracker.silenced():
+                return func(*args, **kwargs)
+        what = _ESCAPES.get(func)
+        if what is not None:
+            flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+            self.tracker.check_escape(what, flat)
+        return func(*args, **kwargs)
+
+
+def numel(shape: Any) -> int:
+    return math.prod(shape)
