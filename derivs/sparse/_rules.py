@@ -166,7 +166,22 @@ def pointwise(call: Call) -> list[Deps | None]:
     if _scalar_zero_factor(call):
         return [None for _ in call.outs]
     inputs = float_inputs(call)
-    return [union_broadcast(call, inputs, tuple(o.shape)) for o in call.outs]
+    try:
+        return [union_broadcast(call, inputs, tuple(o.shape)) for o in call.outs]
+    except RuntimeError:
+        # NOTE: an input that does not broadcast to the output the usual way.
+        return fallback(call)
+
+
+# NOTE: elementwise ops ATen does not tag ``pointwise`` (mostly activation backwards).
+_UNTAGGED_POINTWISE = (
+    "softplus_backward", "elu_backward", "hardtanh_backward", "leaky_relu_backward",
+    "log_sigmoid_forward", "log_sigmoid_backward", "mish_backward", "hardswish",
+    "hardswish_backward", "hardsigmoid_backward", "rrelu_with_noise",
+    "rrelu_with_noise_backward", "softshrink_backward", "hardshrink_backward", "polar",
+    "complex", "gelu_backward", "silu_backward", "logit_backward",
+)  # fmt: skip
+rule(*_UNTAGGED_POINTWISE)(pointwise)
 
 
 @rule("_to_copy", "copy", "lift_fresh_copy", "alias_copy", "detach_copy", "_conj_copy")
@@ -286,6 +301,81 @@ def moving(call: Call) -> list[Deps | None]:
         return fallback(call)
     ids, rows = found
     return [_deps.take(rows, i.reshape(-1) - 1) for i in ids]
+
+
+# --------------------------------------------------------------------------------------------
+# backwards of moving ops: the forward op on ids, read the other way
+
+
+def _transposed(
+    call: Call, grad: torch.Tensor, in_shape: Any, forward: Callable[[torch.Tensor], torch.Tensor]
+) -> list[Deps | None]:
+    """``grad_input[p]`` gains ``grad_output[q]`` for every output ``q`` forward reads from ``p``."""
+    d = call.deps(grad)
+    if d is None:
+        return [None]
+    try:
+        src = forward(torch.arange(1, math.prod(in_shape) + 1, dtype=torch.float64).view(in_shape))
+    except (RuntimeError, NotImplementedError, TypeError):
+        return fallback(call)
+    flat = src.to(_I64).reshape(-1) - 1
+    if flat.numel() != grad.numel():
+        return fallback(call)
+    keep = flat >= 0
+    part = (_deps.take(d, torch.arange(grad.numel())[keep]), flat[keep])
+    return [_deps.union(call.outs[0].numel(), call.n_seeds, [part])]
+
+
+@rule("unfold_backward")
+def unfold_backward(call: Call) -> list[Deps | None]:
+    b = call.bound()
+    dim, size, step = b["dim"], b["size"], b["step"]
+    return _transposed(call, b["grad_in"], b["input_sizes"], lambda i: i.unfold(dim, size, step))
+
+
+_PAD_BACKWARDS = {
+    f"{kind}_pad{n}d_backward": getattr(torch.ops.aten, f"{kind}_pad{n}d").default
+    for kind in ("reflection", "replication")
+    for n in (1, 2, 3)
+}
+
+
+@rule(*_PAD_BACKWARDS)
+def pad_backward(call: Call) -> list[Deps | None]:
+    b = call.bound()
+    forward = _PAD_BACKWARDS[op_name(call.func)]
+    padding = b["padding"]
+    return _transposed(call, b["grad_output"], b["self"].shape, lambda i: forward(i, padding))
+
+
+@rule("col2im")
+def col2im(call: Call) -> list[Deps | None]:
+    """``fold``: the transpose of ``im2col`` (``unfold``) on the output's shape."""
+    b = call.bound()
+    cols = b["self"]
+    taps = math.prod(b["kernel_size"])
+    shape = (*cols.shape[:-2], cols.shape[-2] // taps, *b["output_size"])
+    args = (b["kernel_size"], b["dilation"], b["padding"], b["stride"])
+    return _transposed(call, cols, shape, lambda i: torch.ops.aten.im2col(i, *args))
+
+
+_UPSAMPLE_BACKWARDS = {
+    f"upsample_nearest{n}d_backward": getattr(torch.ops.aten, f"upsample_nearest{n}d").default
+    for n in (1, 2, 3)
+} | {
+    f"_upsample_nearest_exact{n}d_backward": getattr(
+        torch.ops.aten, f"_upsample_nearest_exact{n}d"
+    ).default
+    for n in (1, 2, 3)
+}
+
+
+@rule(*_UPSAMPLE_BACKWARDS)
+def upsample_backward(call: Call) -> list[Deps | None]:
+    args = call.args
+    forward = _UPSAMPLE_BACKWARDS[op_name(call.func)]
+    grad, out_size, in_size, scales = args[0], args[1], args[2], args[3:]
+    return _transposed(call, grad, in_size, lambda i: forward(i, out_size, *scales))
 
 
 # --------------------------------------------------------------------------------------------

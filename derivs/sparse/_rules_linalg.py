@@ -420,3 +420,71 @@ def _weight_grad(
     if per_c is not None:
         parts.append(_deps.take(per_c, c.expand(full).reshape(-1)))
     return _union(call, full, parts)
+
+
+# --------------------------------------------------------------------------------------------
+# pooling: the windows of each (batch, channel) plane
+
+
+def _per_dim(v: Any, nd: int, default: Sequence[int]) -> list[int]:
+    if v is None or (isinstance(v, list | tuple) and len(v) == 0):
+        return list(default)
+    vs = [int(x) for x in v] if isinstance(v, list | tuple) else [int(v)]
+    return vs * nd if len(vs) == 1 else vs
+
+
+def _pool_edges(
+    b: dict[str, Any], x_shape: Sequence[int], y_shape: Sequence[int], nd: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, in)`` flat indices of the pooling windows, plane by plane."""
+    kernel = _per_dim(b["kernel_size"], nd, [1] * nd)
+    stride = _per_dim(b.get("stride"), nd, kernel)
+    padding = _per_dim(b.get("padding"), nd, [0] * nd)
+    dilation = _per_dim(b.get("dilation"), nd, [1] * nd)
+    in_sp, out_sp = tuple(x_shape[-nd:]), tuple(y_shape[-nd:])
+    po, pi = window_pairs(in_sp, out_sp, kernel, stride, padding, dilation, False)
+    planes = torch.arange(math.prod(x_shape[:-nd])).unsqueeze(1)
+    out = (planes * math.prod(out_sp) + po).reshape(-1)
+    src = (planes * math.prod(in_sp) + pi).reshape(-1)
+    return out, src
+
+
+_POOLS = {"max_pool2d_with_indices": 2, "max_pool3d_with_indices": 3, "avg_pool2d": 2,
+          "avg_pool3d": 3}  # fmt: skip
+
+
+@rule(*_POOLS)
+def pool(call: Call) -> list[Deps | None]:
+    """Each output element depends on its window (the max's position varies with the values)."""
+    b = call.bound()
+    x = b["self"]
+    d = call.deps(x)
+    if d is None:
+        return [None for _ in call.outs]
+    nd = _POOLS[call.func._schema.name.split("::")[-1]]
+    y = call.outs[0]
+    out, src = _pool_edges(b, x.shape, y.shape, nd)
+    rows = _deps.gather_union(y.numel(), call.n_seeds, [(d, out, src)])
+    return [rows] + [None for _ in call.outs[1:]]
+
+
+_POOL_BACKWARDS = {f"{name}_backward": nd for name, nd in _POOLS.items()}
+
+
+@rule(*_POOL_BACKWARDS)
+def pool_backward(call: Call) -> list[Deps | None]:
+    """Windows read backwards; a max pool's indices say exactly where, when they are fixed."""
+    b = call.bound()
+    grad, x = b["grad_output"], b["self"]
+    d = call.deps(grad)
+    if d is None:
+        return [None]
+    nd = _POOL_BACKWARDS[call.func._schema.name.split("::")[-1]]
+    indices = b.get("indices")
+    if isinstance(indices, torch.Tensor) and (call.local or not call.is_varying(indices)):
+        planes = math.prod(x.shape[:-nd])
+        base = torch.arange(planes).unsqueeze(1) * math.prod(x.shape[-nd:])
+        dest = (base + indices.detach().cpu().reshape(planes, -1)).reshape(-1)
+        return [_deps.union(x.numel(), call.n_seeds, [(d, dest)])]
+    out, src = _pool_edges(b, x.shape, grad.shape, nd)
+    return [_deps.gather_union(x.numel(), call.n_seeds, [(d, src, out)])]
