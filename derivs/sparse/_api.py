@@ -14,7 +14,7 @@ from derivs._validate import Argnums
 from derivs.jacobian import _name
 from derivs.sparse import _coloring, _detect
 from derivs.sparse._coloring import Coloring
-from derivs.sparse._pattern import KINDS, Shape, SparsityPattern, given_pattern
+from derivs.sparse._pattern import Shape, SparsityPattern, given_pattern
 from derivs.sparse._plan import SparsePlan, signature
 from derivs.sparse._recover import LAYOUTS
 
@@ -101,7 +101,7 @@ class SparseTransform:
     def __call__(self, *args: Any) -> Any:
         return self.prepare(*args).evaluate(args)
 
-    @torch.compiler.disable  # type: ignore[misc]
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def prepare(self, *args: Any) -> SparsePlan:
         """The plan for ``args``' signature: made (detection, colouring) or reused."""
         nums = _validate.normalize_argnums(self.api, self.argnums, len(args))
@@ -131,7 +131,9 @@ class SparseTransform:
         in_shapes = [tuple(args[a].shape) for a in nums]
         row_shape: Shape = out_shape
         if self.hessian:
-            row_shape = in_shapes[0] if len(nums) == 1 else (sum(map(_validate.numel_of, in_shapes)),)
+            row_shape = (
+                in_shapes[0] if len(nums) == 1 else (sum(map(_validate.numel_of, in_shapes)),)
+            )
         pattern = self._pattern(checked, args, nums, row_shape, in_shapes)
         mode = {"auto": "auto", "fwd": "column", "rev": "row"}.get(self.mode, self.mode)
         col = _coloring.coloring_of(pattern, mode, self.order)
@@ -450,5 +452,3 @@ def coloring(
                 f"use derivs.hessian_sparsity, or mode='column'"
             )
     return _coloring.coloring_of(pattern, mode, order)
-
-

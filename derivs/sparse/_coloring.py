@@ -96,7 +96,9 @@ class Coloring:
         self.pattern = pattern
         self.tried = dict(tried or {order: self.num_colors})
 
-    def seed(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
+    def seed(
+        self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+    ) -> torch.Tensor:
         """The seed matrix transposed, ``(num_colors, len(colors))``: row ``k`` is the 0/1
         indicator of colour ``k`` (the compressed matrix is ``J @ seed().T``)."""
         size = self.colors.numel()
@@ -339,16 +341,14 @@ def _orders(order: str) -> list[str]:
 
 def color_columns(pattern: SparsityPattern, order: str = "best") -> Coloring:
     """Column colouring: ``J @ S`` recovers ``J`` (forward mode)."""
-    m, n = pattern.shape
-    graph = intersection_graph(pattern.rows, pattern.cols, n)
+    graph = intersection_graph(pattern.rows, pattern.cols, pattern.shape[1])
     colors, name, tried = _best(graph, greedy_distance1, _orders(order), pattern.max_per_row)
     return Coloring("column", torch.tensor(colors, dtype=torch.int64), name, pattern, tried)
 
 
 def color_rows(pattern: SparsityPattern, order: str = "best") -> Coloring:
     """Row colouring: ``S^T @ J`` recovers ``J`` (reverse mode)."""
-    m, n = pattern.shape
-    graph = intersection_graph(pattern.cols, pattern.rows, m)
+    graph = intersection_graph(pattern.cols, pattern.rows, pattern.shape[0])
     colors, name, tried = _best(graph, greedy_distance1, _orders(order), pattern.max_per_col)
     return Coloring("row", torch.tensor(colors, dtype=torch.int64), name, pattern, tried)
 

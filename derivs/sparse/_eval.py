@@ -56,7 +56,9 @@ def _gradient(func: Func, argnums: tuple[int, ...]) -> Func:
         if not out.requires_grad:
             return tuple(torch.zeros_like(x) for x in xs)
         grads = torch.autograd.grad(out, xs, create_graph=True, allow_unused=True)
-        return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads, strict=True))
+        return tuple(
+            torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads, strict=True)
+        )
 
     return gradient
 

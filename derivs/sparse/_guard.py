@@ -155,7 +155,7 @@ class Guard:
             basis[torch.arange(r), lines] = 1
             tangents = [
                 piece.reshape(r, *x.shape)
-                for piece, x in zip(basis.split(sizes, 1), diff, strict=True)
+                for piece, x in zip(basis.split(sizes, 1), diff, strict=True)  # type: ignore[no-untyped-call]
             ]
 
             def push(*t: torch.Tensor) -> torch.Tensor:
@@ -167,7 +167,7 @@ class Guard:
             basis[torch.arange(r), lines] = 1
             tangents = [
                 piece.reshape(r, *x.shape)
-                for piece, x in zip(basis.split(sizes, 1), diff, strict=True)
+                for piece, x in zip(basis.split(sizes, 1), diff, strict=True)  # type: ignore[no-untyped-call]
             ]
             grad = torch.func.grad(g, argnums=tuple(range(len(diff))))
 
@@ -176,7 +176,8 @@ class Guard:
 
             parts = torch.func.vmap(hvp)(*tangents)
             return torch.cat([q.reshape(r, -1) for q in parts], 1)
-        out, vjp_fn = torch.func.vjp(g, *diff)
+        res = torch.func.vjp(g, *diff)
+        out, vjp_fn = res[0], res[1]
         basis = torch.zeros((r, out.numel()), dtype=out.dtype, device=lines.device)
         basis[torch.arange(r), lines] = 1
         parts = torch.func.vmap(vjp_fn)(basis.reshape(r, *out.shape))

@@ -200,7 +200,7 @@ def _index_pairs(
         return flat[:, 0], flat[:, 1]
     coo = value.detach().to("cpu")
     if coo.layout != torch.sparse_coo:
-        coo = coo.to_sparse_coo()
+        coo = coo.to_sparse_coo()  # type: ignore[no-untyped-call]
     if coo.dense_dim() != 0:
         raise ValueError(
             f"{api}: {name} is a hybrid sparse tensor with {coo.dense_dim()} dense dim(s); give "
@@ -234,7 +234,7 @@ def given_pattern(
     """
     m = _validate.numel_of(out_shape)
     n = sum(_validate.numel_of(s) for s in in_shapes)
-    accepted = [(m, n)]
+    accepted: list[Shape] = [(m, n)]
     if len(in_shapes) == 1:
         accepted.insert(0, (*out_shape, *in_shapes[0]))
     if isinstance(value, SparsityPattern):

@@ -122,7 +122,7 @@ class SparsePlan:
             sizes = [x.numel() for x in diff]
             self._seeds = [
                 piece.reshape(self._k, *x.shape).to(x.dtype).contiguous()
-                for piece, x in zip(seed.split(sizes, 1), diff, strict=True)
+                for piece, x in zip(seed.split(sizes, 1), diff, strict=True)  # type: ignore[no-untyped-call]
             ]
 
     def compressed(self, args: Sequence[Any]) -> torch.Tensor:
@@ -162,7 +162,7 @@ class SparsePlan:
         )
 
 
-@torch.compiler.disable  # type: ignore[misc]
+@torch.compiler.disable  # type: ignore[untyped-decorator]
 def _checked(guard: Guard, exact: torch.Tensor, values: torch.Tensor, *rest: Any) -> None:
     # NOTE: the guard branches on values (and may compute exact rows): run it eagerly, so
     # that torch.compile compiles the evaluation and leaves the check out of the graph.

@@ -129,10 +129,15 @@ class Recovery:
     def _wrap(self, block: _Block, values: torch.Tensor) -> torch.Tensor:
         if values.dtype != block.dtype:
             values = values.to(block.dtype)
-        if self.layout == "coo":
-            return torch.sparse_coo_tensor(block.coo, values, block.shape, is_coalesced=True)
-        if self.layout == "csr":
-            return torch.sparse_csr_tensor(block.crow, block.col, values, block.rows_cols)
+        if block.coo is not None:
+            return torch.sparse_coo_tensor(
+                block.coo, values, block.shape, is_coalesced=True, check_invariants=False
+            )
+        if block.crow is not None and block.col is not None:
+            return torch.sparse_csr_tensor(
+                block.crow, block.col, values, block.rows_cols, check_invariants=False
+            )
+        assert block.flat is not None
         m, n = block.rows_cols
         dense = values.new_zeros(m * n).index_put((block.flat,), values)
         return dense.reshape(block.shape)
