@@ -357,6 +357,24 @@ def test_local_detection_where_global_tracing_cannot() -> None:
     assert transform.prepare(x).pattern.kind == "local"
 
 
+@given(data=st.data())
+def test_eager_and_torch_func_routes_agree(
+    device: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """Plain eager calls (one autograd graph) and calls that need torch.func (an input that
+    requires grad; for mode='auto' on a symmetric pattern, reverse then forward mode) agree."""
+    scalar = data.draw(st.booleans(), label="hessian")
+    p = data.draw(gs.sparse_problems(scalar=scalar, device=device, dtype=dtype), label="problem")
+    transform = (derivs.sparse_hessian if scalar else derivs.sparse_jacobian)(
+        p.func, layout="dense"
+    )
+    eager = transform(*p.args)
+    leaf = p.args[0].detach().requires_grad_()
+    traced = transform(leaf, *p.args[1:])
+    note(f"plan: {transform.prepare(*p.args)}")
+    assert_close(traced.detach(), eager, values=values_of(p), context="requires_grad input")
+
+
 # --- torch.compile ----------------------------------------------------------------------------
 
 

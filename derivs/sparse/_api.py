@@ -101,9 +101,12 @@ class SparseTransform:
     def __call__(self, *args: Any) -> Any:
         return self.prepare(*args).evaluate(args)
 
-    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def prepare(self, *args: Any) -> SparsePlan:
-        """The plan for ``args``' signature: made (detection, colouring) or reused."""
+        """The plan for ``args``' signature: made (detection, colouring) or reused.
+
+        Under ``torch.compile`` a plan already made is found without leaving the graph; a new
+        one is made eagerly (detection cannot be traced), at the cost of a graph break.
+        """
         nums = _validate.normalize_argnums(self.api, self.argnums, len(args))
         diff = _validate.check_diff_args(self.api, args, nums)
         for a, x in zip(nums[1:], diff[1:], strict=True):
@@ -114,12 +117,15 @@ class SparseTransform:
                 )
         key = None if self.pattern == "local" else signature(args, nums)
         plan = self._plans.get(key) if key is not None else None
-        if plan is None:
-            plan = self._make(args, nums)
-            if key is not None:
-                if len(self._plans) >= _MAX_PLANS:
-                    self._plans.pop(next(iter(self._plans)))
-                self._plans[key] = plan
+        return self._new_plan(args, nums, key) if plan is None else plan
+
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
+    def _new_plan(self, args: tuple[Any, ...], nums: tuple[int, ...], key: Any) -> SparsePlan:
+        plan = self._make(args, nums)
+        if key is not None:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
         return plan
 
     def _make(self, args: tuple[Any, ...], nums: tuple[int, ...]) -> SparsePlan:
@@ -137,6 +143,10 @@ class SparseTransform:
         pattern = self._pattern(checked, args, nums, row_shape, in_shapes)
         mode = {"auto": "auto", "fwd": "column", "rev": "row"}.get(self.mode, self.mode)
         col = _coloring.coloring_of(pattern, mode, self.order)
+        twin = None
+        if self.mode == "auto" and col.mode == "column" and pattern == pattern.transpose():
+            # NOTE: the same graph colours the rows: reverse mode for free (see SparsePlan).
+            twin = Coloring("row", col.colors, col.order, pattern, col.tried)
         single = not isinstance(self.argnums, tuple)
         return SparsePlan(
             self.api,
@@ -152,6 +162,7 @@ class SparseTransform:
             nested="single" if single else ("nested" if self.hessian else "tuple"),
             chunk_size=self.chunk_size,
             guard=self.guard,
+            twin=twin,
         )
 
     def _pattern(

@@ -364,8 +364,11 @@ def color_auto(pattern: SparsityPattern, order: str = "best") -> Coloring:
     """The column or row colouring with fewer colours (columns on a tie).
 
     The mode with the smaller lower bound (most nonzeros per row or per column) is coloured
-    first; the other only when its lower bound leaves it a chance to win.
+    first; the other only when its lower bound leaves it a chance to win. A structurally
+    symmetric pattern has the same graph for both: its columns are coloured once.
     """
+    if pattern.shape[0] == pattern.shape[1] and pattern == pattern.transpose():
+        return color_columns(pattern, order)
     columns_first = pattern.max_per_row <= pattern.max_per_col
     first, second = (color_columns, color_rows) if columns_first else (color_rows, color_columns)
     other_bound = pattern.max_per_col if columns_first else pattern.max_per_row

@@ -30,6 +30,11 @@ from derivs.jacobian import _eager_allowed, _EagerGraph, _UseTorchFunc, _with_di
 Func = Callable[..., Any]
 
 
+def eager_allowed(args: Sequence[Any]) -> bool:
+    """Whether the products may come from one autograd graph (``derivs.jacobian``'s rule)."""
+    return _eager_allowed(args)
+
+
 def _split(seeds: Sequence[torch.Tensor], chunk_size: int | None) -> list[list[torch.Tensor]]:
     """The seeds (batch dim first) in chunks of ``chunk_size`` rows."""
     k = seeds[0].shape[0]

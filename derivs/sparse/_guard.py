@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from derivs._validate import without_overlap
 from derivs.jacobian import _with_diff
 from derivs.sparse._coloring import Coloring
 
@@ -147,7 +148,7 @@ class Guard:
     ) -> torch.Tensor:
         """Rows ``lines`` of the matrix (its columns in reverse mode), ``(len(lines), width)``."""
         g = _with_diff(func, args, argnums)
-        diff = tuple(args[a] for a in argnums)
+        diff = tuple(without_overlap(args[a]) for a in argnums)
         sizes = [x.numel() for x in diff]
         r = lines.numel()
         if self.reverse:  # columns J e_j

@@ -39,6 +39,66 @@ def signature(args: Sequence[Any], argnums: tuple[int, ...]) -> tuple[Any, ...] 
     return tuple(parts)
 
 
+class _Route:
+    """One way to evaluate a plan: a colouring, its seeds, its gather index and its guard."""
+
+    def __init__(
+        self,
+        api: str,
+        coloring: Coloring,
+        diff: Sequence[torch.Tensor],
+        *,
+        hessian: bool,
+        out_shape: Shape,
+        out_dtype: torch.dtype,
+        guard: bool,
+    ) -> None:
+        self.coloring = coloring
+        self.hessian = hessian
+        self.reverse = coloring.mode == "row"
+        device = diff[0].device
+        pattern = coloring.pattern
+        self.index = recovery_index(coloring).to(device)
+        seed_dtype = out_dtype if self.reverse else diff[0].dtype
+        seed = coloring.seed(dtype=seed_dtype, device=device)
+        self.guard: Guard | None = None
+        if guard and pattern.shape[0] * pattern.shape[1]:
+            vec = guard_vector(seed.shape[1], next(_GUARD_SEEDS), seed_dtype, device)
+            self.guard = Guard(api, coloring, hessian, vec, out_shape)
+            seed = torch.cat([seed, vec[None]])
+        self.k = seed.shape[0]
+        length = pattern.shape[1] if (self.reverse or hessian) else pattern.shape[0]
+        _validate.check_size(
+            api,
+            "the compressed matrix",
+            self.k * length,
+            seed.element_size(),
+            "the Jacobian is too dense for this budget",
+        )
+        if self.reverse:
+            self.seeds = [seed.reshape(self.k, *out_shape)]
+        else:
+            sizes = [x.numel() for x in diff]
+            self.seeds = [
+                piece.reshape(self.k, *x.shape).to(x.dtype).contiguous()
+                for piece, x in zip(seed.split(sizes, 1), diff, strict=True)  # type: ignore[no-untyped-call]
+            ]
+
+    def compressed(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        argnums: tuple[int, ...],
+        chunk_size: int | None,
+    ) -> torch.Tensor:
+        """The compressed matrix at ``args``: one product per seed, seeds first, ``(k, L)``."""
+        if self.reverse:
+            return _eval.vjp_rows(func, args, argnums, self.seeds[0], chunk_size)
+        if self.hessian:
+            return _eval.hvp_rows(func, args, argnums, self.seeds, chunk_size)
+        return _eval.jvp_rows(func, args, argnums, self.seeds, chunk_size)
+
+
 class SparsePlan:
     """Detection and colouring done for one input signature; call it to evaluate.
 
@@ -49,7 +109,11 @@ class SparsePlan:
         pattern: the :class:`SparsityPattern` (its ``kind`` says where it holds).
         coloring: the :class:`Coloring` whose colours are the products.
         num_colors: products per evaluation (plus one with ``guard=True``).
-        mode: ``"fwd"`` or ``"rev"`` (Jacobians), ``"star"`` or ``"column"`` (Hessians).
+        mode: ``"fwd"`` or ``"rev"`` (Jacobians), ``"star"`` or ``"column"`` (Hessians);
+            ``"fwd/rev"`` for ``mode="auto"`` on a structurally symmetric pattern, whose
+            column and row colourings are the same: eager calls then take reverse mode (one
+            batched backward, cheaper than forward mode's double-vjp) and calls inside
+            torch.compile or other transforms forward mode (``jvp``, cheaper there).
     """
 
     def __init__(
@@ -68,6 +132,7 @@ class SparsePlan:
         nested: str,
         chunk_size: int | None,
         guard: bool,
+        twin: Coloring | None = None,
     ) -> None:
         self.api = api
         self.pattern = pattern
@@ -80,11 +145,10 @@ class SparsePlan:
         self.signature = signature(args, argnums)
         self._func = func
         self._argnums = argnums
-        self._hessian = hessian
         self._chunk_size = chunk_size
         diff = [args[a] for a in argnums]
-        device = diff[0].device
-        self._device = device
+        self._device = diff[0].device
+        self._values_dtype = diff[0].dtype
         in_shapes = [tuple(x.shape) for x in diff]
         row_shapes: list[Shape] = list(in_shapes) if hessian else [out_shape]
         self._recovery = Recovery(
@@ -95,54 +159,29 @@ class SparsePlan:
             [x.dtype for x in diff],
             layout,
             nested,
-            device,
+            self._device,
         )
-        self._index = recovery_index(coloring).to(device)
-        reverse = coloring.mode == "row"
-        seed_dtype = out_dtype if reverse else diff[0].dtype
-        seed = coloring.seed(dtype=seed_dtype, device=device)
-        self._guard: Guard | None = None
-        if guard and pattern.shape[0] * pattern.shape[1]:
-            vec = guard_vector(seed.shape[1], next(_GUARD_SEEDS), seed_dtype, device)
-            self._guard = Guard(api, coloring, hessian, vec, out_shape)
-            seed = torch.cat([seed, vec[None]])
-        self._k = seed.shape[0]
-        length = pattern.shape[1] if (reverse or hessian) else pattern.shape[0]
-        _validate.check_size(
-            api,
-            "the compressed matrix",
-            self._k * length,
-            seed.element_size(),
-            "the Jacobian is too dense for this budget",
+        kw: dict[str, Any] = dict(
+            hessian=hessian, out_shape=out_shape, out_dtype=out_dtype, guard=guard
         )
-        self._values_dtype = diff[0].dtype
-        if reverse:
-            self._seeds = [seed.reshape(self._k, *out_shape)]
-        else:
-            sizes = [x.numel() for x in diff]
-            self._seeds = [
-                piece.reshape(self._k, *x.shape).to(x.dtype).contiguous()
-                for piece, x in zip(seed.split(sizes, 1), diff, strict=True)  # type: ignore[no-untyped-call]
-            ]
-
-    def compressed(self, args: Sequence[Any]) -> torch.Tensor:
-        """The compressed matrix at ``args``: one product per seed, seeds first, ``(k, L)``."""
-        f, nums, seeds, chunk = self._func, self._argnums, self._seeds, self._chunk_size
-        if self.coloring.mode == "row":
-            return _eval.vjp_rows(f, args, nums, seeds[0], chunk)
-        if self._hessian:
-            return _eval.hvp_rows(f, args, nums, seeds, chunk)
-        return _eval.jvp_rows(f, args, nums, seeds, chunk)
+        self._route = _Route(api, coloring, diff, **kw)
+        self._eager_route = self._route
+        if twin is not None:
+            self._eager_route = _Route(api, twin, diff, **kw)
+            self.mode = "fwd/rev"
 
     def evaluate(self, args: Sequence[Any]) -> Any:
         """The sparse matrix at ``args`` (which must have this plan's signature)."""
-        if self._k == 0:
+        route = self._route
+        if route is not self._eager_route and _eval.eager_allowed(args):
+            route = self._eager_route
+        if route.k == 0:
             values = torch.zeros(0, dtype=self._values_dtype, device=self._device)
         else:
-            comp = self.compressed(args)
-            values = torch.take(comp, self._index)
-            if self._guard is not None:
-                _checked(self._guard, comp[-1], values, self._func, args, self._argnums)
+            comp = route.compressed(self._func, args, self._argnums, self._chunk_size)
+            values = torch.take(comp, route.index)
+            if route.guard is not None:
+                _checked(route.guard, comp[-1], values, self._func, args, self._argnums)
         return self._recovery.assemble(values)
 
     def __call__(self, *args: Any) -> Any:

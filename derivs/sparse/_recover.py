@@ -48,6 +48,20 @@ def _offsets(shapes: Sequence[Shape]) -> list[int]:
     return [sum(sizes[:k]) for k in range(len(sizes) + 1)]
 
 
+@torch.compiler.disable  # type: ignore[untyped-decorator]
+def _sparse(block: _Block, values: torch.Tensor) -> torch.Tensor:
+    # NOTE: dynamo cannot trace the sparse constructors: under torch.compile the values come
+    # from the graph and the tensor is built eagerly, without a warning per call.
+    if block.coo is not None:
+        return torch.sparse_coo_tensor(
+            block.coo, values, block.shape, is_coalesced=True, check_invariants=False
+        )
+    assert block.crow is not None and block.col is not None
+    return torch.sparse_csr_tensor(
+        block.crow, block.col, values, block.rows_cols, check_invariants=False
+    )
+
+
 class Recovery:
     """From the pattern's values (one per nonzero, pattern order) to the result's layout.
 
@@ -129,14 +143,8 @@ class Recovery:
     def _wrap(self, block: _Block, values: torch.Tensor) -> torch.Tensor:
         if values.dtype != block.dtype:
             values = values.to(block.dtype)
-        if block.coo is not None:
-            return torch.sparse_coo_tensor(
-                block.coo, values, block.shape, is_coalesced=True, check_invariants=False
-            )
-        if block.crow is not None and block.col is not None:
-            return torch.sparse_csr_tensor(
-                block.crow, block.col, values, block.rows_cols, check_invariants=False
-            )
+        if block.coo is not None or block.crow is not None:
+            return _sparse(block, values)
         assert block.flat is not None
         m, n = block.rows_cols
         dense = values.new_zeros(m * n).index_put((block.flat,), values)
