@@ -125,7 +125,9 @@ def run_problem(
     import numpy as np
 
     detect = asdex.hessian_sparsity if hessian else asdex.jacobian_sparsity
-    color = asdex.hessian_coloring_from_sparsity if hessian else asdex.jacobian_coloring_from_sparsity
+    color = (
+        asdex.hessian_coloring_from_sparsity if hessian else asdex.jacobian_coloring_from_sparsity
+    )
     build = asdex.hessian_from_coloring if hessian else asdex.jacobian_from_coloring
     sparsity = detect(func, x)
     coloring = color(sparsity)
@@ -169,12 +171,16 @@ def run_problem(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=10, help="interleaved rounds per problem")
     parser.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ["DERIVS_BENCH_THREADS"]) if os.environ.get("DERIVS_BENCH_THREADS") else None,
+        default=int(os.environ["DERIVS_BENCH_THREADS"])
+        if os.environ.get("DERIVS_BENCH_THREADS")
+        else None,
         help="XLA CPU threads (default: DERIVS_BENCH_THREADS, else XLA's own choice)",
     )
     parser.add_argument("--out", default=str(ROOT / ".benchmarks" / "sparse_jax.json"))

@@ -23,7 +23,7 @@ from derivs.sparse._api import (
     sparse_jacobian,
 )
 from derivs.sparse._coloring import MODES, ORDER_CHOICES, ORDERS, Coloring
-from derivs.sparse._guard import SparsityError
+from derivs.sparse._verify import SparsityError
 from derivs.sparse._pattern import KINDS, SparsityPattern
 from derivs.sparse._plan import SparsePlan
 from derivs.sparse._recover import LAYOUTS

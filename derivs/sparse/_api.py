@@ -99,7 +99,8 @@ class SparseTransform:
         )
 
     def __call__(self, *args: Any) -> Any:
-        return self.prepare(*args).evaluate(args)
+        plan = self.prepare(*args)
+        return plan.assemble(plan.values(args))
 
     def prepare(self, *args: Any) -> SparsePlan:
         """The plan for ``args``' signature: made (detection, colouring) or reused.

@@ -16,7 +16,7 @@ import torch
 from derivs import _validate
 from derivs.sparse import _eval
 from derivs.sparse._coloring import Coloring, recovery_index
-from derivs.sparse._guard import Guard, guard_vector
+from derivs.sparse._verify import Guard, guard_vector
 from derivs.sparse._pattern import Shape, SparsityPattern
 from derivs.sparse._recover import Recovery
 
@@ -172,6 +172,19 @@ class SparsePlan:
 
     def evaluate(self, args: Sequence[Any]) -> Any:
         """The sparse matrix at ``args`` (which must have this plan's signature)."""
+        return self.assemble(self.values(args))
+
+    def assemble(self, values: torch.Tensor) -> Any:
+        """The result in the plan's layout from the nonzeros' ``values`` (pattern order).
+
+        Under torch.compile the sparse layouts are built outside the graph (dynamo cannot
+        trace their constructors); callers keep this call in their own frame, so that the
+        graph break costs one resume, not one per nested frame.
+        """
+        return self._recovery.assemble(values)
+
+    def values(self, args: Sequence[Any]) -> torch.Tensor:
+        """The values of the pattern's nonzeros at ``args``, in pattern order."""
         route = self._route
         if route is not self._eager_route and _eval.eager_allowed(args):
             route = self._eager_route
@@ -182,7 +195,7 @@ class SparsePlan:
             values = torch.take(comp, route.index)
             if route.guard is not None:
                 _checked(route.guard, comp[-1], values, self._func, args, self._argnums)
-        return self._recovery.assemble(values)
+        return values
 
     def __call__(self, *args: Any) -> Any:
         found = signature(args, self._argnums)
@@ -192,7 +205,7 @@ class SparsePlan:
                 f"got {_describe(found)}; prepare a plan for them (or call the transform, "
                 f"which keeps one plan per signature)"
             )
-        return self.evaluate(args)
+        return self.assemble(self.values(args))
 
     def __repr__(self) -> str:
         return (

@@ -48,10 +48,25 @@ def _offsets(shapes: Sequence[Shape]) -> list[int]:
     return [sum(sizes[:k]) for k in range(len(sizes) + 1)]
 
 
+def _part(block: _Block, values: torch.Tensor) -> torch.Tensor:
+    part = values if block.select is None else values[block.select]
+    return part if part.dtype == block.dtype else part.to(block.dtype)
+
+
+def _dense(block: _Block, values: torch.Tensor) -> torch.Tensor:
+    assert block.flat is not None
+    m, n = block.rows_cols
+    return values.new_zeros(m * n).index_put((block.flat,), values).reshape(block.shape)
+
+
 @torch.compiler.disable  # type: ignore[untyped-decorator]
-def _sparse(block: _Block, values: torch.Tensor) -> torch.Tensor:
+def _assemble_sparse(recovery: Recovery, values: torch.Tensor) -> Any:
     # NOTE: dynamo cannot trace the sparse constructors: under torch.compile the values come
-    # from the graph and the tensor is built eagerly, without a warning per call.
+    # from the graph and the tensors are built eagerly, without a warning per call.
+    return recovery._nest([_sparse(b, _part(b, values)) for b in recovery.blocks])
+
+
+def _sparse(block: _Block, values: torch.Tensor) -> torch.Tensor:
     if block.coo is not None:
         return torch.sparse_coo_tensor(
             block.coo, values, block.shape, is_coalesced=True, check_invariants=False
@@ -140,21 +155,13 @@ class Recovery:
         select = None if sel is None else sel.to(device)
         return _Block(select, shape, (m, n), dtype, coo, crow, col, flat)
 
-    def _wrap(self, block: _Block, values: torch.Tensor) -> torch.Tensor:
-        if values.dtype != block.dtype:
-            values = values.to(block.dtype)
-        if block.coo is not None or block.crow is not None:
-            return _sparse(block, values)
-        assert block.flat is not None
-        m, n = block.rows_cols
-        dense = values.new_zeros(m * n).index_put((block.flat,), values)
-        return dense.reshape(block.shape)
-
     def assemble(self, values: torch.Tensor) -> Any:
         """The result from the values of the whole pattern, in pattern order."""
-        parts = [
-            self._wrap(b, values if b.select is None else values[b.select]) for b in self.blocks
-        ]
+        if self.layout == "dense":
+            return self._nest([_dense(b, _part(b, values)) for b in self.blocks])
+        return _assemble_sparse(self, values)
+
+    def _nest(self, parts: list[torch.Tensor]) -> Any:
         if self.nested == "single":
             return parts[0]
         if self.nested == "tuple":

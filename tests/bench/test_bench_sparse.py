@@ -86,8 +86,10 @@ class Problem:
 def stencil_jacobian(x: torch.Tensor) -> torch.Tensor:
     """d stencil / dx: tridiagonal, 1 off the diagonal, cos(x) - 2 on it."""
     n = x.numel()
-    return torch.diag(x.cos() - 2) + torch.diag(torch.ones(n - 1, dtype=x.dtype), 1) + torch.diag(
-        torch.ones(n - 1, dtype=x.dtype), -1
+    return (
+        torch.diag(x.cos() - 2)
+        + torch.diag(torch.ones(n - 1, dtype=x.dtype), 1)
+        + torch.diag(torch.ones(n - 1, dtype=x.dtype), -1)
     )
 
 
@@ -132,7 +134,9 @@ def check_sparse(result: torch.Tensor, expected: torch.Tensor, context: str) -> 
 
 def peak_cpu_bytes(fn: Callable[[], Any]) -> int:
     """The most memory ``fn`` holds at once, from the profiler's allocation events (CPU)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         fn()
     events = sorted(
         (e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
