@@ -92,7 +92,7 @@ def jacobian_pattern(
         if out.requires_grad and m and n:
             v = torch.ones_like(out)
             tracker.seed(v, 0)
-            grads = torch.autograd.grad(out, leaves, v, allow_unused=True)
+            grads = tracker.grad([out], leaves, [v])
             rows = [None if g is None else tracker.deps(g) for g in grads]
     col, row = _pairs(rows, [t.numel() for t in diff])
     return _sorted(row, col, m, n)
@@ -146,7 +146,7 @@ def _hvp_rows(
     """Trace ``H v`` (the gradient of ``grad(out) . v``); the rows of each block of ``H v``."""
     if not out.requires_grad:
         return []
-    grads = torch.autograd.grad(out, leaves, create_graph=True, allow_unused=True)
+    grads = tracker.grad([out], leaves, create_graph=True)
     used, cotangents = [], []
     offset = 0
     for g, size in zip(grads, sizes, strict=True):
@@ -158,7 +158,7 @@ def _hvp_rows(
         offset += size
     if not used:
         return []
-    hv = torch.autograd.grad(used, leaves, cotangents, allow_unused=True)
+    hv = tracker.grad(used, leaves, cotangents)
     return [None if h is None else tracker.deps(h) for h in hv]
 
 

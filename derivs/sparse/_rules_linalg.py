@@ -148,7 +148,9 @@ def prefix(deps: Deps, shape: tuple[int, ...], dim: int) -> Deps:
     lines = torch.arange(math.prod(shape)).view(shape).movedim(dim, -1).reshape(-1, length)
     line_of = torch.empty(lines.numel(), dtype=torch.int64)
     pos_of = torch.empty(lines.numel(), dtype=torch.int64)
-    line_of[lines.reshape(-1)] = torch.arange(lines.shape[0]).repeat_interleave(length)
+    line_of[lines.reshape(-1)] = (
+        torch.arange(lines.shape[0]).unsqueeze(1).expand(-1, length).reshape(-1)
+    )
     pos_of[lines.reshape(-1)] = torch.arange(length).repeat(lines.shape[0])
     elems = deps.elements()
     keys, inverse = torch.unique(line_of[elems] * max(n, 1) + deps.seeds, return_inverse=True)
@@ -157,9 +159,10 @@ def prefix(deps: Deps, shape: tuple[int, ...], dim: int) -> Deps:
     counts = length - first
     total = int(counts.sum())
     starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(total) - torch.repeat_interleave(starts - first, counts, output_size=total)
-    line = torch.repeat_interleave(torch.div(keys, max(n, 1), rounding_mode="floor"), counts)
-    seed = torch.repeat_interleave(keys % max(n, 1), counts, output_size=total)
+    run = _deps.runs(counts, total)
+    pos = torch.arange(total) - (starts - first)[run]
+    line = torch.div(keys, max(n, 1), rounding_mode="floor")[run]
+    seed = (keys % max(n, 1))[run]
     out_elem = lines[line, pos]
     return _deps.from_keys(torch.unique(out_elem * max(n, 1) + seed), deps.size, n)
 

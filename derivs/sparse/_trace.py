@@ -26,12 +26,13 @@ leave torch in either mode (the dependence would be lost).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.overrides import _get_current_function_mode_stack as _function_modes
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -147,6 +148,37 @@ class Tracker:
         with _Guard(self), _Dispatch(self):
             yield
 
+    def grad(
+        self,
+        outputs: Sequence[torch.Tensor],
+        inputs: Sequence[torch.Tensor],
+        grad_outputs: Sequence[torch.Tensor] | None = None,
+        *,
+        create_graph: bool = False,
+    ) -> tuple[torch.Tensor | None, ...]:
+        """``torch.autograd.grad``, guarded inside custom backwards too.
+
+        The autograd engine runs backwards without torch-function modes, so the guard that
+        catches ``.numpy()`` and ``.tolist()`` is entered around each custom
+        ``autograd.Function``'s backward by node hooks.
+        """
+        guards: list[_Guard] = []
+        handles = []
+        for node in _custom_nodes(outputs):
+            handles.append(node.register_prehook(lambda *_: _enter(guards, _Guard(self))))
+            handles.append(node.register_hook(lambda *_: _leave(guards)))
+        try:
+            grads: tuple[torch.Tensor | None, ...] = torch.autograd.grad(
+                list(outputs), list(inputs), grad_outputs, allow_unused=True,
+                create_graph=create_graph,
+            )  # fmt: skip
+        finally:
+            while guards:
+                _leave(guards)
+            for h in handles:
+                h.remove()
+        return grads
+
     @contextmanager
     def silenced(self) -> Iterator[None]:
         """Printing a tensor reads its values: no guard while a repr is built."""
@@ -182,6 +214,8 @@ class Tracker:
             self.varying.update(key(t) for t in fresh + written if t.numel())
         if func._schema.name in _METADATA_ONLY:
             return
+        if not written and not any(is_float(o) for o in fresh):
+            return  # a view (its rows are its storage's) or an integer result
         call = Call(self, func, args, kwargs, outs)
         if not any(call.deps(a) is not None for a in ins):
             for t in written:
@@ -199,6 +233,35 @@ class Tracker:
         for t in written:
             if t.numel() and key(t) not in done:
                 self.write(t, fallback_rows(call, t))
+
+
+def _custom_nodes(outputs: Sequence[torch.Tensor]) -> list[Any]:
+    """The custom ``autograd.Function`` nodes of the graph behind ``outputs``."""
+    stack: list[Any] = [o.grad_fn for o in outputs]
+    seen: set[int] = set()
+    found = []
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found.append(node)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
+
+
+def _enter(guards: list[_Guard], guard: _Guard) -> None:
+    guard.__enter__()  # type: ignore[no-untyped-call]
+    guards.append(guard)
+
+
+def _leave(guards: list[_Guard]) -> None:
+    # NOTE: the engine restores the mode stack when a backward raises: pop only what is there.
+    if guards:
+        guard = guards.pop()
+        if guard in _function_modes():  # type: ignore[no-untyped-call]
+            guard.__exit__(None, None, None)  # type: ignore[no-untyped-call]
 
 
 class Call:
@@ -304,6 +367,12 @@ def _data_dependent_inputs(func: Any, args: tuple[Any, ...], kwargs: dict[str, A
 
 
 class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # NOTE: otherwise torch wraps __torch_dispatch__ in torch._dynamo.disable, whose first
+        # call imports torch._dynamo (seconds); the tracer never runs under torch.compile.
+        return False
+
     def __init__(self, tracker: Tracker) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.tracker = tracker
