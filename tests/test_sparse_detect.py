@@ -200,6 +200,20 @@ def test_local_pattern_contains_the_dense_nonzeros_at_its_point(problem):
     assert torch.equal(local, f.local_structure(*problem.args)), f"local pattern of {f!r}"
 
 
+@given(S.problems(), st.booleans())
+def test_patterns_of_generated_functions_contain_their_dense_nonzeros(problem, local):
+    """Any smooth expression tree (softmax, logsumexp, cumsum, roll, matmul, reshapes ...)."""
+    f = problem.func
+    argnums = tuple(range(f.n_args))
+    if problem.device == "meta":
+        return
+    found = _matrix(jacobian_pattern(f, problem.args, argnums, local=local))
+    _assert_contains(found, _dense_jacobian(f, problem.args, argnums), "the pattern", f)
+    if f.out_shape == ():
+        found = _matrix(hessian_pattern(f, problem.args, argnums, local=local))
+        _assert_contains(found, _dense_hessian(f, problem.args, argnums), "the Hessian pattern", f)
+
+
 # --------------------------------------------------------------------------------------------
 # examples: what tracing the derivative gets right
 

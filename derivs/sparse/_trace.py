@@ -389,7 +389,9 @@ class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if watched:
             self.tracker.check_escape(f"{func}", watched)
         out = func(*args, **kwargs)
-        self.tracker.after(func, args, kwargs, out)
+        # NOTE: the rules' own tensor ops need no guard (and would pay for it per op).
+        with torch._C.DisableTorchFunction():
+            self.tracker.after(func, args, kwargs, out)
         return out
 
 
