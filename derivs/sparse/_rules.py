@@ -15,7 +15,8 @@ Families here:
   ``embedding_dense_backward``): destination ids from the same trick, then unions;
 - ops whose output does not depend on their tensor inputs' values (``zeros_like`` ...).
 
-Reductions, scans, contractions and convolutions are in ``derivs.sparse._rules_linalg``.
+Reductions, scans, contractions, convolutions and pooling are in
+``derivs.sparse._rules_linalg``; normalisations, losses and FFTs in ``derivs.sparse._rules_nn``.
 Index tensors are read only where they are the same at every point (not *varying*) or in
 local mode; otherwise the op takes the fallback.
 """
@@ -234,7 +235,8 @@ _MOVING = (
     "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "upsample_nearest1d",
     "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "im2col", "movedim",
-    "slice_backward", "select_backward", "diagonal_backward",
+    "slice_backward", "select_backward", "diagonal_backward", "rot90",
+    "value_selecting_reduction_backward",
 )  # fmt: skip
 
 
@@ -295,7 +297,7 @@ def _scalar_kwarg(func: Any, name: str) -> bool:
 def moving(call: Call) -> list[Deps | None]:
     """Each output element is (at most) one input element: found by running the op on ids."""
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     found = run_on_ids(call)
     if found is None or len(found[0]) != len(call.outs):
         return fallback(call)
@@ -412,7 +414,7 @@ def _fit(ids: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor
 def scatter_add(call: Call) -> list[Deps | None]:
     b = call.bound()
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     self_, index = b["self"], cpu(b["index"])
     dest = ids_like(self_, 0).gather(b["dim"], index)
     return _scatter_result(call, self_, dest, b["src"])
@@ -425,7 +427,7 @@ def scatter(call: Call) -> list[Deps | None]:
     if b.get("reduce") is None:
         return moving(call)
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     self_ = b["self"]
     dest = ids_like(self_, 0).gather(b["dim"], cpu(b["index"]))
     src = b.get("src")
@@ -436,7 +438,7 @@ def scatter(call: Call) -> list[Deps | None]:
 def index_add(call: Call) -> list[Deps | None]:
     b = call.bound()
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     self_, source = b["self"], b["source"]
     dest = ids_like(self_, 0).index_select(b["dim"], cpu(b["index"]))
     return _scatter_result(call, self_, dest.expand(source.shape), source)
@@ -483,6 +485,59 @@ def embedding_dense_backward(call: Call) -> list[Deps | None]:
 
 
 # --------------------------------------------------------------------------------------------
+# index tensors that change with the point: anywhere along the indexed dim
+
+
+def along_dim(call: Call) -> list[Deps | None]:
+    """Global rule of gathers and scatters whose index varies: any position along ``dim``.
+
+    ``gather``, ``index_select``: an output element reads its input line along ``dim``;
+    ``scatter*``, ``index_add``, ``index_copy``: an output element keeps its own and gains
+    the source line along ``dim`` (within the index's extent in the other dims).
+    """
+    name = op_name(call.func)
+    b = call.bound()
+    dim = b.get("dim")
+    if name not in _ALONG_DIM or not isinstance(dim, int):
+        return fallback(call)
+    out = call.outs[0]
+    dim %= max(out.dim(), 1)
+    parts: list[tuple[Deps, torch.Tensor | None, torch.Tensor | None]] = []
+    self_ = b["self"]
+    d_self = call.deps(self_)
+    if name in ("gather", "index_select", "take_along_dim"):
+        if d_self is None:
+            return [None]
+        line = _deps.reduce(d_self, self_.shape, (dim,))
+        kept = tuple(1 if k == dim else s for k, s in enumerate(self_.shape))
+        ids = torch.arange(line.size).view(kept)
+        ids = ids[tuple(slice(None) if k == dim else slice(0, s) for k, s in enumerate(out.shape))]
+        return [_deps.take(line, ids.expand(out.shape).reshape(-1))]
+    if d_self is not None:
+        parts.append((d_self, None, _deps.broadcast_index(self_.shape, out.shape)))
+    src = b.get("src", b.get("source"))
+    d_src = call.deps(src)
+    if d_src is not None and isinstance(src, torch.Tensor):
+        extent = tuple(b["index"].shape) if name.startswith("scatter") else tuple(src.shape)
+        cut = ids_like(src, 0)[tuple(slice(0, s) for s in extent)].reshape(-1)
+        line = _deps.reduce(_deps.take(d_src, cut), extent, (dim,))
+        kept = tuple(1 if k == dim else s for k, s in enumerate(extent))
+        region = tuple(slice(None) if k == dim else slice(0, s) for k, s in enumerate(extent))
+        dest = ids_like(out, 0)[region]
+        src_ids = torch.arange(line.size).view(kept).expand(dest.shape)
+        parts.append((line, dest.reshape(-1), src_ids.reshape(-1)))
+    if not parts:
+        return [None]
+    return [_deps.gather_union(out.numel(), call.n_seeds, parts)]
+
+
+_ALONG_DIM = frozenset(
+    {"gather", "index_select", "take_along_dim", "scatter", "scatter_add", "scatter_reduce",
+     "index_add", "index_copy", "index_reduce"}
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # outputs whose values do not depend on the tensor inputs' values
 
 
@@ -509,10 +564,11 @@ def fill(call: Call) -> list[Deps | None]:
     return [_deps.broadcast(d, value.shape, out.shape)]
 
 
-def _register_linalg() -> None:
-    from derivs.sparse import _rules_linalg
+def _register_structured() -> None:
+    from derivs.sparse import _rules_linalg, _rules_nn
 
     RULES.update(_rules_linalg.RULES)
+    RULES.update(_rules_nn.RULES)
 
 
-_register_linalg()
+_register_structured()

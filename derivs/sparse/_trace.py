@@ -104,12 +104,19 @@ class Tracker:
         st = self.storages.get(key(t))
         if st is None or st.deps.nnz == 0:
             return None
-        if st.elem_size != t.element_size():
-            # NOTE: a view of the bytes as another dtype (view(dtype), view_as_real): every
-            # element may hold bits of any element of the storage.
-            return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
-        pos = positions(t, st.numel)
-        return st.deps if pos is None else _deps.take(st.deps, pos)
+        pos = positions(t, storage_numel(t))
+        if st.elem_size == t.element_size():
+            return st.deps if pos is None else _deps.take(st.deps, pos)
+        # NOTE: a view of the bytes as another dtype (view_as_real, view_as_complex, view(dtype)).
+        pos = torch.arange(t.numel()) if pos is None else pos
+        size, ratio = t.element_size(), st.elem_size
+        if ratio % size == 0:  # t's elements are parts of the storage's
+            return _deps.take(st.deps, torch.div(pos, ratio // size, rounding_mode="floor"))
+        if size % ratio == 0:  # t's elements span several of the storage's
+            r = size // ratio
+            parts = [(st.deps, None, pos * r + k) for k in range(r)]
+            return _deps.gather_union(t.numel(), self.n_seeds, parts)
+        return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
 
     def write(self, t: torch.Tensor, rows: Deps | None) -> None:
         """Record that the elements of ``t`` now hold ``rows`` (None: no dependence)."""
@@ -119,13 +126,37 @@ class Tracker:
         st = self.storages.get(k)
         if st is None and rows is None:
             return
-        numel = storage_numel(t)
-        if st is None or st.elem_size != t.element_size():
+        rows = _deps.empty(t.numel(), self.n_seeds) if rows is None else rows
+        pos = positions(t, storage_numel(t))
+        if st is None:
+            numel = storage_numel(t)
             st = _Storage(_deps.empty(numel, self.n_seeds), t.element_size(), numel)
             self.storages[k] = st
-        rows = _deps.empty(t.numel(), self.n_seeds) if rows is None else rows
-        pos = positions(t, st.numel)
+        if st.elem_size != t.element_size():
+            pos, rows = self._in_storage_units(st, t, pos, rows)
         st.deps = rows if pos is None else _deps.assign(st.deps, pos, rows)
+
+    def _in_storage_units(
+        self, st: _Storage, t: torch.Tensor, pos: torch.Tensor | None, rows: Deps
+    ) -> tuple[torch.Tensor, Deps]:
+        """A write through a view of another dtype, as rows of the storage's elements.
+
+        A storage element only partly written keeps its old rows too (a union: sound).
+        """
+        pos = torch.arange(t.numel()) if pos is None else pos
+        size, ratio = t.element_size(), st.elem_size
+        if size % ratio == 0:  # each element of t covers several storage elements
+            r = size // ratio
+            spots = (pos.unsqueeze(1) * r + torch.arange(r)).reshape(-1)
+            return spots, _deps.take(
+                rows, torch.arange(t.numel()).unsqueeze(1).expand(-1, r).reshape(-1)
+            )
+        r = max(ratio // size, 1)
+        spots, inverse = torch.unique(torch.div(pos, r, rounding_mode="floor"), return_inverse=True)
+        merged = _deps.union(
+            spots.numel(), self.n_seeds, [(rows, inverse), (_deps.take(st.deps, spots), None)]
+        )
+        return spots, merged
 
     def seed(self, t: torch.Tensor, offset: int) -> None:
         """Make element ``e`` of the fresh tensor ``t`` seed ``offset + e``."""
