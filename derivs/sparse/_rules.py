@@ -197,8 +197,8 @@ def same_elements(call: Call) -> list[Deps | None]:
 
 @rule("where", "masked_fill")
 def select(call: Call) -> list[Deps | None]:
-    """Global: the union of both branches. Local: the branch each element actually takes."""
-    if call.local:
+    """Global: the union of both branches. Local, or a fixed mask: the branch each element takes."""
+    if not index_args_vary(call):
         return moving(call)
     return pointwise(call)
 
@@ -207,7 +207,7 @@ def select(call: Call) -> list[Deps | None]:
 def threshold_backward(call: Call) -> list[Deps | None]:
     """``grad * (self > threshold)``; local: only where the threshold is passed."""
     grad, self_, threshold = call.args[:3]
-    if not call.local or call.deps(self_) is not None:
+    if (call.is_varying(self_) and not call.local) or call.deps(self_) is not None:
         return pointwise(call)
     out = call.outs[0]
     d = call.deps(grad)

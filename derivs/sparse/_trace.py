@@ -47,7 +47,9 @@ class Untraceable(Exception):
 
 
 def key(t: torch.Tensor) -> int:
-    """An identifier of ``t``'s storage, shared by all its views."""
+    """An identifier of ``t``'s storage, shared by all its views (sparse tensors: their own)."""
+    if t.layout != torch.strided:
+        return -id(t)
     return int(t.untyped_storage()._cdata)
 
 
@@ -104,6 +106,9 @@ class Tracker:
         st = self.storages.get(key(t))
         if st is None or st.deps.nnz == 0:
             return None
+        if t.layout != torch.strided:
+            # NOTE: a sparse tensor is one unit: each element may depend on all it depends on.
+            return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
         pos = positions(t, storage_numel(t))
         if st.elem_size == t.element_size():
             return st.deps if pos is None else _deps.take(st.deps, pos)
@@ -127,6 +132,10 @@ class Tracker:
         if st is None and rows is None:
             return
         rows = _deps.empty(t.numel(), self.n_seeds) if rows is None else rows
+        if t.layout != torch.strided:
+            seeds = rows.seed_set()
+            self.storages[k] = _Storage(_deps.uniform(1, seeds, self.n_seeds), 0, 1)
+            return
         pos = positions(t, storage_numel(t))
         if st is None:
             numel = storage_numel(t)
