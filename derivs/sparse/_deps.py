@@ -52,11 +52,20 @@ class Deps:
 
     def seed_set(self) -> torch.Tensor:
         """The sorted seeds any element depends on."""
-        found: torch.Tensor = torch.unique(self.seeds)
-        return found
+        return unique(self.seeds)
 
     def __repr__(self) -> str:
         return f"Deps(size={self.size}, n_seeds={self.n_seeds}, nnz={self.nnz})"
+
+
+def unique(keys: torch.Tensor) -> torch.Tensor:
+    """The sorted distinct values of ``keys``.
+
+    ``torch.unique``, but through a stable sort: the keys here are a few sorted runs laid end
+    to end, which a stable (merge-like) sort orders several times faster.
+    """
+    ordered: torch.Tensor = torch.unique_consecutive(torch.sort(keys, stable=True).values)
+    return ordered
 
 
 def runs(counts: torch.Tensor, total: int | None = None) -> torch.Tensor:
@@ -145,7 +154,7 @@ def union(size: int, n_seeds: int, parts: Sequence[tuple[Deps, torch.Tensor | No
     for rows, out in parts:
         elems = rows.elements() if out is None else repeat(out, rows.counts(), rows.nnz)
         keys.append(_keys(elems, rows.seeds, n_seeds))
-    return from_keys(torch.unique(torch.cat(keys)), size, n_seeds)
+    return from_keys(unique(torch.cat(keys)), size, n_seeds)
 
 
 def gather_union(
@@ -191,7 +200,7 @@ def assign(store: Deps, positions: torch.Tensor, rows: Deps) -> Deps:
         elems = store.elements()
         mask = kept[elems]
         new = torch.cat([_keys(elems[mask], store.seeds[mask], n), new])
-    return from_keys(torch.unique(new), store.size, n)
+    return from_keys(unique(new), store.size, n)
 
 
 def broadcast_index(shape: Sequence[int], out_shape: Sequence[int]) -> torch.Tensor | None:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from derivs._validate import check_diff_args, describe
-from derivs.sparse import _rules
+from derivs.sparse import _deps, _rules
 from derivs.sparse._deps import Deps
 from derivs.sparse._trace import Tracker, Untraceable
 
@@ -200,7 +200,7 @@ def _pairs(rows: list[Deps | None], sizes: list[int]) -> tuple[torch.Tensor, tor
 
 
 def _sorted(rows: torch.Tensor, cols: torch.Tensor, m: int, n: int) -> Pattern:
-    keys = torch.unique(rows * max(n, 1) + cols)
+    keys = _deps.unique(rows * max(n, 1) + cols)
     r = torch.div(keys, max(n, 1), rounding_mode="floor")
     return r, keys - r * max(n, 1), (m, n)
 

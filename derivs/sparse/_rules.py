@@ -28,11 +28,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
-from derivs.sparse._trace import Call, fallback_rows, is_float
+from derivs.sparse._trace import Call, fallback_rows, is_float, tensors_of
 
 _I64 = torch.int64
 Rule = Callable[[Call], list[Deps | None]]
@@ -65,15 +65,23 @@ def _mutates_self(func: Any) -> bool:
 
 def apply(call: Call) -> list[Deps | None]:
     """The rows of ``call``'s outputs (the tracer's entry point)."""
-    name = op_name(call.func)
-    found = RULES.get(name)
+    found = _CHOSEN.get(call.func)
     if found is None:
-        functional = functional_op(call.func)
-        if functional is not None and torch.Tag.pointwise in functional.tags:
-            found = pointwise
-        else:
-            found = fallback
+        found = _CHOSEN[call.func] = _choose(call.func)
     return found(call)
+
+
+_CHOSEN: dict[Any, Rule] = {}
+
+
+def _choose(func: Any) -> Rule:
+    found = RULES.get(op_name(func))
+    if found is not None:
+        return found
+    functional = functional_op(func)
+    if functional is not None and torch.Tag.pointwise in functional.tags:
+        return pointwise
+    return fallback
 
 
 def fallback(call: Call) -> list[Deps | None]:
@@ -268,13 +276,13 @@ def run_on_ids(call: Call, dtype: torch.dtype = _I64) -> tuple[list[torch.Tensor
         sources.append(d)
         return ids
 
-    schema = func._schema.arguments
+    scalars = _scalar_args(func)
     args = []
     for k, a in enumerate(call.args):
-        scalar = k < len(schema) and _is_scalar_type(schema[k])
+        scalar = k in scalars
         args.append(0 if scalar and isinstance(a, int | float) else tree_map(sub, a))
     kwargs = {
-        name: (0 if isinstance(v, int | float) and _scalar_kwarg(func, name) else tree_map(sub, v))
+        name: (0 if isinstance(v, int | float) and name in scalars else tree_map(sub, v))
         for name, v in call.kwargs.items()
         if name not in ("out", "dtype", "device", "layout", "pin_memory")
     }
@@ -285,12 +293,21 @@ def run_on_ids(call: Call, dtype: torch.dtype = _I64) -> tuple[list[torch.Tensor
         if dtype is _I64 and next_id[0] < 2**53:
             return run_on_ids(call, torch.float64)
         return None
-    outs = [o.to(_I64) for o in tree_flatten(result)[0] if isinstance(o, torch.Tensor)]
+    outs = [o.to(_I64) for o in tensors_of(result)]
     return outs, _deps.concat(sources)
 
 
-def _scalar_kwarg(func: Any, name: str) -> bool:
-    return any(a.name == name and _is_scalar_type(a) for a in func._schema.arguments)
+_SCALARS: dict[Any, frozenset[int | str]] = {}
+
+
+def _scalar_args(func: Any) -> frozenset[int | str]:
+    """Positions and names of ``func``'s ``Scalar`` arguments (values, not dims or sizes)."""
+    if func not in _SCALARS:
+        args = func._schema.arguments
+        _SCALARS[func] = frozenset(
+            x for k, a in enumerate(args) if _is_scalar_type(a) for x in (k, a.name)
+        )
+    return _SCALARS[func]
 
 
 @rule(*_MOVING)

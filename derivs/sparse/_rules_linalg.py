@@ -164,7 +164,7 @@ def prefix(deps: Deps, shape: tuple[int, ...], dim: int) -> Deps:
     line = torch.div(keys, max(n, 1), rounding_mode="floor")[run]
     seed = (keys % max(n, 1))[run]
     out_elem = lines[line, pos]
-    return _deps.from_keys(torch.unique(out_elem * max(n, 1) + seed), deps.size, n)
+    return _deps.from_keys(_deps.unique(out_elem * max(n, 1) + seed), deps.size, n)
 
 
 # --------------------------------------------------------------------------------------------

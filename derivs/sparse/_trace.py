@@ -34,7 +34,6 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.overrides import _get_current_function_mode_stack as _function_modes
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
@@ -68,7 +67,23 @@ def positions(t: torch.Tensor, numel: int) -> torch.Tensor | None:
 
 
 def is_float(t: torch.Tensor) -> bool:
-    return t.is_floating_point() or t.is_complex()
+    return t.dtype.is_floating_point or t.dtype.is_complex
+
+
+def tensors_of(tree: Any) -> list[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts (ATen arguments and results)."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    found: list[torch.Tensor] = []
+    if isinstance(tree, tuple | list):
+        for x in tree:
+            if isinstance(x, torch.Tensor):
+                found.append(x)
+            elif isinstance(x, tuple | list | dict):
+                found.extend(tensors_of(x))
+    elif isinstance(tree, dict):
+        found.extend(tensors_of(list(tree.values())))
+    return found
 
 
 class _Storage:
@@ -244,8 +259,8 @@ class Tracker:
 
     def after(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Propagate varying flags and rows from the inputs of ``func`` to what it wrote."""
-        ins = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        ins = tensors_of(args) + (tensors_of(kwargs) if kwargs else [])
+        outs = tensors_of(out)
         self.alive.extend(outs)
         in_keys = {key(a) for a in ins if a.numel()}
         written = written_args(func, args, kwargs)
@@ -336,7 +351,7 @@ class Call:
         return isinstance(t, torch.Tensor) and self.tracker.is_varying(t)
 
     def tensors(self) -> list[torch.Tensor]:
-        return [a for a in tree_flatten((self.args, self.kwargs))[0] if isinstance(a, torch.Tensor)]
+        return tensors_of(self.args) + (tensors_of(self.kwargs) if self.kwargs else [])
 
     def bound(self) -> dict[str, Any]:
         """The arguments by schema name, defaults filled in."""
@@ -360,7 +375,7 @@ def fallback_rows(call: Call, t: torch.Tensor) -> Deps | None:
     found = [d for d in (call.deps(a) for a in call.tensors()) if d is not None]
     if not found or not is_float(t):
         return None
-    seeds = torch.unique(torch.cat([d.seeds for d in found]))
+    seeds = _deps.unique(torch.cat([d.seeds for d in found]))
     return _deps.uniform(t.numel(), seeds, call.n_seeds)
 
 
@@ -380,7 +395,7 @@ def written_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> li
     found: list[torch.Tensor] = []
     for k, name in spec:
         value = args[k] if k < len(args) else kwargs.get(name)
-        found.extend(v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor))
+        found.extend(tensors_of(value))
     return found
 
 
@@ -399,7 +414,7 @@ def _data_dependent_inputs(func: Any, args: tuple[Any, ...], kwargs: dict[str, A
     """The arguments whose values shape ``func``'s result (empty: ``func`` is not data-dependent)."""
     if not any(tag in func.tags for tag in _DATA_TAGS):
         return []
-    flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+    flat = tensors_of(args) + tensors_of(kwargs)
     if func is _aten.index.Tensor:
         # NOTE: only boolean masks make indexing data-dependent (they go through nonzero).
         return [a for a in flat[1:] if a.dtype in (torch.bool, torch.uint8)]
@@ -464,8 +479,7 @@ class _Guard(TorchFunctionMode):
                 return func(*args, **kwargs)
         what = _ESCAPES.get(func)
         if what is not None:
-            flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-            self.tracker.check_escape(what, flat)
+            self.tracker.check_escape(what, tensors_of(args) + tensors_of(kwargs))
         return func(*args, **kwargs)
 
 
