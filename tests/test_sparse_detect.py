@@ -452,6 +452,36 @@ def test_local_detection_follows_python_branches_at_the_point():
         jacobian_pattern(NumpyBackward.apply, (X,), (0,), local=True)
 
 
+def test_docstring_examples():
+    import doctest
+
+    import derivs.sparse._detect as detect
+
+    assert doctest.testmod(detect).failed == 0
+
+
+class ResizingBackward(torch.autograd.Function):
+    """Identity forward; a backward that grows a buffer in place: ``g + g[0] + g[1]``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        buf = g.clone()
+        buf.resize_(g.numel() + 2)  # the storage grows; the first elements stay
+        buf[-2:] = g[:2]
+        return buf[:-2] + buf[-2:].sum()
+
+
+def test_a_buffer_resized_in_place_keeps_what_it_held():
+    expected = [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 0], [0, 0, 0, 1]]
+    assert _pattern(ResizingBackward.apply, X) == expected
+    dense = derivs.jacobian(ResizingBackward.apply, method="loop")(X)
+    assert (dense != 0).int().tolist() == expected
+
+
 def test_bad_arguments_name_the_api():
     with pytest.raises(TypeError, match=r"^derivs\.sparse_jacobian: args\[0\]"):
         jacobian_pattern(torch.sin, (torch.arange(3),), (0,), api="derivs.sparse_jacobian")
@@ -459,3 +489,5 @@ def test_bad_arguments_name_the_api():
         ValueError, match=r"^derivs\.hessian_sparsity: func must return a single element"
     ):
         hessian_pattern(torch.sin, (X,), (0,))
+    with pytest.raises(ValueError, match=r"^derivs\.jacobian_sparsity: args\[0\] is on the meta"):
+        jacobian_pattern(torch.sin, (X.to("meta"),), (0,))

@@ -80,6 +80,7 @@ def jacobian_pattern(
         ((3, 4), [0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 2, 3])
     """
     diff = check_diff_args(api, args, argnums)
+    _check_real(api, diff, argnums)
     n = sum(t.numel() for t in diff)
     tracker = Tracker(0, local=local, rules=_rules.apply)
     rows: list[Deps | None] = []
@@ -122,6 +123,7 @@ def hessian_pattern(
         ((3, 3), [0, 1, 1, 2], [1, 0, 2, 1])
     """
     diff = check_diff_args(api, args, argnums)
+    _check_real(api, diff, argnums)
     sizes = [t.numel() for t in diff]
     n = sum(sizes)
     tracker = Tracker(n, local=local, rules=_rules.apply)
@@ -184,7 +186,18 @@ def _single_output(api: str, out: Any) -> torch.Tensor:
         raise ValueError(
             f"{api}: func must return a single floating-point tensor, got {describe(out)}"
         )
+    if out.layout != torch.strided:
+        raise ValueError(f"{api}: func must return a dense (strided) tensor, got {out.layout}")
     return out
+
+
+def _check_real(api: str, diff: Sequence[torch.Tensor], argnums: tuple[int, ...]) -> None:
+    for k, t in zip(argnums, diff, strict=True):
+        if t.device.type == "meta":
+            raise ValueError(
+                f"{api}: args[{k}] is on the meta device; sparsity detection runs the "
+                "derivative and needs real values"
+            )
 
 
 def _pairs(rows: list[Deps | None], sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -95,6 +95,16 @@ class _Storage:
         self.numel = numel
 
 
+def _grow(st: _Storage, t: torch.Tensor) -> None:
+    """Empty rows for the elements a storage gained since (``resize_``)."""
+    numel = t.untyped_storage().nbytes() // st.elem_size
+    if numel > st.numel:
+        ptr = st.deps.ptr
+        ptr = torch.cat([ptr, ptr[-1:].expand(numel - st.numel)])
+        st.deps = Deps(ptr, st.deps.seeds, st.deps.n_seeds)
+        st.numel = numel
+
+
 Rule = Callable[["Call"], list[Deps | None]]
 
 
@@ -124,6 +134,7 @@ class Tracker:
         if t.layout != torch.strided:
             # NOTE: a sparse tensor is one unit: each element may depend on all it depends on.
             return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
+        _grow(st, t)
         pos = positions(t, storage_numel(t))
         if st.elem_size == t.element_size():
             return st.deps if pos is None else _deps.take(st.deps, pos)
@@ -156,6 +167,7 @@ class Tracker:
             numel = storage_numel(t)
             st = _Storage(_deps.empty(numel, self.n_seeds), t.element_size(), numel)
             self.storages[k] = st
+        _grow(st, t)
         if st.elem_size != t.element_size():
             pos, rows = self._in_storage_units(st, t, pos, rows)
         st.deps = rows if pos is None else _deps.assign(st.deps, pos, rows)
@@ -401,10 +413,14 @@ def written_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> li
 
 _aten = torch.ops.aten
 # NOTE: in-place ops that change a tensor's shape or strides, not the values it holds.
+# ``resize_`` keeps the storage (its StorageImpl) and the elements it held; new ones are empty.
 _METADATA_ONLY = frozenset(
     f"aten::{name}"
-    for name in ("t_", "transpose_", "squeeze_", "unsqueeze_", "as_strided_", "detach_")
-)
+    for name in (
+        "t_", "transpose_", "squeeze_", "unsqueeze_", "as_strided_", "detach_", "resize_",
+        "resize_as_",
+    )
+)  # fmt: skip
 # NOTE: ops whose output depends on input values in ways a rule cannot bound: their result
 # is a Python value (item, equal) or its shape depends on the values (nonzero, unique).
 _DATA_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
