@@ -2,7 +2,7 @@
 
 Prints, per problem: the pattern's shape, nnz, most nonzeros in a row, whether it equals the
 known structure, and the detection time (min and median over ``--repeats`` calls, global and
-local, interleaved: global, local, global, local, ...). ``--make-fx`` adds, interleaved with
+local, interleaved: global, local, local, global, ...). ``--make-fx`` adds, interleaved with
 them, the time ``make_fx`` (fake tensors) takes just to trace the same derivative, for
 comparison with tracing through a dispatch mode. Float64, CPU, ``--threads`` intra-op threads
 (default 1: thread-pool wake-ups dominate small ops on a busy machine).
@@ -166,8 +166,10 @@ def main() -> None:
         if opts.make_fx:
             runs["make_fx"] = lambda: make_fx_trace(detect, func, x)  # noqa: B023
         times: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(opts.repeats):
-            for k, run in runs.items():
+        order = list(runs.items())
+        for i in range(opts.repeats):
+            # NOTE: the order alternates, so none of them always runs first.
+            for k, run in order if i % 2 == 0 else order[::-1]:
                 t0 = time.perf_counter()
                 run()
                 times[k].append((time.perf_counter() - t0) * 1e3)
