@@ -384,6 +384,18 @@ def test_convolution_reads_its_window():
     assert _pattern(pooled, X, local=True) == [[1, 0, 0, 0], [0, 0, 0, 1]]
 
 
+def test_interpolation_and_adaptive_pooling_read_their_neighbours():
+    # linear interpolation of 4 points to 7 with aligned corners: output k sits at k / 2
+    f = lambda x: F.interpolate(x.view(1, 1, 4), size=7, mode="linear", align_corners=True)  # noqa: E731
+    assert _pattern(lambda x: f(x).view(-1), X) == [
+        [1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1],
+        [0, 0, 0, 1],
+    ]  # fmt: skip
+    # adaptive windows of 4 into 3: [0, 2), [1, 3), [2, 4)
+    g = lambda x: F.adaptive_avg_pool1d(x.view(1, 1, 4), 3).view(-1)  # noqa: E731
+    assert _pattern(g, X) == [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+
+
 def test_rosenbrock_hessian_is_tridiagonal():
     f = lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()  # noqa: E731
     found = _matrix(hessian_pattern(f, (X,), (0,))).int()

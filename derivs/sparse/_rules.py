@@ -16,7 +16,8 @@ Families here:
 - ops whose output does not depend on their tensor inputs' values (``zeros_like`` ...).
 
 Reductions, scans, contractions, convolutions and pooling are in
-``derivs.sparse._rules_linalg``; normalisations, losses and FFTs in ``derivs.sparse._rules_nn``.
+``derivs.sparse._rules_linalg``; normalisations, losses and FFTs in ``derivs.sparse._rules_nn``;
+interpolation and adaptive pooling in ``derivs.sparse._rules_resample``.
 Index tensors are read only where they are the same at every point (not *varying*) or in
 local mode; otherwise the op takes the fallback.
 """
@@ -582,10 +583,11 @@ def fill(call: Call) -> list[Deps | None]:
 
 
 def _register_structured() -> None:
-    from derivs.sparse import _rules_linalg, _rules_nn
+    from derivs.sparse import _rules_linalg, _rules_nn, _rules_resample
 
     RULES.update(_rules_linalg.RULES)
     RULES.update(_rules_nn.RULES)
+    RULES.update(_rules_resample.RULES)
 
 
 _register_structured()
