@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from derivs._validate import check_diff_args, describe
-from derivs.sparse import _rules
+from derivs.sparse import _deps, _rules
 from derivs.sparse._deps import Deps
 from derivs.sparse._trace import Tracker, Untraceable
 
@@ -80,6 +80,7 @@ def jacobian_pattern(
         ((3, 4), [0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 2, 3])
     """
     diff = check_diff_args(api, args, argnums)
+    _check_real(api, diff, argnums)
     n = sum(t.numel() for t in diff)
     tracker = Tracker(0, local=local, rules=_rules.apply)
     rows: list[Deps | None] = []
@@ -92,7 +93,7 @@ def jacobian_pattern(
         if out.requires_grad and m and n:
             v = torch.ones_like(out)
             tracker.seed(v, 0)
-            grads = torch.autograd.grad(out, leaves, v, allow_unused=True)
+            grads = tracker.grad([out], leaves, [v])
             rows = [None if g is None else tracker.deps(g) for g in grads]
     col, row = _pairs(rows, [t.numel() for t in diff])
     return _sorted(row, col, m, n)
@@ -122,6 +123,7 @@ def hessian_pattern(
         ((3, 3), [0, 1, 1, 2], [1, 0, 2, 1])
     """
     diff = check_diff_args(api, args, argnums)
+    _check_real(api, diff, argnums)
     sizes = [t.numel() for t in diff]
     n = sum(sizes)
     tracker = Tracker(n, local=local, rules=_rules.apply)
@@ -146,7 +148,7 @@ def _hvp_rows(
     """Trace ``H v`` (the gradient of ``grad(out) . v``); the rows of each block of ``H v``."""
     if not out.requires_grad:
         return []
-    grads = torch.autograd.grad(out, leaves, create_graph=True, allow_unused=True)
+    grads = tracker.grad([out], leaves, create_graph=True)
     used, cotangents = [], []
     offset = 0
     for g, size in zip(grads, sizes, strict=True):
@@ -158,7 +160,7 @@ def _hvp_rows(
         offset += size
     if not used:
         return []
-    hv = torch.autograd.grad(used, leaves, cotangents, allow_unused=True)
+    hv = tracker.grad(used, leaves, cotangents)
     return [None if h is None else tracker.deps(h) for h in hv]
 
 
@@ -184,7 +186,18 @@ def _single_output(api: str, out: Any) -> torch.Tensor:
         raise ValueError(
             f"{api}: func must return a single floating-point tensor, got {describe(out)}"
         )
+    if out.layout != torch.strided:
+        raise ValueError(f"{api}: func must return a dense (strided) tensor, got {out.layout}")
     return out
+
+
+def _check_real(api: str, diff: Sequence[torch.Tensor], argnums: tuple[int, ...]) -> None:
+    for k, t in zip(argnums, diff, strict=True):
+        if t.device.type == "meta":
+            raise ValueError(
+                f"{api}: args[{k}] is on the meta device; sparsity detection runs the "
+                "derivative and needs real values"
+            )
 
 
 def _pairs(rows: list[Deps | None], sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +213,7 @@ def _pairs(rows: list[Deps | None], sizes: list[int]) -> tuple[torch.Tensor, tor
 
 
 def _sorted(rows: torch.Tensor, cols: torch.Tensor, m: int, n: int) -> Pattern:
-    keys = torch.unique(rows * max(n, 1) + cols)
+    keys = _deps.unique(rows * max(n, 1) + cols)
     r = torch.div(keys, max(n, 1), rounding_mode="floor")
     return r, keys - r * max(n, 1), (m, n)
 

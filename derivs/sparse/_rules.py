@@ -15,7 +15,9 @@ Families here:
   ``embedding_dense_backward``): destination ids from the same trick, then unions;
 - ops whose output does not depend on their tensor inputs' values (``zeros_like`` ...).
 
-Reductions, scans, contractions and convolutions are in ``derivs.sparse._rules_linalg``.
+Reductions, scans, contractions, convolutions and pooling are in
+``derivs.sparse._rules_linalg``; normalisations, losses and FFTs in ``derivs.sparse._rules_nn``;
+interpolation and adaptive pooling in ``derivs.sparse._rules_resample``.
 Index tensors are read only where they are the same at every point (not *varying*) or in
 local mode; otherwise the op takes the fallback.
 """
@@ -27,11 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
-from derivs.sparse._trace import Call, fallback_rows, is_float
+from derivs.sparse._trace import Call, fallback_rows, is_float, tensors_of
 
 _I64 = torch.int64
 Rule = Callable[[Call], list[Deps | None]]
@@ -64,15 +66,23 @@ def _mutates_self(func: Any) -> bool:
 
 def apply(call: Call) -> list[Deps | None]:
     """The rows of ``call``'s outputs (the tracer's entry point)."""
-    name = op_name(call.func)
-    found = RULES.get(name)
+    found = _CHOSEN.get(call.func)
     if found is None:
-        functional = functional_op(call.func)
-        if functional is not None and torch.Tag.pointwise in functional.tags:
-            found = pointwise
-        else:
-            found = fallback
+        found = _CHOSEN[call.func] = _choose(call.func)
     return found(call)
+
+
+_CHOSEN: dict[Any, Rule] = {}
+
+
+def _choose(func: Any) -> Rule:
+    found = RULES.get(op_name(func))
+    if found is not None:
+        return found
+    functional = functional_op(func)
+    if functional is not None and torch.Tag.pointwise in functional.tags:
+        return pointwise
+    return fallback
 
 
 def fallback(call: Call) -> list[Deps | None]:
@@ -196,8 +206,8 @@ def same_elements(call: Call) -> list[Deps | None]:
 
 @rule("where", "masked_fill")
 def select(call: Call) -> list[Deps | None]:
-    """Global: the union of both branches. Local: the branch each element actually takes."""
-    if call.local:
+    """Global: the union of both branches. Local, or a fixed mask: the branch each element takes."""
+    if not index_args_vary(call):
         return moving(call)
     return pointwise(call)
 
@@ -206,7 +216,7 @@ def select(call: Call) -> list[Deps | None]:
 def threshold_backward(call: Call) -> list[Deps | None]:
     """``grad * (self > threshold)``; local: only where the threshold is passed."""
     grad, self_, threshold = call.args[:3]
-    if not call.local or call.deps(self_) is not None:
+    if (call.is_varying(self_) and not call.local) or call.deps(self_) is not None:
         return pointwise(call)
     out = call.outs[0]
     d = call.deps(grad)
@@ -234,7 +244,8 @@ _MOVING = (
     "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "upsample_nearest1d",
     "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "im2col", "movedim",
-    "slice_backward", "select_backward", "diagonal_backward",
+    "slice_backward", "select_backward", "diagonal_backward", "rot90",
+    "value_selecting_reduction_backward",
 )  # fmt: skip
 
 
@@ -266,13 +277,13 @@ def run_on_ids(call: Call, dtype: torch.dtype = _I64) -> tuple[list[torch.Tensor
         sources.append(d)
         return ids
 
-    schema = func._schema.arguments
+    scalars = _scalar_args(func)
     args = []
     for k, a in enumerate(call.args):
-        scalar = k < len(schema) and _is_scalar_type(schema[k])
+        scalar = k in scalars
         args.append(0 if scalar and isinstance(a, int | float) else tree_map(sub, a))
     kwargs = {
-        name: (0 if isinstance(v, int | float) and _scalar_kwarg(func, name) else tree_map(sub, v))
+        name: (0 if isinstance(v, int | float) and name in scalars else tree_map(sub, v))
         for name, v in call.kwargs.items()
         if name not in ("out", "dtype", "device", "layout", "pin_memory")
     }
@@ -283,19 +294,28 @@ def run_on_ids(call: Call, dtype: torch.dtype = _I64) -> tuple[list[torch.Tensor
         if dtype is _I64 and next_id[0] < 2**53:
             return run_on_ids(call, torch.float64)
         return None
-    outs = [o.to(_I64) for o in tree_flatten(result)[0] if isinstance(o, torch.Tensor)]
+    outs = [o.to(_I64) for o in tensors_of(result)]
     return outs, _deps.concat(sources)
 
 
-def _scalar_kwarg(func: Any, name: str) -> bool:
-    return any(a.name == name and _is_scalar_type(a) for a in func._schema.arguments)
+_SCALARS: dict[Any, frozenset[int | str]] = {}
+
+
+def _scalar_args(func: Any) -> frozenset[int | str]:
+    """Positions and names of ``func``'s ``Scalar`` arguments (values, not dims or sizes)."""
+    if func not in _SCALARS:
+        args = func._schema.arguments
+        _SCALARS[func] = frozenset(
+            x for k, a in enumerate(args) if _is_scalar_type(a) for x in (k, a.name)
+        )
+    return _SCALARS[func]
 
 
 @rule(*_MOVING)
 def moving(call: Call) -> list[Deps | None]:
     """Each output element is (at most) one input element: found by running the op on ids."""
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     found = run_on_ids(call)
     if found is None or len(found[0]) != len(call.outs):
         return fallback(call)
@@ -412,7 +432,7 @@ def _fit(ids: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor
 def scatter_add(call: Call) -> list[Deps | None]:
     b = call.bound()
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     self_, index = b["self"], cpu(b["index"])
     dest = ids_like(self_, 0).gather(b["dim"], index)
     return _scatter_result(call, self_, dest, b["src"])
@@ -425,7 +445,7 @@ def scatter(call: Call) -> list[Deps | None]:
     if b.get("reduce") is None:
         return moving(call)
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     self_ = b["self"]
     dest = ids_like(self_, 0).gather(b["dim"], cpu(b["index"]))
     src = b.get("src")
@@ -436,7 +456,7 @@ def scatter(call: Call) -> list[Deps | None]:
 def index_add(call: Call) -> list[Deps | None]:
     b = call.bound()
     if index_args_vary(call):
-        return fallback(call)
+        return along_dim(call)
     self_, source = b["self"], b["source"]
     dest = ids_like(self_, 0).index_select(b["dim"], cpu(b["index"]))
     return _scatter_result(call, self_, dest.expand(source.shape), source)
@@ -483,6 +503,59 @@ def embedding_dense_backward(call: Call) -> list[Deps | None]:
 
 
 # --------------------------------------------------------------------------------------------
+# index tensors that change with the point: anywhere along the indexed dim
+
+
+def along_dim(call: Call) -> list[Deps | None]:
+    """Global rule of gathers and scatters whose index varies: any position along ``dim``.
+
+    ``gather``, ``index_select``: an output element reads its input line along ``dim``;
+    ``scatter*``, ``index_add``, ``index_copy``: an output element keeps its own and gains
+    the source line along ``dim`` (within the index's extent in the other dims).
+    """
+    name = op_name(call.func)
+    b = call.bound()
+    dim = b.get("dim")
+    if name not in _ALONG_DIM or not isinstance(dim, int):
+        return fallback(call)
+    out = call.outs[0]
+    dim %= max(out.dim(), 1)
+    parts: list[tuple[Deps, torch.Tensor | None, torch.Tensor | None]] = []
+    self_ = b["self"]
+    d_self = call.deps(self_)
+    if name in ("gather", "index_select", "take_along_dim"):
+        if d_self is None:
+            return [None]
+        line = _deps.reduce(d_self, self_.shape, (dim,))
+        kept = tuple(1 if k == dim else s for k, s in enumerate(self_.shape))
+        ids = torch.arange(line.size).view(kept)
+        ids = ids[tuple(slice(None) if k == dim else slice(0, s) for k, s in enumerate(out.shape))]
+        return [_deps.take(line, ids.expand(out.shape).reshape(-1))]
+    if d_self is not None:
+        parts.append((d_self, None, _deps.broadcast_index(self_.shape, out.shape)))
+    src = b.get("src", b.get("source"))
+    d_src = call.deps(src)
+    if d_src is not None and isinstance(src, torch.Tensor):
+        extent = tuple(b["index"].shape) if name.startswith("scatter") else tuple(src.shape)
+        cut = ids_like(src, 0)[tuple(slice(0, s) for s in extent)].reshape(-1)
+        line = _deps.reduce(_deps.take(d_src, cut), extent, (dim,))
+        kept = tuple(1 if k == dim else s for k, s in enumerate(extent))
+        region = tuple(slice(None) if k == dim else slice(0, s) for k, s in enumerate(extent))
+        dest = ids_like(out, 0)[region]
+        src_ids = torch.arange(line.size).view(kept).expand(dest.shape)
+        parts.append((line, dest.reshape(-1), src_ids.reshape(-1)))
+    if not parts:
+        return [None]
+    return [_deps.gather_union(out.numel(), call.n_seeds, parts)]
+
+
+_ALONG_DIM = frozenset(
+    {"gather", "index_select", "take_along_dim", "scatter", "scatter_add", "scatter_reduce",
+     "index_add", "index_copy", "index_reduce"}
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # outputs whose values do not depend on the tensor inputs' values
 
 
@@ -509,10 +582,12 @@ def fill(call: Call) -> list[Deps | None]:
     return [_deps.broadcast(d, value.shape, out.shape)]
 
 
-def _register_linalg() -> None:
-    from derivs.sparse import _rules_linalg
+def _register_structured() -> None:
+    from derivs.sparse import _rules_linalg, _rules_nn, _rules_resample
 
     RULES.update(_rules_linalg.RULES)
+    RULES.update(_rules_nn.RULES)
+    RULES.update(_rules_resample.RULES)
 
 
-_register_linalg()
+_register_structured()

@@ -148,7 +148,9 @@ def prefix(deps: Deps, shape: tuple[int, ...], dim: int) -> Deps:
     lines = torch.arange(math.prod(shape)).view(shape).movedim(dim, -1).reshape(-1, length)
     line_of = torch.empty(lines.numel(), dtype=torch.int64)
     pos_of = torch.empty(lines.numel(), dtype=torch.int64)
-    line_of[lines.reshape(-1)] = torch.arange(lines.shape[0]).repeat_interleave(length)
+    line_of[lines.reshape(-1)] = (
+        torch.arange(lines.shape[0]).unsqueeze(1).expand(-1, length).reshape(-1)
+    )
     pos_of[lines.reshape(-1)] = torch.arange(length).repeat(lines.shape[0])
     elems = deps.elements()
     keys, inverse = torch.unique(line_of[elems] * max(n, 1) + deps.seeds, return_inverse=True)
@@ -157,11 +159,12 @@ def prefix(deps: Deps, shape: tuple[int, ...], dim: int) -> Deps:
     counts = length - first
     total = int(counts.sum())
     starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(total) - torch.repeat_interleave(starts - first, counts, output_size=total)
-    line = torch.repeat_interleave(torch.div(keys, max(n, 1), rounding_mode="floor"), counts)
-    seed = torch.repeat_interleave(keys % max(n, 1), counts, output_size=total)
+    run = _deps.runs(counts, total)
+    pos = torch.arange(total) - (starts - first)[run]
+    line = torch.div(keys, max(n, 1), rounding_mode="floor")[run]
+    seed = (keys % max(n, 1))[run]
     out_elem = lines[line, pos]
-    return _deps.from_keys(torch.unique(out_elem * max(n, 1) + seed), deps.size, n)
+    return _deps.from_keys(_deps.unique(out_elem * max(n, 1) + seed), deps.size, n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,15 +192,66 @@ def _contract(
     return [_union(call, out.shape, parts)]
 
 
+def _sparse_pairs(call: Call, t: Any) -> torch.Tensor | None:
+    """``(2, nnz)`` indices of a sparse matrix whose structure is fixed (or local), else None."""
+    if not isinstance(t, torch.Tensor) or t.layout == torch.strided or t.dim() != 2:
+        return None
+    if call.is_varying(t) and not call.local:
+        return None
+    coo = t.detach().to_sparse().coalesce() if t.layout != torch.sparse_coo else t.coalesce()
+    return coo.indices().cpu()
+
+
+def _sparse_product(call: Call, a: Any, b: Any, added: Any = None) -> list[Deps | None] | None:
+    """``a @ b`` where one factor is a sparse matrix of fixed structure: its nonzeros only.
+
+    ``out[i, k]`` reads ``b[j, k]`` for each nonzero ``a[i, j]`` (or ``a[i, j]`` for each
+    nonzero ``b[j, k]``); a 1-D ``b`` is a column.
+    """
+    left, right = _sparse_pairs(call, a), _sparse_pairs(call, b)
+    if left is None and right is None:
+        return None
+    out = call.outs[0]
+    rows, cols = out.shape[0], out.numel() // max(out.shape[0], 1)
+    parts: list[tuple[Deps, torch.Tensor | None, torch.Tensor | None]] = []
+    for pairs, dense, is_left in ((left, b, True), (right, a, False)):
+        d = call.deps(dense)
+        if pairs is None or d is None:
+            continue
+        i, j = pairs[0].unsqueeze(1), pairs[1].unsqueeze(1)
+        if is_left:  # out[i, k] <- b[j, k]
+            k = torch.arange(cols).unsqueeze(0)
+            parts.append((d, (i * cols + k).reshape(-1), (j * cols + k).reshape(-1)))
+        else:  # out[k, j] <- a[k, i] for nonzero b[i, j]
+            k = torch.arange(rows).unsqueeze(0)
+            inner = dense.shape[-1]
+            parts.append((d, (k * cols + j).reshape(-1), (k * inner + i).reshape(-1)))
+    for t, pairs in ((a, left), (b, right)):
+        sparse = isinstance(t, torch.Tensor) and t.layout != torch.strided
+        if sparse and pairs is None and call.deps(t) is not None:
+            return None  # a sparse factor that carries dependence: the dense rule
+    if isinstance(added, torch.Tensor) and call.deps(added) is not None:
+        parts.append((call.deps(added), None, _deps.broadcast_index(added.shape, out.shape)))  # type: ignore[arg-type]
+    if not parts:
+        return [None]
+    return [_deps.gather_union(out.numel(), call.n_seeds, parts)]
+
+
 @rule("mm")
 def mm(call: Call) -> list[Deps | None]:
     a, b = call.args[:2]
+    sparse = _sparse_product(call, a, b)
+    if sparse is not None:
+        return sparse
     return _contract(call, [(a, (1,), (a.shape[0], 1)), (b, (0,), (1, b.shape[1]))])
 
 
-@rule("addmm", "_addmm_activation")
+@rule("addmm", "_addmm_activation", "_sparse_addmm")
 def addmm(call: Call) -> list[Deps | None]:
     self_, a, b = call.args[:3]
+    sparse = _sparse_product(call, a, b, self_)
+    if sparse is not None:
+        return sparse
     return _contract(call, [(a, (1,), (a.shape[0], 1)), (b, (0,), (1, b.shape[1]))], self_)
 
 
@@ -228,12 +282,18 @@ def addbmm(call: Call) -> list[Deps | None]:
 @rule("mv")
 def mv(call: Call) -> list[Deps | None]:
     a, v = call.args[:2]
+    sparse = _sparse_product(call, a, v)
+    if sparse is not None:
+        return sparse
     return _contract(call, [(a, (1,), (a.shape[0],)), (v, (0,), ())])
 
 
 @rule("addmv")
 def addmv(call: Call) -> list[Deps | None]:
     self_, a, v = call.args[:3]
+    sparse = _sparse_product(call, a, v, self_)
+    if sparse is not None:
+        return sparse
     return _contract(call, [(a, (1,), (a.shape[0],)), (v, (0,), ())], self_)
 
 

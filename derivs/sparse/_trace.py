@@ -26,14 +26,14 @@ leave torch in either mode (the dependence would be lost).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.overrides import _get_current_function_mode_stack as _function_modes
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
@@ -46,7 +46,9 @@ class Untraceable(Exception):
 
 
 def key(t: torch.Tensor) -> int:
-    """An identifier of ``t``'s storage, shared by all its views."""
+    """An identifier of ``t``'s storage, shared by all its views (sparse tensors: their own)."""
+    if t.layout != torch.strided:
+        return -id(t)
     return int(t.untyped_storage()._cdata)
 
 
@@ -65,7 +67,23 @@ def positions(t: torch.Tensor, numel: int) -> torch.Tensor | None:
 
 
 def is_float(t: torch.Tensor) -> bool:
-    return t.is_floating_point() or t.is_complex()
+    return t.dtype.is_floating_point or t.dtype.is_complex
+
+
+def tensors_of(tree: Any) -> list[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts (ATen arguments and results)."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    found: list[torch.Tensor] = []
+    if isinstance(tree, tuple | list):
+        for x in tree:
+            if isinstance(x, torch.Tensor):
+                found.append(x)
+            elif isinstance(x, tuple | list | dict):
+                found.extend(tensors_of(x))
+    elif isinstance(tree, dict):
+        found.extend(tensors_of(list(tree.values())))
+    return found
 
 
 class _Storage:
@@ -75,6 +93,16 @@ class _Storage:
         self.deps = deps
         self.elem_size = elem_size
         self.numel = numel
+
+
+def _grow(st: _Storage, t: torch.Tensor) -> None:
+    """Empty rows for the elements a storage gained since (``resize_``)."""
+    numel = t.untyped_storage().nbytes() // st.elem_size
+    if numel > st.numel:
+        ptr = st.deps.ptr
+        ptr = torch.cat([ptr, ptr[-1:].expand(numel - st.numel)])
+        st.deps = Deps(ptr, st.deps.seeds, st.deps.n_seeds)
+        st.numel = numel
 
 
 Rule = Callable[["Call"], list[Deps | None]]
@@ -103,12 +131,23 @@ class Tracker:
         st = self.storages.get(key(t))
         if st is None or st.deps.nnz == 0:
             return None
-        if st.elem_size != t.element_size():
-            # NOTE: a view of the bytes as another dtype (view(dtype), view_as_real): every
-            # element may hold bits of any element of the storage.
+        if t.layout != torch.strided:
+            # NOTE: a sparse tensor is one unit: each element may depend on all it depends on.
             return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
-        pos = positions(t, st.numel)
-        return st.deps if pos is None else _deps.take(st.deps, pos)
+        _grow(st, t)
+        pos = positions(t, storage_numel(t))
+        if st.elem_size == t.element_size():
+            return st.deps if pos is None else _deps.take(st.deps, pos)
+        # NOTE: a view of the bytes as another dtype (view_as_real, view_as_complex, view(dtype)).
+        pos = torch.arange(t.numel()) if pos is None else pos
+        size, ratio = t.element_size(), st.elem_size
+        if ratio % size == 0:  # t's elements are parts of the storage's
+            return _deps.take(st.deps, torch.div(pos, ratio // size, rounding_mode="floor"))
+        if size % ratio == 0:  # t's elements span several of the storage's
+            r = size // ratio
+            parts = [(st.deps, None, pos * r + k) for k in range(r)]
+            return _deps.gather_union(t.numel(), self.n_seeds, parts)
+        return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
 
     def write(self, t: torch.Tensor, rows: Deps | None) -> None:
         """Record that the elements of ``t`` now hold ``rows`` (None: no dependence)."""
@@ -118,13 +157,42 @@ class Tracker:
         st = self.storages.get(k)
         if st is None and rows is None:
             return
-        numel = storage_numel(t)
-        if st is None or st.elem_size != t.element_size():
+        rows = _deps.empty(t.numel(), self.n_seeds) if rows is None else rows
+        if t.layout != torch.strided:
+            seeds = rows.seed_set()
+            self.storages[k] = _Storage(_deps.uniform(1, seeds, self.n_seeds), 0, 1)
+            return
+        pos = positions(t, storage_numel(t))
+        if st is None:
+            numel = storage_numel(t)
             st = _Storage(_deps.empty(numel, self.n_seeds), t.element_size(), numel)
             self.storages[k] = st
-        rows = _deps.empty(t.numel(), self.n_seeds) if rows is None else rows
-        pos = positions(t, st.numel)
+        _grow(st, t)
+        if st.elem_size != t.element_size():
+            pos, rows = self._in_storage_units(st, t, pos, rows)
         st.deps = rows if pos is None else _deps.assign(st.deps, pos, rows)
+
+    def _in_storage_units(
+        self, st: _Storage, t: torch.Tensor, pos: torch.Tensor | None, rows: Deps
+    ) -> tuple[torch.Tensor, Deps]:
+        """A write through a view of another dtype, as rows of the storage's elements.
+
+        A storage element only partly written keeps its old rows too (a union: sound).
+        """
+        pos = torch.arange(t.numel()) if pos is None else pos
+        size, ratio = t.element_size(), st.elem_size
+        if size % ratio == 0:  # each element of t covers several storage elements
+            r = size // ratio
+            spots = (pos.unsqueeze(1) * r + torch.arange(r)).reshape(-1)
+            return spots, _deps.take(
+                rows, torch.arange(t.numel()).unsqueeze(1).expand(-1, r).reshape(-1)
+            )
+        r = max(ratio // size, 1)
+        spots, inverse = torch.unique(torch.div(pos, r, rounding_mode="floor"), return_inverse=True)
+        merged = _deps.union(
+            spots.numel(), self.n_seeds, [(rows, inverse), (_deps.take(st.deps, spots), None)]
+        )
+        return spots, merged
 
     def seed(self, t: torch.Tensor, offset: int) -> None:
         """Make element ``e`` of the fresh tensor ``t`` seed ``offset + e``."""
@@ -146,6 +214,37 @@ class Tracker:
     def active(self) -> Iterator[None]:
         with _Guard(self), _Dispatch(self):
             yield
+
+    def grad(
+        self,
+        outputs: Sequence[torch.Tensor],
+        inputs: Sequence[torch.Tensor],
+        grad_outputs: Sequence[torch.Tensor] | None = None,
+        *,
+        create_graph: bool = False,
+    ) -> tuple[torch.Tensor | None, ...]:
+        """``torch.autograd.grad``, guarded inside custom backwards too.
+
+        The autograd engine runs backwards without torch-function modes, so the guard that
+        catches ``.numpy()`` and ``.tolist()`` is entered around each custom
+        ``autograd.Function``'s backward by node hooks.
+        """
+        guards: list[_Guard] = []
+        handles = []
+        for node in _custom_nodes(outputs):
+            handles.append(node.register_prehook(lambda *_: _enter(guards, _Guard(self))))
+            handles.append(node.register_hook(lambda *_: _leave(guards)))
+        try:
+            grads: tuple[torch.Tensor | None, ...] = torch.autograd.grad(
+                list(outputs), list(inputs), grad_outputs, allow_unused=True,
+                create_graph=create_graph,
+            )  # fmt: skip
+        finally:
+            while guards:
+                _leave(guards)
+            for h in handles:
+                h.remove()
+        return grads
 
     @contextmanager
     def silenced(self) -> Iterator[None]:
@@ -172,8 +271,8 @@ class Tracker:
 
     def after(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Propagate varying flags and rows from the inputs of ``func`` to what it wrote."""
-        ins = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        ins = tensors_of(args) + (tensors_of(kwargs) if kwargs else [])
+        outs = tensors_of(out)
         self.alive.extend(outs)
         in_keys = {key(a) for a in ins if a.numel()}
         written = written_args(func, args, kwargs)
@@ -182,6 +281,8 @@ class Tracker:
             self.varying.update(key(t) for t in fresh + written if t.numel())
         if func._schema.name in _METADATA_ONLY:
             return
+        if not written and not any(is_float(o) for o in fresh):
+            return  # a view (its rows are its storage's) or an integer result
         call = Call(self, func, args, kwargs, outs)
         if not any(call.deps(a) is not None for a in ins):
             for t in written:
@@ -199,6 +300,35 @@ class Tracker:
         for t in written:
             if t.numel() and key(t) not in done:
                 self.write(t, fallback_rows(call, t))
+
+
+def _custom_nodes(outputs: Sequence[torch.Tensor]) -> list[Any]:
+    """The custom ``autograd.Function`` nodes of the graph behind ``outputs``."""
+    stack: list[Any] = [o.grad_fn for o in outputs]
+    seen: set[int] = set()
+    found = []
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found.append(node)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
+
+
+def _enter(guards: list[_Guard], guard: _Guard) -> None:
+    guard.__enter__()  # type: ignore[no-untyped-call]
+    guards.append(guard)
+
+
+def _leave(guards: list[_Guard]) -> None:
+    # NOTE: the engine restores the mode stack when a backward raises: pop only what is there.
+    if guards:
+        guard = guards.pop()
+        if guard in _function_modes():  # type: ignore[no-untyped-call]
+            guard.__exit__(None, None, None)  # type: ignore[no-untyped-call]
 
 
 class Call:
@@ -233,7 +363,7 @@ class Call:
         return isinstance(t, torch.Tensor) and self.tracker.is_varying(t)
 
     def tensors(self) -> list[torch.Tensor]:
-        return [a for a in tree_flatten((self.args, self.kwargs))[0] if isinstance(a, torch.Tensor)]
+        return tensors_of(self.args) + (tensors_of(self.kwargs) if self.kwargs else [])
 
     def bound(self) -> dict[str, Any]:
         """The arguments by schema name, defaults filled in."""
@@ -257,7 +387,7 @@ def fallback_rows(call: Call, t: torch.Tensor) -> Deps | None:
     found = [d for d in (call.deps(a) for a in call.tensors()) if d is not None]
     if not found or not is_float(t):
         return None
-    seeds = torch.unique(torch.cat([d.seeds for d in found]))
+    seeds = _deps.unique(torch.cat([d.seeds for d in found]))
     return _deps.uniform(t.numel(), seeds, call.n_seeds)
 
 
@@ -277,16 +407,20 @@ def written_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> li
     found: list[torch.Tensor] = []
     for k, name in spec:
         value = args[k] if k < len(args) else kwargs.get(name)
-        found.extend(v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor))
+        found.extend(tensors_of(value))
     return found
 
 
 _aten = torch.ops.aten
 # NOTE: in-place ops that change a tensor's shape or strides, not the values it holds.
+# ``resize_`` keeps the storage (its StorageImpl) and the elements it held; new ones are empty.
 _METADATA_ONLY = frozenset(
     f"aten::{name}"
-    for name in ("t_", "transpose_", "squeeze_", "unsqueeze_", "as_strided_", "detach_")
-)
+    for name in (
+        "t_", "transpose_", "squeeze_", "unsqueeze_", "as_strided_", "detach_", "resize_",
+        "resize_as_",
+    )
+)  # fmt: skip
 # NOTE: ops whose output depends on input values in ways a rule cannot bound: their result
 # is a Python value (item, equal) or its shape depends on the values (nonzero, unique).
 _DATA_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
@@ -296,7 +430,7 @@ def _data_dependent_inputs(func: Any, args: tuple[Any, ...], kwargs: dict[str, A
     """The arguments whose values shape ``func``'s result (empty: ``func`` is not data-dependent)."""
     if not any(tag in func.tags for tag in _DATA_TAGS):
         return []
-    flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+    flat = tensors_of(args) + tensors_of(kwargs)
     if func is _aten.index.Tensor:
         # NOTE: only boolean masks make indexing data-dependent (they go through nonzero).
         return [a for a in flat[1:] if a.dtype in (torch.bool, torch.uint8)]
@@ -304,6 +438,12 @@ def _data_dependent_inputs(func: Any, args: tuple[Any, ...], kwargs: dict[str, A
 
 
 class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # NOTE: otherwise torch wraps __torch_dispatch__ in torch._dynamo.disable, whose first
+        # call imports torch._dynamo (seconds); the tracer never runs under torch.compile.
+        return False
+
     def __init__(self, tracker: Tracker) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.tracker = tracker
@@ -320,7 +460,9 @@ class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if watched:
             self.tracker.check_escape(f"{func}", watched)
         out = func(*args, **kwargs)
-        self.tracker.after(func, args, kwargs, out)
+        # NOTE: the rules' own tensor ops need no guard (and would pay for it per op).
+        with torch._C.DisableTorchFunction():
+            self.tracker.after(func, args, kwargs, out)
         return out
 
 
@@ -353,8 +495,7 @@ class _Guard(TorchFunctionMode):
                 return func(*args, **kwargs)
         what = _ESCAPES.get(func)
         if what is not None:
-            flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-            self.tracker.check_escape(what, flat)
+            self.tracker.check_escape(what, tensors_of(args) + tensors_of(kwargs))
         return func(*args, **kwargs)
 
 
