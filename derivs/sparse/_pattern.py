@@ -39,7 +39,7 @@ class SparsityPattern:
 
     >>> p = SparsityPattern(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]), (2, 2))
     >>> p
-    SparsityPattern(2 x 2, nnz=3 (75.0%), at most 2 per row and 2 per column, given)
+    SparsityPattern(2 x 2, nnz=3 (75%), at most 2 per row and 2 per column, given)
     >>> p.to_dense()
     tensor([[ True,  True],
             [False,  True]])
