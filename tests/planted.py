@@ -504,6 +504,7 @@ VARIANTS: dict[str, Variant] = {
 
 detect_mod = sys.modules["derivs.sparse._detect"]
 coloring_mod = sys.modules["derivs.sparse._coloring"]
+greedy_mod = sys.modules["derivs.sparse._greedy"]
 
 
 def sparse_detect_drops_pair() -> None:
@@ -550,7 +551,7 @@ def sparse_coloring_merges_conflict() -> None:
 
         return g
 
-    _wrap(coloring_mod, "greedy_distance1", make)
+    _wrap(greedy_mod, "greedy_distance1", make)
 
 
 def sparse_hessian_wrong_colour() -> None:

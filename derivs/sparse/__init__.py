@@ -10,23 +10,26 @@ Hessian-vector products). The pieces are public on their own: ``jacobian_sparsit
 """
 
 from derivs.sparse._api import (
-    COLORING_MODES,
-    DETECTIONS,
     HESSIAN_MODES,
     JACOBIAN_MODES,
     PATTERNS,
     SparseTransform,
-    coloring,
-    hessian_sparsity,
-    jacobian_sparsity,
     sparse_hessian,
     sparse_jacobian,
 )
-from derivs.sparse._coloring import MODES, ORDER_CHOICES, ORDERS, Coloring
-from derivs.sparse._verify import SparsityError
+from derivs.sparse._coloring import MODES, ORDER_CHOICES, Coloring
+from derivs.sparse._greedy import ORDERS
+from derivs.sparse._inspect import (
+    COLORING_MODES,
+    DETECTIONS,
+    coloring,
+    hessian_sparsity,
+    jacobian_sparsity,
+)
 from derivs.sparse._pattern import KINDS, SparsityPattern
 from derivs.sparse._plan import SparsePlan
 from derivs.sparse._recover import LAYOUTS
+from derivs.sparse._verify import SparsityError
 
 __all__ = [
     "COLORING_MODES",

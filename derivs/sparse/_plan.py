@@ -16,9 +16,9 @@ import torch
 from derivs import _validate
 from derivs.sparse import _eval
 from derivs.sparse._coloring import Coloring, recovery_index
-from derivs.sparse._verify import Guard, guard_vector
 from derivs.sparse._pattern import Shape, SparsityPattern
 from derivs.sparse._recover import Recovery
+from derivs.sparse._verify import Guard, guard_vector
 
 _GUARD_SEEDS = itertools.count(0)
 
