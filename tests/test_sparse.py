@@ -375,6 +375,23 @@ def test_eager_and_torch_func_routes_agree(
     assert_close(traced.detach(), eager, values=values_of(p), context="requires_grad input")
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_differentiable_when_the_input_requires_grad(layout: str) -> None:
+    """Gradients flow through the sparse Jacobian's values as through derivs.jacobian's."""
+    x = torch.linspace(-1, 1, 7, dtype=torch.float64)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return x.sin() * x.roll(1)
+
+    a = x.clone().requires_grad_()
+    J = derivs.sparse_jacobian(f, layout=layout)(a)
+    total = (J.to_dense() if layout != "dense" else J).pow(2).sum()
+    (grad,) = torch.autograd.grad(total, a)
+    b = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(derivs.jacobian(f)(b).pow(2).sum(), b)
+    assert_close(grad, expected, context=f"d/dx sum(J**2), layout={layout!r}")
+
+
 # --- torch.compile ----------------------------------------------------------------------------
 
 
