@@ -95,12 +95,17 @@ def star_violations(rows: torch.Tensor, cols: torch.Tensor, colors: torch.Tensor
 
 @st.composite
 def patterns(draw: st.DrawFn, symmetric: bool = False) -> torch.Tensor:
-    """Random bool matrices up to 40 x 40, density 0 to 1 (symmetric ones square)."""
+    """Random bool matrices up to 40 x 40, density 0 to 1, maybe with a dense row and column
+    (symmetric ones square)."""
     m = draw(st.integers(1, 40), label="m")
     n = m if symmetric else draw(st.integers(1, 40), label="n")
     density = draw(st.sampled_from([0.0, 0.05, 0.15, 0.4, 1.0]), label="density")
     seed = draw(st.integers(0, 2**16), label="seed")
     dense = torch.rand(m, n, generator=torch.Generator().manual_seed(seed)) < density
+    # NOTE: a dense row and column among sparse ones: the colouring's skewed-degree path.
+    if draw(st.booleans(), label="dense line"):
+        dense[m // 2, :] = True
+        dense[:, n // 2] = True
     if symmetric:
         dense = dense | dense.T
         if draw(st.booleans(), label="diagonal"):

@@ -62,6 +62,9 @@ def _shared_pairs(group: torch.Tensor, member: torch.Tensor, n: int) -> torch.Te
     g, mem = group[order], member[order]
     counts = torch.bincount(g) if g.numel() else torch.zeros(0, dtype=torch.int64)
     starts = torch.cumsum(counts, 0) - counts
+    width = int(counts.max()) if counts.numel() else 0
+    if counts.numel() * width * width <= min(4 * int((counts * counts).sum()), _PAIR_CHUNK):
+        return _padded_pairs(g, mem, counts, starts, width, n)
     per = counts[g]  # partners of each element, itself included
     start_of = starts[g]
     keys = [torch.zeros(0, dtype=torch.int64)]
@@ -81,6 +84,23 @@ def _shared_pairs(group: torch.Tensor, member: torch.Tensor, n: int) -> torch.Te
         keys.append(unique_sorted(u[keep] * n + v[keep]))
         lo = hi
     return unique_sorted(torch.cat(keys)) if len(keys) > 2 else keys[-1]
+
+
+def _padded_pairs(
+    g: torch.Tensor,
+    mem: torch.Tensor,
+    counts: torch.Tensor,
+    starts: torch.Tensor,
+    width: int,
+    n: int,
+) -> torch.Tensor:
+    """``_shared_pairs`` for groups of similar size: each group's members in a row of a
+    ``(groups, width)`` table, every pair by broadcasting (no gather per pair)."""
+    table = torch.full((counts.numel(), width), -1, dtype=torch.int64)
+    table[g, torch.arange(g.numel()) - starts[g]] = mem
+    u, v = table[:, :, None], table[:, None, :]
+    keep = (u >= 0) & (v >= 0) & (u != v)
+    return unique_sorted((u * n + v)[keep])
 
 
 def intersection_graph(group: torch.Tensor, member: torch.Tensor, n: int) -> Graph:
