@@ -1,18 +1,27 @@
 """The sparse part of the benchmark report: derivs' sparse groups joined with asdex's JSON.
 
-Called by ``tools/bench_report.py``; reads the groups of ``tests/bench/test_bench_sparse.py``
-(``sparse <problem>``, ``sparse scaling <kind>``) from the torch run and, when present, the
-asdex run that ``tools/bench_sparse_jax.py`` (``tox -e bench-jax``) wrote. Gives one table
-against issue 15's goals and the plot of time against n (``sparse_scaling.png``).
+Reads the groups of ``tests/bench/test_bench_sparse.py`` (``sparse <problem>``, ``sparse
+scaling <kind>``) from a torch run and, when present, the asdex run that
+``tools/bench_sparse_jax.py`` (``tox -e bench-jax``) wrote. Gives one table against issue 15's
+goals and the plot of time against n (``sparse_scaling.png``). ``tools/bench_report.py`` adds
+the section to its report; on its own (for a run of the sparse benchmarks only)::
+
+    python tools/sparse_report.py [run.json] [--jax .benchmarks/sparse_jax.json] [--out docs/bench]
+
+writes ``docs/bench/sparse.md`` and the plot.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROBLEMS = ("brusselator", "stencil", "rosenbrock", "conv")
 # issue 15's goals: eager evaluation at least this many times faster than the faster dense
@@ -122,10 +131,15 @@ def section(groups: dict[str, list[Any]], jax_path: Path, out: Path) -> list[str
             )
         peak = eager.info.get("peak_bytes") if eager else None
         if peak is not None:
+            grown = [
+                f"; {r.label} grew the process's peak RSS by {_fmt_bytes(g)} (at least)"
+                for r in dense
+                if (g := r.info.get("max_rss_growth_bytes"))
+            ]
             goals.append(
                 f"- {name}: peak memory of one sparse evaluation {_fmt_bytes(peak)} (goal: a few "
                 f"MB; the dense {eager.info['n']}^2 float64 matrix alone is "
-                f"{_fmt_bytes(8 * eager.info['n'] ** 2)})"
+                f"{_fmt_bytes(8 * eager.info['n'] ** 2)}{''.join(grown)})"
             )
     lines += ["", "Against the goals:", "", *goals, ""]
     plot = _plot_scaling(groups, out / "sparse_scaling.png")
@@ -177,3 +191,32 @@ def _plot_scaling(groups: dict[str, list[Any]], path: Path) -> str | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", nargs="?", help="a saved run (default: the latest one)")
+    parser.add_argument("--storage", default=str(ROOT / ".benchmarks"))
+    parser.add_argument("--jax", default=str(ROOT / ".benchmarks" / "sparse_jax.json"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench"))
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "tools"))
+    import bench_report
+
+    path = Path(args.run) if args.run else bench_report.latest_run(Path(args.storage))
+    run = json.loads(path.read_text())
+    out = Path(args.out)
+    lines = bench_report.header(run, path)
+    lines[0] = "# derivs sparse benchmarks"
+    lines += section(bench_report.load_rows(run), Path(args.jax), out)
+    groups = {g: r for g, r in bench_report.load_rows(run).items() if g.startswith("sparse ")}
+    lines += bench_report.group_tables(groups)
+    (out / "sparse.md").write_text("\n".join(lines).rstrip() + "\n")
+    print(f"sparse_report: {path} -> {out / 'sparse.md'}, {out / 'sparse_scaling.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
