@@ -68,6 +68,7 @@ class Tracker:
         # key is never reused by a new storage while its rows are still recorded.
         self.alive: list[torch.Tensor] = []
         self.quiet = 0
+        self.refused: Untraceable | None = None
 
     # -- reading and writing rows ----------------------------------------------------------
 
@@ -207,14 +208,17 @@ class Tracker:
         if self.quiet:
             return
         if any(self.deps(t) is not None for t in tensors):
-            raise Untraceable(
-                f"the derivative passes through {what}: its dependence cannot be followed"
-            )
+            self.refuse(f"the derivative passes through {what}: its dependence cannot be followed")
         if not self.local and any(self.is_varying(t) for t in tensors):
-            raise Untraceable(
+            self.refuse(
                 f"func reads input-dependent values through {what} "
                 "(Python control flow or data-dependent shapes on the input values)"
             )
+
+    def refuse(self, reason: str) -> None:
+        """Raise ``Untraceable``, and remember it (in case func catches and carries on)."""
+        self.refused = Untraceable(reason)
+        raise self.refused
 
     def after(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Propagate varying flags and rows from the inputs of ``func`` to what it wrote."""
