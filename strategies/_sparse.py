@@ -38,7 +38,8 @@ from hypothesis.errors import InvalidArgument
 
 from strategies._basic import Shape
 from strategies._problems import Problem, problems
-from strategies._sparse_kinds import BUILDERS, NAMESPACE, Spec
+from strategies._sparse_kinds import BUILDERS
+from strategies._sparse_spec import NAMESPACE, Spec
 
 #: Every kind ``sparse_functions(kinds=...)`` accepts, vector-valued ones first.
 SPARSE_KINDS = tuple(BUILDERS)

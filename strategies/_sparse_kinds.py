@@ -1,131 +1,20 @@
-"""The families of sparse functions: each draws its parameters, writes its formula as Python
-source and derives its structure from the parameters by plain loops (independent of any
-detection code)."""
+"""The vector-valued families of sparse functions: each draws its parameters, writes its
+formula as Python source and derives its Jacobian's structure from the parameters by plain
+loops (independent of any detection code)."""
 
 from __future__ import annotations
 
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from hypothesis import strategies as st
 
-from strategies._basic import Shape
-from strategies._caps import MAX_ELEMENTS, MAX_INTERMEDIATE, MAX_SEED, MAX_SIDE
-from strategies._expr import randn
-
-
-class SteRound(torch.autograd.Function):
-    """``round`` forward, identity backward: a straight-through estimator (Jacobian I)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return torch.round(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        return None
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return g
-
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor) -> torch.Tensor:
-        return t
-
-
-class NeighbourSum(torch.autograd.Function):
-    """``x + x.roll(1, -1)`` with a hand-written backward (``g + g.roll(-1, -1)``)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return x + x.roll(1, -1)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        return None
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return g + g.roll(-1, -1)
-
-    @staticmethod
-    def jvp(ctx: Any, t: torch.Tensor) -> torch.Tensor:
-        return t + t.roll(1, -1)
-
-
-def _tensor(values: Any) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.int64)
-
-
-#: Names a sparse function's formula and constants may use (besides its arguments).
-NAMESPACE: dict[str, Any] = {
-    "tanh": torch.tanh,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "softplus": F.softplus,
-    "softmax": torch.softmax,
-    "where": torch.where,
-    "stack": torch.stack,
-    "pad": F.pad,
-    "conv1d": F.conv1d,
-    "conv2d": F.conv2d,
-    "conv_transpose1d": F.conv_transpose1d,
-    "conv_transpose2d": F.conv_transpose2d,
-    "ste_round": SteRound.apply,
-    "neighbour_sum": NeighbourSum.apply,
-    "randn": randn,
-    "tensor": _tensor,
-}
-
-
-@dataclass
-class Spec:
-    """What a builder draws: the source of a function and its structure."""
-
-    name: str
-    kind: str
-    arg_names: tuple[str, ...]
-    in_shapes: tuple[Shape, ...]
-    out_shape: Shape
-    body: str
-    structure: torch.Tensor  # (m, n) Jacobian, or (n, n) Hessian for scalar kinds
-    consts: dict[str, str] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    local: Callable[[tuple[torch.Tensor, ...]], torch.Tensor] | None = None
-
-
-def _bool(rows: int, cols: int, pairs: Any) -> torch.Tensor:
-    out = torch.zeros(rows, cols, dtype=torch.bool)
-    for i, j in pairs:
-        out[i, j] = True
-    return out
-
-
-def _seed(draw: st.DrawFn, k: int) -> int:
-    # NOTE: as in strategies._functions, the position is folded into the seed so two weights
-    # differ even when Hypothesis draws the same seed for both.
-    return draw(st.integers(0, MAX_SEED)) * 100 + k
-
-
-def _coef(draw: st.DrawFn) -> float:
-    # NOTE: positive coefficients: aliased terms of a small periodic stencil never cancel.
-    return draw(st.sampled_from([1.0, 2.0, 0.5, 3.0]))
-
-
-def _wrap(draw: st.DrawFn, text: str) -> str:
-    fn = draw(st.sampled_from(["", "sin", "tanh", "softplus"]))
-    return f"{fn}({text})" if fn else text
-
+from strategies._caps import MAX_ELEMENTS, MAX_INTERMEDIATE, MAX_SIDE
+from strategies._sparse_hessian_kinds import block_energy, energy, rosenbrock
+from strategies._sparse_spec import Spec, coef, pairs_to_bool, seed, wrap
 
 # --------------------------------------------------------------------------------------------
 # stencils
@@ -144,13 +33,13 @@ def stencil1d(draw: st.DrawFn) -> Spec:
             return "x" if o == 0 else f"x.roll({-o})"
         return f"x[{o - lo}:{n - hi + o}]"
 
-    parts = [f"{_coef(draw)} * {_wrap(draw, term(o))}" for o in offsets]
+    parts = [f"{coef(draw)} * {wrap(draw, term(o))}" for o in offsets]
     if draw(st.booleans()):
         a, b = draw(st.sampled_from(offsets)), draw(st.sampled_from(offsets))
         parts.append(f"{term(a)} * {term(b)}")
     pairs = [(i, (i + o) % n if periodic else i + o - lo) for i in range(m) for o in offsets]
     return Spec(
-        "stencil1d", "stencil1d", ("x",), ((n,),), (m,), " + ".join(parts), _bool(m, n, pairs),
+        "stencil1d", "stencil1d", ("x",), ((n,),), (m,), " + ".join(parts), pairs_to_bool(m, n, pairs),
         params={"offsets": offsets, "periodic": periodic},
     )  # fmt: skip
 
@@ -179,14 +68,14 @@ def stencil2d(draw: st.DrawFn) -> Spec:
             return f"x[{dr - lr}:{h - hr + dr}, {dc - lc}:{w - hc + dc}]"
         return "x" if (dr, dc) == (0, 0) else f"x.roll(({-dr}, {-dc}), (0, 1))"
 
-    parts = [f"{_coef(draw)} * {_wrap(draw, term(*o))}" for o in offsets]
+    parts = [f"{coef(draw)} * {wrap(draw, term(*o))}" for o in offsets]
     pairs = []
     for i, j, (dr, dc) in itertools.product(range(mh), range(mw), offsets):
         r, c = ((i + dr) % h, (j + dc) % w) if periodic else (i + dr - lr, j + dc - lc)
         pairs.append((i * mw + j, r * w + c))
     return Spec(
         "stencil2d", "stencil2d", ("x",), ((h, w),), (mh, mw), " + ".join(parts),
-        _bool(mh * mw, h * w, pairs), params={"offsets": offsets, "periodic": periodic},
+        pairs_to_bool(mh * mw, h * w, pairs), params={"offsets": offsets, "periodic": periodic},
     )  # fmt: skip
 
 
@@ -194,7 +83,7 @@ def brusselator(draw: st.DrawFn) -> Spec:
     """The 2-D Brusselator on a periodic ``h x w`` grid: species ``u``, ``v``; ``(2, h, w)``."""
     h = draw(st.integers(1, 4))
     w = draw(st.integers(1, MAX_ELEMENTS // (2 * h)))
-    alpha = _coef(draw)
+    alpha = coef(draw)
 
     def lap(s: str) -> str:
         return f"({s}.roll(1, 0) + {s}.roll(-1, 0) + {s}.roll(1, 1) + {s}.roll(-1, 1) - 4.0 * {s})"
@@ -212,7 +101,7 @@ def brusselator(draw: st.DrawFn) -> Spec:
         pairs.append((row, (1 - s) * hw + i * w + j))
     return Spec(
         "brusselator", "brusselator", ("u", "v"), ((h, w), (h, w)), (2, h, w), body,
-        _bool(2 * hw, 2 * hw, pairs), params={"alpha": alpha},
+        pairs_to_bool(2 * hw, 2 * hw, pairs), params={"alpha": alpha},
     )  # fmt: skip
 
 
@@ -225,11 +114,11 @@ def banded(draw: st.DrawFn) -> Spec:
     lower, upper = draw(st.integers(0, 3)), draw(st.integers(0, 3))
     n = draw(st.integers(1, MAX_ELEMENTS))
     width = lower + upper + 1
-    body = f"(pad({_wrap(draw, 'x')}, ({lower}, {upper})).unfold(0, {width}, 1) * W1).sum(-1)"
+    body = f"(pad({wrap(draw, 'x')}, ({lower}, {upper})).unfold(0, {width}, 1) * W1).sum(-1)"
     pairs = [(i, j) for i in range(n) for j in range(i - lower, i + upper + 1) if 0 <= j < n]
     return Spec(
-        "banded", "banded", ("x",), ((n,),), (n,), body, _bool(n, n, pairs),
-        consts={"W1": f"randn(({n}, {width}), seed={_seed(draw, 1)})"},
+        "banded", "banded", ("x",), ((n,),), (n,), body, pairs_to_bool(n, n, pairs),
+        consts={"W1": f"randn(({n}, {width}), seed={seed(draw, 1)})"},
         params={"lower": lower, "upper": upper},
     )  # fmt: skip
 
@@ -239,17 +128,17 @@ def block_diagonal(draw: st.DrawFn) -> Spec:
     b = draw(st.integers(1, 4))
     k = draw(st.integers(1, MAX_ELEMENTS // b))
     p = draw(st.integers(1, MAX_SIDE))
-    consts = {"W1": f"randn(({k}, {p}), seed={_seed(draw, 1)})"}
+    consts = {"W1": f"randn(({k}, {p}), seed={seed(draw, 1)})"}
     if draw(st.booleans()):
-        consts["b1"] = f"randn(({p},), seed={_seed(draw, 2)})"
-        consts["W2"] = f"randn(({p}, {p}), seed={_seed(draw, 3)})"
+        consts["b1"] = f"randn(({p},), seed={seed(draw, 2)})"
+        consts["W2"] = f"randn(({p}, {p}), seed={seed(draw, 3)})"
         body = "tanh(x @ W1 + b1) @ W2"
     else:
         body = "softmax(x @ W1, -1) * x.sum(-1, keepdim=True)"
     pairs = [(s * p + q, s * k + j) for s in range(b) for q in range(p) for j in range(k)]
     return Spec(
         "block_diagonal", "block_diagonal", ("x",), ((b, k),), (b, p), body,
-        _bool(b * p, b * k, pairs), consts=consts, params={"batch": b},
+        pairs_to_bool(b * p, b * k, pairs), consts=consts, params={"batch": b},
     )  # fmt: skip
 
 
@@ -262,7 +151,7 @@ def gather(draw: st.DrawFn) -> Spec:
     body = "x[I1]" + (" * tanh(x[I2])" if k > 1 else "") + (" + sin(x[I3])" if k > 2 else "")
     pairs = [(i, idx[i]) for idx in lists for i in range(m)]
     return Spec(
-        "gather", "gather", ("x",), ((n,),), (m,), body, _bool(m, n, pairs),
+        "gather", "gather", ("x",), ((n,),), (m,), body, pairs_to_bool(m, n, pairs),
         consts={f"I{t + 1}": f"tensor({idx})" for t, idx in enumerate(lists)},
     )  # fmt: skip
 
@@ -273,10 +162,10 @@ def scatter(draw: st.DrawFn) -> Spec:
     m = draw(st.integers(1, MAX_ELEMENTS))
     idx = draw(st.lists(st.integers(0, m - 1), min_size=n, max_size=n))
     op = draw(st.sampled_from(["index_add", "scatter_add"]))
-    body = f"x.new_zeros({m}).{op}(0, I1, {_wrap(draw, 'x')})"
+    body = f"x.new_zeros({m}).{op}(0, I1, {wrap(draw, 'x')})"
     return Spec(
         "scatter", "scatter", ("x",), ((n,),), (m,), body,
-        _bool(m, n, [(idx[i], i) for i in range(n)]), consts={"I1": f"tensor({idx})"},
+        pairs_to_bool(m, n, [(idx[i], i) for i in range(n)]), consts={"I1": f"tensor({idx})"},
     )  # fmt: skip
 
 
@@ -358,14 +247,14 @@ def conv(draw: st.DrawFn) -> Spec:
         for i in range(nd)
     ]
     w_shape = (c_in, c_out // groups, *kernel) if transposed else (c_out, c_in // groups, *kernel)
-    consts = {"W1": f"randn({w_shape}, seed={_seed(draw, 1)})"}
+    consts = {"W1": f"randn({w_shape}, seed={seed(draw, 1)})"}
     bias = ""
     if draw(st.booleans()):
-        consts["b1"] = f"randn(({c_out},), seed={_seed(draw, 2)})"
+        consts["b1"] = f"randn(({c_out},), seed={seed(draw, 2)})"
         bias = ", b1"
     name = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
     body = (
-        f"{name}({_wrap(draw, 'x')}, W1{bias}, stride={tuple(stride)}, padding={tuple(padding)}, "
+        f"{name}({wrap(draw, 'x')}, W1{bias}, stride={tuple(stride)}, padding={tuple(padding)}, "
         f"dilation={tuple(dilation)}, groups={groups})"
     )
     geometry = {
@@ -375,7 +264,7 @@ def conv(draw: st.DrawFn) -> Spec:
     }  # fmt: skip
     in_shape = (batch, c_in, *in_sp)
     out_shape = (batch, c_out, *out_sp)
-    structure = _bool(math.prod(out_shape), math.prod(in_shape), _conv_pairs(geometry))
+    structure = pairs_to_bool(math.prod(out_shape), math.prod(in_shape), _conv_pairs(geometry))
     return Spec(
         "conv", "conv", ("x",), (in_shape,), out_shape, body, structure, consts=consts,
         params=geometry,
@@ -401,7 +290,7 @@ def coupled(draw: st.DrawFn) -> Spec:
         body = f"{chain}.index_add(0, I1, softplus(x[I2]).sum().expand({len(rows)}))"
     pairs = [(i, i) for i in range(n)] + [(r, c) for r in rows for c in cols]
     return Spec(
-        "coupled", "coupled", ("x",), ((n,),), (n,), body, _bool(n, n, pairs), consts=consts,
+        "coupled", "coupled", ("x",), ((n,),), (n,), body, pairs_to_bool(n, n, pairs), consts=consts,
         params={"rows": rows, "cols": cols},
     )  # fmt: skip
 
@@ -413,13 +302,13 @@ def custom(draw: st.DrawFn) -> Spec:
     parts, pairs = [], [(i, i) for i in range(n)]
     shift = draw(st.integers(0, n - 1))
     if "ste" in use:
-        parts.append(f"ste_round({_coef(draw)} * x) * tanh(x.roll({shift}))")
+        parts.append(f"ste_round({coef(draw)} * x) * tanh(x.roll({shift}))")
         pairs += [(i, (i - shift) % n) for i in range(n)]
     if "neighbour" in use:
-        parts.append(f"neighbour_sum({_wrap(draw, 'x')})")
+        parts.append(f"neighbour_sum({wrap(draw, 'x')})")
         pairs += [(i, (i - 1) % n) for i in range(n)]
     return Spec(
-        "custom", "custom", ("x",), ((n,),), (n,), " + ".join(sorted(parts)), _bool(n, n, pairs),
+        "custom", "custom", ("x",), ((n,),), (n,), " + ".join(sorted(parts)), pairs_to_bool(n, n, pairs),
         params={"use": sorted(use), "shift": shift},
     )  # fmt: skip
 
@@ -430,88 +319,18 @@ def where(draw: st.DrawFn) -> Spec:
     shift = draw(st.integers(1, n - 1))
     threshold = draw(st.sampled_from([0.0, -0.5, 0.5]))
     body = (
-        f"where(x > {threshold}, {_wrap(draw, 'x')}, "
-        f"{_coef(draw)} * {_wrap(draw, f'x.roll({shift})')})"
+        f"where(x > {threshold}, {wrap(draw, 'x')}, "
+        f"{coef(draw)} * {wrap(draw, f'x.roll({shift})')})"
     )
     pairs = [(i, i) for i in range(n)] + [(i, (i - shift) % n) for i in range(n)]
 
     def local(args: tuple[torch.Tensor, ...]) -> torch.Tensor:
         taken = (args[0] > threshold).reshape(-1).tolist()
-        return _bool(n, n, [(i, i if taken[i] else (i - shift) % n) for i in range(n)])
+        return pairs_to_bool(n, n, [(i, i if taken[i] else (i - shift) % n) for i in range(n)])
 
     return Spec(
-        "branch", "where", ("x",), ((n,),), (n,), body, _bool(n, n, pairs), local=local,
+        "branch", "where", ("x",), ((n,),), (n,), body, pairs_to_bool(n, n, pairs), local=local,
         params={"shift": shift, "threshold": threshold},
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# scalar functions (Hessians)
-
-
-def _symmetric(n: int, pairs: list[tuple[int, int]]) -> torch.Tensor:
-    return _bool(n, n, pairs + [(j, i) for i, j in pairs])
-
-
-def rosenbrock(draw: st.DrawFn) -> Spec:
-    """The chained Rosenbrock function with lag ``L``: Hessian nonzero at ``|i - j| in {0, L}``."""
-    n = draw(st.integers(2, MAX_ELEMENTS))
-    lag = draw(st.integers(1, min(3, n - 1)))
-    a = draw(st.sampled_from([100.0, 1.0, 10.0]))
-    body = f"({a} * (x[{lag}:] - x[:-{lag}] ** 2) ** 2 + (1.0 - x[:-{lag}]) ** 2).sum()"
-    pairs = [p for i in range(n - lag) for p in ((i, i), (i + lag, i + lag), (i, i + lag))]
-    return Spec(
-        "rosenbrock", "rosenbrock", ("x",), ((n,),), (), body, _symmetric(n, pairs),
-        params={"lag": lag},
-    )  # fmt: skip
-
-
-def energy(draw: st.DrawFn) -> Spec:
-    """``sum c (grad x)^2 + sum phi(x)``: a nearest-neighbour energy in 1-D or 2-D."""
-    two_d = draw(st.booleans())
-    periodic = draw(st.booleans())
-    onsite = draw(st.sampled_from(["cos(x).sum()", "(x ** 4).sum()"]))
-    c = _coef(draw)
-    if two_d:
-        h = draw(st.integers(1, MAX_SIDE))
-        w = draw(st.integers(1, MAX_ELEMENTS // h))
-    else:
-        h, w = 1, draw(st.integers(1 if periodic else 2, MAX_ELEMENTS))
-    shape = (h, w) if two_d else (w,)
-    dims = [0, 1] if two_d else [0]
-    diffs = []
-    for d in dims:
-        if periodic:
-            diffs.append(f"(x.roll(-1, {d}) - x)")
-        elif two_d:
-            diffs.append("(x[1:, :] - x[:-1, :])" if d == 0 else "(x[:, 1:] - x[:, :-1])")
-        else:
-            diffs.append("(x[1:] - x[:-1])")
-    body = " + ".join(f"({c} * {t} ** 2).sum()" for t in diffs) + f" + {onsite}"
-    pairs = [(i * w + j, i * w + j) for i in range(h) for j in range(w)]
-    for i, j in itertools.product(range(h), range(w)):
-        for di, dj in ((1, 0), (0, 1)) if two_d else ((0, 1),):
-            r, s = i + di, j + dj
-            if periodic:
-                r, s = r % h, s % w
-            if r < h and s < w:
-                pairs.append((i * w + j, r * w + s))
-    return Spec(
-        "energy", "energy", ("x",), (shape,), (), body, _symmetric(h * w, pairs),
-        params={"periodic": periodic, "two_d": two_d},
-    )  # fmt: skip
-
-
-def block_energy(draw: st.DrawFn) -> Spec:
-    """``softplus(x @ W1).sum() + (x ** 2).sum()`` over a batch ``(B, k)``: block-diagonal H."""
-    b = draw(st.integers(1, 4))
-    k = draw(st.integers(1, MAX_ELEMENTS // b))
-    p = draw(st.integers(1, MAX_SIDE))
-    pairs = [(s * k + i, s * k + j) for s in range(b) for i in range(k) for j in range(k)]
-    return Spec(
-        "block_energy", "block_energy", ("x",), ((b, k),), (), "softplus(x @ W1).sum() + (x ** 2).sum()",
-        _bool(b * k, b * k, pairs), consts={"W1": f"randn(({k}, {p}), seed={_seed(draw, 1)})"},
-        params={"batch": b},
     )  # fmt: skip
 
 

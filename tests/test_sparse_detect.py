@@ -429,6 +429,13 @@ def _branchy(x):
     return x * 2 if x.sum() > 0 else x.flip(0)
 
 
+def _swallows(x):
+    try:
+        return x * 2 if x.sum() > 0 else x.flip(0)
+    except Exception:  # the refusal, caught: the trace would go where func never goes
+        return x.roll(1)
+
+
 class UserError(Exception):
     pass
 
@@ -440,6 +447,7 @@ def _raises_user_error(x):
 ERRORS = [
     ("python-branch", _branchy, ValueError, r"derivs\.jacobian_sparsity: global .*local detection"),
     ("item", lambda x: x * x.max().item(), ValueError, r"^derivs\.jacobian_sparsity: .*local"),
+    ("caught-refusal", _swallows, ValueError, r"global sparsity detection cannot trace func"),
     ("tolist", lambda x: x * x.tolist()[0], ValueError, r"\.tolist\(\)"),
     ("numpy", lambda x: x * float(x.numpy()[0]), ValueError, r"\.numpy\(\)"),
     ("mask-shape", lambda x: x[x > 0], ValueError, r"data-dependent shapes"),

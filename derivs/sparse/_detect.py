@@ -85,7 +85,7 @@ def jacobian_pattern(
     tracker = Tracker(0, local=local, rules=_rules.apply)
     rows: list[Deps | None] = []
     m = 0
-    with _converted(api, local), tracker.active(), torch.enable_grad():
+    with _converted(api, tracker), tracker.active(), torch.enable_grad():
         leaves, call_args = _leaves(tracker, args, argnums)
         out = _single_output(api, func(*call_args))
         m = out.numel()
@@ -128,7 +128,7 @@ def hessian_pattern(
     n = sum(sizes)
     tracker = Tracker(n, local=local, rules=_rules.apply)
     rows: list[Deps | None] = []
-    with _converted(api, local), tracker.active(), torch.enable_grad():
+    with _converted(api, tracker), tracker.active(), torch.enable_grad():
         leaves, call_args = _leaves(tracker, args, argnums)
         out = _single_output(api, func(*call_args))
         if out.numel() != 1:
@@ -219,19 +219,25 @@ def _sorted(rows: torch.Tensor, cols: torch.Tensor, m: int, n: int) -> Pattern:
 
 
 class _converted:
-    """Turns the tracer's ``Untraceable`` into the API's ``ValueError``; the rest propagates."""
+    """Turns the tracer's ``Untraceable`` into the API's ``ValueError``; the rest propagates.
 
-    def __init__(self, api: str, local: bool) -> None:
+    A refusal func caught and carried on from still counts: the trace went where func would
+    not have gone.
+    """
+
+    def __init__(self, api: str, tracker: Tracker) -> None:
         self.api = api
-        self.local = local
+        self.tracker = tracker
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if isinstance(exc, Untraceable):
-            mode = "local" if self.local else "global"
-            hint = "give the pattern" if self.local else _HINT
+        refused = exc if isinstance(exc, Untraceable) else self.tracker.refused
+        if refused is not None:
+            mode = "local" if self.tracker.local else "global"
+            hint = "give the pattern" if self.tracker.local else _HINT
             raise ValueError(
-                f"{self.api}: {mode} sparsity detection cannot trace func: {exc.args[0]}; {hint}"
-            ) from exc
+                f"{self.api}: {mode} sparsity detection cannot trace func: {refused.args[0]}; "
+                f"{hint}"
+            ) from refused

@@ -9,26 +9,15 @@ statistics couple whole groups, the affine parameters act per channel.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
+from derivs.sparse._rule_base import pointwise, rule, union_rows
 from derivs.sparse._trace import Call, fallback_rows
-
-Rule = Callable[[Call], list[Deps | None]]
-RULES: dict[str, Rule] = {}
-
-
-def rule(*names: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        for name in names:
-            RULES[name] = fn
-        return fn
-
-    return register
 
 
 def _spread(
@@ -42,13 +31,6 @@ def _spread(
         return _deps.uniform(math.prod(out_view), d.seed_set(), call.n_seeds)
     kept = tuple(1 if k in dims else s for k, s in enumerate(view))
     return _deps.broadcast(_deps.reduce(d, view, dims), kept, out_view)
-
-
-def _union(call: Call, size: int, parts: Sequence[Deps | None]) -> Deps | None:
-    found = [p for p in parts if p is not None]
-    if not found:
-        return None
-    return _deps.union(size, call.n_seeds, [(p, None) for p in found])
 
 
 def _masked(mask: Sequence[bool], results: Sequence[Deps | None]) -> list[Deps | None]:
@@ -67,7 +49,7 @@ def layer_norm(call: Call) -> list[Deps | None]:
     trail = math.prod(b["normalized_shape"])
     lead = x.numel() // max(trail, 1)
     full = (lead, trail)
-    out = _union(
+    out = union_rows(
         call,
         x.numel(),
         [
@@ -88,14 +70,14 @@ def layer_norm_backward(call: Call) -> list[Deps | None]:
     lead = x.numel() // max(trail, 1)
     full = (lead, trail)
     stats = [b["mean"], b["rstd"]]
-    grad_input = _union(
+    grad_input = union_rows(
         call,
         x.numel(),
         [_spread(call, t, full, (1,), full) for t in (g, x)]
         + [_spread(call, s, (lead, 1), (), full) for s in stats]
         + [_spread(call, w, (1, trail), (0, 1), full)],
     )
-    grad_weight = _union(
+    grad_weight = union_rows(
         call,
         trail,
         [_spread(call, t, full, (0,), (1, trail)) for t in (g, x)]
@@ -129,13 +111,13 @@ def batch_norm(call: Call) -> list[Deps | None]:
     per = (1, c, 1)
     training = bool(b.get("training", False))
     params = [b.get(k) for k in ("weight", "bias", "running_mean", "running_var")]
-    out = _union(
+    out = union_rows(
         call,
         x.numel(),
         [_spread(call, x, full, (0, 2) if training else (), full)]
         + [_spread(call, p, per, (), full) for p in params],
     )
-    stats = _union(
+    stats = union_rows(
         call,
         c,
         [_spread(call, x, full, (0, 2), per)] + [_spread(call, p, per, (), per) for p in params],
@@ -160,8 +142,8 @@ def batch_norm_backward(call: Call) -> list[Deps | None]:
     ]
     per_channel = [_spread(call, t, full, (0, 2), per) for t in (g, x)]
     per_channel += [_spread(call, p, per, (), per) for p in params]
-    channel_rows = _union(call, c, per_channel)
-    grad_input = _union(
+    channel_rows = union_rows(call, c, per_channel)
+    grad_input = union_rows(
         call,
         x.numel(),
         [
@@ -185,7 +167,7 @@ def group_norm(call: Call) -> list[Deps | None]:
     n, c, rest = _channels(x)
     full = (n, groups, c // groups, rest)
     affine = (1, groups, c // groups, 1)
-    out = _union(
+    out = union_rows(
         call,
         x.numel(),
         [_spread(call, x, full, (2, 3), full)]
@@ -203,14 +185,14 @@ def group_norm_backward(call: Call) -> list[Deps | None]:
     full = (n, groups, c // groups, rest)
     affine = (1, groups, c // groups, 1)
     stats = [b["mean"], b["rstd"]]
-    grad_input = _union(
+    grad_input = union_rows(
         call,
         x.numel(),
         [_spread(call, t, full, (2, 3), full) for t in (g, x)]
         + [_spread(call, s, (n, groups, 1, 1), (), full) for s in stats]
         + [_spread(call, w, affine, (2,), full)],
     )
-    grad_weight = _union(
+    grad_weight = union_rows(
         call,
         c,
         [_spread(call, t, full, (0, 3), affine) for t in (g, x)]
@@ -233,8 +215,6 @@ _ELEMENTWISE_LOSS_BACKWARDS = (
 @rule(*_ELEMENTWISE_LOSS_BACKWARDS)
 def loss_backward(call: Call) -> list[Deps | None]:
     """Elementwise losses: ``grad_output`` is per element or a scalar (mean, sum)."""
-    from derivs.sparse._rules import pointwise
-
     return pointwise(call)
 
 
@@ -261,7 +241,7 @@ def nll_loss_backward(call: Call) -> list[Deps | None]:
     others = [t for t in (x, b.get("weight"), b.get("total_weight")) if call.deps(t) is not None]
     if others:
         extra = [fallback_rows(call, out)]
-        return [_union(call, out.numel(), [rows, *extra])]
+        return [union_rows(call, out.numel(), [rows, *extra])]
     return [rows]
 
 

@@ -18,20 +18,10 @@ import torch
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
+from derivs.sparse._rule_base import rule
 from derivs.sparse._trace import Call, fallback_rows
 
-Rule = Callable[[Call], list[Deps | None]]
-RULES: dict[str, Rule] = {}
 _aten = torch.ops.aten
-
-
-def rule(*names: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        for name in names:
-            RULES[name] = fn
-        return fn
-
-    return register
 
 
 def probe_pairs(

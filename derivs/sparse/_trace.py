@@ -25,87 +25,34 @@ leave torch in either mode (the dependence would be lost).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
-from torch.overrides import _get_current_function_mode_stack as _function_modes
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
+from derivs.sparse._guard import (
+    Guard,
+    Untraceable,
+    custom_nodes,
+    data_dependent_inputs,
+    enter,
+    leave,
+)
+from derivs.sparse._storage import (
+    Storage,
+    grow,
+    is_float,
+    key,
+    positions,
+    storage_numel,
+    tensors_of,
+)
 
-_I64 = torch.int64
-
-
-class Untraceable(Exception):
-    """The derivative cannot be traced in this mode; ``args[0]`` says what stopped it."""
-
-
-def key(t: torch.Tensor) -> int:
-    """An identifier of ``t``'s storage, shared by all its views (sparse tensors: their own)."""
-    if t.layout != torch.strided:
-        return -id(t)
-    return int(t.untyped_storage()._cdata)
-
-
-def storage_numel(t: torch.Tensor) -> int:
-    return t.untyped_storage().nbytes() // t.element_size()
-
-
-def positions(t: torch.Tensor, numel: int) -> torch.Tensor | None:
-    """The storage element of each element of ``t`` (row-major), or None when it is the identity."""
-    if t.storage_offset() == 0 and t.numel() == numel and t.is_contiguous():
-        return None
-    pos = torch.tensor(t.storage_offset(), dtype=_I64)
-    for size, stride in zip(t.shape, t.stride(), strict=True):
-        pos = pos.unsqueeze(-1) + torch.arange(size) * stride
-    return pos.reshape(-1)
-
-
-def is_float(t: torch.Tensor) -> bool:
-    return t.dtype.is_floating_point or t.dtype.is_complex
-
-
-def tensors_of(tree: Any) -> list[torch.Tensor]:
-    """The tensors in nested tuples, lists and dicts (ATen arguments and results)."""
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    found: list[torch.Tensor] = []
-    if isinstance(tree, tuple | list):
-        for x in tree:
-            if isinstance(x, torch.Tensor):
-                found.append(x)
-            elif isinstance(x, tuple | list | dict):
-                found.extend(tensors_of(x))
-    elif isinstance(tree, dict):
-        found.extend(tensors_of(list(tree.values())))
-    return found
-
-
-class _Storage:
-    __slots__ = ("deps", "elem_size", "numel")
-
-    def __init__(self, deps: Deps, elem_size: int, numel: int) -> None:
-        self.deps = deps
-        self.elem_size = elem_size
-        self.numel = numel
-
-
-def _grow(st: _Storage, t: torch.Tensor) -> None:
-    """Empty rows for the elements a storage gained since (``resize_``)."""
-    numel = t.untyped_storage().nbytes() // st.elem_size
-    if numel > st.numel:
-        ptr = st.deps.ptr
-        ptr = torch.cat([ptr, ptr[-1:].expand(numel - st.numel)])
-        st.deps = Deps(ptr, st.deps.seeds, st.deps.n_seeds)
-        st.numel = numel
-
-
-Rule = Callable[["Call"], list[Deps | None]]
+__all__ = ["Call", "Tracker", "Untraceable", "fallback_rows", "is_float", "tensors_of"]
 
 
 class Tracker:
@@ -115,12 +62,13 @@ class Tracker:
         self.n_seeds = n_seeds
         self.local = local
         self.apply_rule = rules
-        self.storages: dict[int, _Storage] = {}
+        self.storages: dict[int, Storage] = {}
         self.varying: set[int] = set()
         # NOTE: every tensor the trace touches is kept alive until it ends, so a storage
         # key is never reused by a new storage while its rows are still recorded.
         self.alive: list[torch.Tensor] = []
         self.quiet = 0
+        self.refused: Untraceable | None = None
 
     # -- reading and writing rows ----------------------------------------------------------
 
@@ -134,7 +82,7 @@ class Tracker:
         if t.layout != torch.strided:
             # NOTE: a sparse tensor is one unit: each element may depend on all it depends on.
             return _deps.uniform(t.numel(), st.deps.seed_set(), self.n_seeds)
-        _grow(st, t)
+        grow(st, t)
         pos = positions(t, storage_numel(t))
         if st.elem_size == t.element_size():
             return st.deps if pos is None else _deps.take(st.deps, pos)
@@ -160,20 +108,20 @@ class Tracker:
         rows = _deps.empty(t.numel(), self.n_seeds) if rows is None else rows
         if t.layout != torch.strided:
             seeds = rows.seed_set()
-            self.storages[k] = _Storage(_deps.uniform(1, seeds, self.n_seeds), 0, 1)
+            self.storages[k] = Storage(_deps.uniform(1, seeds, self.n_seeds), 0, 1)
             return
         pos = positions(t, storage_numel(t))
         if st is None:
             numel = storage_numel(t)
-            st = _Storage(_deps.empty(numel, self.n_seeds), t.element_size(), numel)
+            st = Storage(_deps.empty(numel, self.n_seeds), t.element_size(), numel)
             self.storages[k] = st
-        _grow(st, t)
+        grow(st, t)
         if st.elem_size != t.element_size():
             pos, rows = self._in_storage_units(st, t, pos, rows)
         st.deps = rows if pos is None else _deps.assign(st.deps, pos, rows)
 
     def _in_storage_units(
-        self, st: _Storage, t: torch.Tensor, pos: torch.Tensor | None, rows: Deps
+        self, st: Storage, t: torch.Tensor, pos: torch.Tensor | None, rows: Deps
     ) -> tuple[torch.Tensor, Deps]:
         """A write through a view of another dtype, as rows of the storage's elements.
 
@@ -212,7 +160,7 @@ class Tracker:
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        with _Guard(self), _Dispatch(self):
+        with Guard(self), _Dispatch(self):
             yield
 
     def grad(
@@ -229,11 +177,11 @@ class Tracker:
         catches ``.numpy()`` and ``.tolist()`` is entered around each custom
         ``autograd.Function``'s backward by node hooks.
         """
-        guards: list[_Guard] = []
+        guards: list[Guard] = []
         handles = []
-        for node in _custom_nodes(outputs):
-            handles.append(node.register_prehook(lambda *_: _enter(guards, _Guard(self))))
-            handles.append(node.register_hook(lambda *_: _leave(guards)))
+        for node in custom_nodes(outputs):
+            handles.append(node.register_prehook(lambda *_: enter(guards, Guard(self))))
+            handles.append(node.register_hook(lambda *_: leave(guards)))
         try:
             grads: tuple[torch.Tensor | None, ...] = torch.autograd.grad(
                 list(outputs), list(inputs), grad_outputs, allow_unused=True,
@@ -241,7 +189,7 @@ class Tracker:
             )  # fmt: skip
         finally:
             while guards:
-                _leave(guards)
+                leave(guards)
             for h in handles:
                 h.remove()
         return grads
@@ -260,14 +208,17 @@ class Tracker:
         if self.quiet:
             return
         if any(self.deps(t) is not None for t in tensors):
-            raise Untraceable(
-                f"the derivative passes through {what}: its dependence cannot be followed"
-            )
+            self.refuse(f"the derivative passes through {what}: its dependence cannot be followed")
         if not self.local and any(self.is_varying(t) for t in tensors):
-            raise Untraceable(
+            self.refuse(
                 f"func reads input-dependent values through {what} "
                 "(Python control flow or data-dependent shapes on the input values)"
             )
+
+    def refuse(self, reason: str) -> None:
+        """Raise ``Untraceable``, and remember it (in case func catches and carries on)."""
+        self.refused = Untraceable(reason)
+        raise self.refused
 
     def after(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Propagate varying flags and rows from the inputs of ``func`` to what it wrote."""
@@ -300,35 +251,6 @@ class Tracker:
         for t in written:
             if t.numel() and key(t) not in done:
                 self.write(t, fallback_rows(call, t))
-
-
-def _custom_nodes(outputs: Sequence[torch.Tensor]) -> list[Any]:
-    """The custom ``autograd.Function`` nodes of the graph behind ``outputs``."""
-    stack: list[Any] = [o.grad_fn for o in outputs]
-    seen: set[int] = set()
-    found = []
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, torch.autograd.function.BackwardCFunction):
-            found.append(node)
-        stack.extend(fn for fn, _ in node.next_functions)
-    return found
-
-
-def _enter(guards: list[_Guard], guard: _Guard) -> None:
-    guard.__enter__()  # type: ignore[no-untyped-call]
-    guards.append(guard)
-
-
-def _leave(guards: list[_Guard]) -> None:
-    # NOTE: the engine restores the mode stack when a backward raises: pop only what is there.
-    if guards:
-        guard = guards.pop()
-        if guard in _function_modes():  # type: ignore[no-untyped-call]
-            guard.__exit__(None, None, None)  # type: ignore[no-untyped-call]
 
 
 class Call:
@@ -421,20 +343,6 @@ _METADATA_ONLY = frozenset(
         "resize_as_",
     )
 )  # fmt: skip
-# NOTE: ops whose output depends on input values in ways a rule cannot bound: their result
-# is a Python value (item, equal) or its shape depends on the values (nonzero, unique).
-_DATA_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
-
-
-def _data_dependent_inputs(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    """The arguments whose values shape ``func``'s result (empty: ``func`` is not data-dependent)."""
-    if not any(tag in func.tags for tag in _DATA_TAGS):
-        return []
-    flat = tensors_of(args) + tensors_of(kwargs)
-    if func is _aten.index.Tensor:
-        # NOTE: only boolean masks make indexing data-dependent (they go through nonzero).
-        return [a for a in flat[1:] if a.dtype in (torch.bool, torch.uint8)]
-    return flat
 
 
 class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -456,7 +364,7 @@ class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        watched = _data_dependent_inputs(func, args, kwargs)
+        watched = data_dependent_inputs(func, args, kwargs)
         if watched:
             self.tracker.check_escape(f"{func}", watched)
         out = func(*args, **kwargs)
@@ -464,40 +372,3 @@ class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
         with torch._C.DisableTorchFunction():
             self.tracker.after(func, args, kwargs, out)
         return out
-
-
-_ESCAPES = {
-    torch.Tensor.tolist: ".tolist()",
-    torch.Tensor.numpy: ".numpy()",
-    torch.Tensor.__array__: "numpy (__array__)",
-    torch.Tensor.__dlpack__: "__dlpack__",
-}
-_REPRS = {torch.Tensor.__repr__, torch.Tensor.__str__, torch.Tensor.__format__}
-
-
-class _Guard(TorchFunctionMode):
-    """Catches the ways values leave torch without an ATen op (``tolist``, ``numpy``)."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        super().__init__()
-        self.tracker = tracker
-
-    def __torch_function__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        if func in _REPRS:
-            with self.tracker.silenced():
-                return func(*args, **kwargs)
-        what = _ESCAPES.get(func)
-        if what is not None:
-            self.tracker.check_escape(what, tensors_of(args) + tensors_of(kwargs))
-        return func(*args, **kwargs)
-
-
-def numel(shape: Any) -> int:
-    return math.prod(shape)
