@@ -42,6 +42,20 @@ Functions
     ``eval_formula(repr_text)`` (a function)
         the callable a ``GeneratedFunction``'s repr describes (bit-identical values).
 
+Sparse functions
+    ``sparse_functions(*, kinds=None, scalar=None)``
+        ``SparseFunction``: stencils (1-D, 2-D, periodic or not), the Brusselator, banded maps,
+        block-diagonal batches, gathers and scatters with drawn index tensors, convolutions,
+        elementwise chains with a few dense couplings, custom ``autograd.Function``s,
+        value-dependent ``where``, and scalar ones for Hessians (chained Rosenbrock, stencil
+        energies); each knows the structure of its Jacobian (Hessian), ``.structure()``,
+        derived from its parameters, e.g.
+        ``stencil1d(x: (8,)) -> (6,) = 2.0 * x[0:6] + 0.5 * sin(x[2:8])``.
+    ``sparse_problems(func=None, *, kinds=None, scalar=None, device=None, dtype=None, layout=None)``
+        ``Problem(func, device, dtype, args)`` with a sparse ``func``.
+    ``eval_sparse_formula(repr_text)`` (a function)
+        the callable a ``SparseFunction``'s repr describes (bit-identical values).
+
 Whole draws (NamedTuples)
     ``problems(func=None, *, device=None, dtype=None, include_meta=False, layout=None)``
         ``Problem(func, device, dtype, args)``.
@@ -103,6 +117,15 @@ from strategies._problems import (
     problems,
     tutorial_predict,
 )
+from strategies._sparse import (
+    HESSIAN_KINDS,
+    SPARSE_KINDS,
+    VALUE_DEPENDENT_KINDS,
+    SparseFunction,
+    eval_sparse_formula,
+    sparse_functions,
+    sparse_problems,
+)
 from strategies._tensors import (
     LAYOUTS,
     NON_CONTIGUOUS_LAYOUTS,
@@ -118,6 +141,7 @@ from strategies._tensors import (
 __all__ = [
     "COUPLINGS",
     "EXP_INPUT_BOUND",
+    "HESSIAN_KINDS",
     "INPUT_BOUND",
     "JOIN_OPS",
     "LAYOUTS",
@@ -133,13 +157,16 @@ __all__ = [
     "NON_POLYMORPHIC_OPS",
     "OPS",
     "PREDICT_KINDS",
+    "SPARSE_KINDS",
     "UNARY_OPS",
     "VALUE_BOUND",
+    "VALUE_DEPENDENT_KINDS",
     "VALUE_MODES",
     "BatchedProblem",
     "GeneratedFunction",
     "PredictProblem",
     "Problem",
+    "SparseFunction",
     "argnums",
     "batch_sizes",
     "batched_args",
@@ -152,6 +179,7 @@ __all__ = [
     "dtypes",
     "dtypes_for",
     "eval_formula",
+    "eval_sparse_formula",
     "feasible_layouts",
     "functions",
     "get_devices",
@@ -162,6 +190,8 @@ __all__ = [
     "problems",
     "set_devices",
     "shapes",
+    "sparse_functions",
+    "sparse_problems",
     "tangents_like",
     "tensors",
     "tutorial_predict",

@@ -502,6 +502,97 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+# --- sparse (derivs.sparse) ---------------------------------------------------------------
+
+detect_mod = sys.modules["derivs.sparse._detect"]
+coloring_mod = sys.modules["derivs.sparse._coloring"]
+greedy_mod = sys.modules["derivs.sparse._greedy"]
+
+
+def sparse_detect_drops_pair() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(*a: Any, **k: Any) -> Any:
+            rows, cols, shape = f(*a, **k)
+            if rows.numel() == 0:
+                return rows, cols, shape
+            keep = torch.ones(rows.numel(), dtype=torch.bool)
+            keep[rows.numel() // 2] = False
+            return rows[keep], cols[keep], shape
+
+        return g
+
+    _wrap(detect_mod, "jacobian_pattern", make)
+    _wrap(detect_mod, "hessian_pattern", make)
+
+
+def sparse_recovery_off_by_one() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(col: Any) -> Any:
+            idx = f(col)
+            m, n = col.pattern.shape
+            total = col.num_colors * (m if col.mode == "column" else n)
+            return (idx + 1).clamp_max(max(total - 1, 0))
+
+        return g
+
+    _wrap(coloring_mod, "recovery_index", make)
+
+
+def sparse_coloring_merges_conflict() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(graph: Any, order: Any, limit: int) -> Any:
+            color = f(graph, order, limit)
+            if color is None:
+                return None
+            for v in range(graph.n):
+                nbrs = graph.adj[graph.ptr[v] : graph.ptr[v + 1]]
+                if nbrs:
+                    color[nbrs[0]] = color[v]
+                    break
+            return color
+
+        return g
+
+    _wrap(greedy_mod, "greedy_distance1", make)
+
+
+def sparse_hessian_wrong_colour() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(col: Any) -> Any:
+            idx = f(col)
+            p = col.pattern
+            off = (p.rows != p.cols).nonzero().reshape(-1)
+            if col.mode != "star" or col.num_colors < 2 or off.numel() == 0:
+                return idx
+            e = int(off[0])
+            wrong = (int(col.colors[p.cols[e]]) + 1) % col.num_colors
+            idx = idx.clone()
+            idx[e] = wrong * p.shape[0] + int(p.rows[e])
+            return idx
+
+        return g
+
+    _wrap(coloring_mod, "recovery_index", make)
+
+
+SPARSE_VARIANTS: dict[str, Variant] = {
+    "sparse-detect-drops-pair": Variant(
+        "detection drops one (row, col) dependence of the pattern", sparse_detect_drops_pair
+    ),
+    "sparse-recovery-off-by-one": Variant(
+        "recovery reads every nonzero one element past its place", sparse_recovery_off_by_one
+    ),
+    "sparse-coloring-merges-conflict": Variant(
+        "column/row colouring gives two conflicting vertices one colour",
+        sparse_coloring_merges_conflict,
+    ),
+    "sparse-hessian-wrong-colour": Variant(
+        "star recovery reads one Hessian entry from the next colour", sparse_hessian_wrong_colour
+    ),
+}
+VARIANTS.update(SPARSE_VARIANTS)
+
+
 def apply(name: str) -> None:
     """Patch ``derivs`` with the variant called ``name`` (for this process only)."""
     if name not in VARIANTS:

@@ -8,7 +8,8 @@ The report holds one table per benchmark group (one question each, per device), 
 ratios (``auto`` against the faster of torch.func's jacrev/jacfwd, derivs against torch.func
 on the same call, compiled against eager, the closed form against the best AD method), and
 the log-log plot of forward and reverse mode Jacobian time against the output/input ratio,
-which shows where the two cross.
+which shows where the two cross. The sparse section (``tools/sparse_report.py``) joins the
+sparse groups with the asdex run of ``tools/bench_sparse_jax.py`` (``--jax``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import sparse_report  # noqa: E402  (tools/ is not a package)
+
 CROSSOVER_GROUP = "jacobian crossover"
 TUTORIAL_SHAPES = {
     "square": "jacobian square D=16",
@@ -436,6 +440,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run", nargs="?", help="a saved run (default: the latest one)")
     parser.add_argument("--storage", default=str(ROOT / ".benchmarks"), help="where runs are saved")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="output folder")
+    parser.add_argument(
+        "--jax",
+        default=str(ROOT / ".benchmarks" / "sparse_jax.json"),
+        help="the asdex run of tools/bench_sparse_jax.py, joined into the sparse table",
+    )
     args = parser.parse_args(argv)
 
     path = Path(args.run) if args.run else latest_run(Path(args.storage))
@@ -449,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["![fwd vs rev crossover](crossover.png)", "", *[f"- {n}" for n in notes], ""]
     lines += grid_summary()
     lines += ratios_section(groups)
+    lines += sparse_report.section(groups, Path(args.jax), out)
     lines += group_tables(groups)
     (out / "report.md").write_text("\n".join(lines).rstrip() + "\n")
     print(f"bench_report: {path} -> {out / 'report.md'}, {out / 'crossover.png'}")

@@ -37,6 +37,8 @@ SUITE = [
     "tests/test_invariants.py",
     "tests/test_tutorial.py",
     "tests/test_errors.py",
+    "tests/test_sparse.py",
+    "tests/test_sparse_detect.py",
 ]
 
 
