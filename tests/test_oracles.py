@@ -309,11 +309,27 @@ def test_complex_step_refuses_functions_it_cannot_handle() -> None:
 def test_loop_jacobian_equals_closed_forms(
     device: str, dtype: torch.dtype, data: st.DataObject
 ) -> None:
-    case = data.draw(jacobian_cases(device, dtype), label="case")
+    check_loop_jacobian(data.draw(jacobian_cases(device, dtype), label="case"), device, dtype)
+
+
+def check_loop_jacobian(case: Case, device: str, dtype: torch.dtype) -> None:
     jac = loop_jacobian(case.func, case.args, case.argnums)
     truth = case.truth if isinstance(case.truth, tuple) else (case.truth,)
     got = jac if isinstance(jac, tuple) else (jac,)
     assert_close(got, tuple(t.to(device, dtype) for t in truth), context=f"loop_jacobian on {case}")
+
+
+def test_loop_jacobian_subnormal_case_is_no_false_alarm(device: str) -> None:
+    """Hypothesis once drew x @ S @ x with S = 1.4e-45, x = 1.5 in float32 (issue 13).
+
+    The loop Jacobian is 4 subnormal spacings, the closed form 3: a genuine rounding, which
+    the tolerance's underflow floor (derivs/testing.py) allows.
+    """
+    x, S = np.array([1.5]), np.array([[1.4e-45]])
+    t = lambda a: tensor(a, device, torch.float32)  # noqa: E731
+    S32 = f64(S).float().double()  # the subnormal as float32 holds it
+    case = Case("x @ S @ x", quadratic, (t(x), t(S)), 0, (S32 + S32.T) @ f64(x))
+    check_loop_jacobian(case, device, torch.float32)
 
 
 @given(data=st.data())
