@@ -6,7 +6,8 @@
 * complex step within a few ulps of the closed forms in float64;
 * the loop oracles equal to the closed forms, and their contract (shapes, argnums, in_dims,
   pytrees, zeros, no mutation, non-contiguous and empty inputs);
-* bad arguments raise errors that name the API; oracles.py imports nothing it checks.
+* bad arguments raise errors that name the API; the oracle package imports nothing it
+  checks (by its source, and alone in a fresh interpreter).
 
 Inputs are drawn with hypothesis.extra.numpy from floats exact in float32 (width=32), so
 one float64 closed form is the truth for float32 and float64 inputs alike. The closed forms
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import math
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +45,8 @@ from derivs.oracles import (
 )
 from derivs.testing import assert_close
 
-ORACLES_PY = Path(oracles.__file__)
+ORACLES_DIR = Path(oracles.__file__).parent
+ORACLE_FILES = sorted(ORACLES_DIR.glob("*.py"))
 F64_EPS = torch.finfo(torch.float64).eps
 # the closed forms' own rounding, in ulps of their largest magnitude (norm-wise)
 TRUTH_SLACK = 8.0
@@ -300,6 +303,135 @@ def test_complex_step_refuses_functions_it_cannot_handle() -> None:
         fd_jacobian(lambda x: torch.sin(x).conj() * 2, (x,), scheme="complex_step")
     with pytest.raises(ValueError, match=r"derivs\.oracles\.fd_hessian: scheme='complex_step'"):
         fd_hessian(lambda x: (torch.sin(x).conj() * x).sum(), (x,), scheme="complex_step")
+
+
+# ----------------------------------------------------------------------------- complex step
+# through closures: the function's real weights meet the complex input in ops that do not
+# promote (matmul, linear, conv, einsum, ...); the oracle promotes them for it.
+
+F = torch.nn.functional
+
+
+def conv_matrix(k: torch.Tensor, n: int) -> torch.Tensor:
+    """The (n - len(k) + 1, n) matrix of conv1d (a cross-correlation) with kernel k."""
+    rows = n - k.numel() + 1
+    C = torch.zeros(rows, n, dtype=torch.float64)
+    for i in range(rows):
+        C[i, i : i + k.numel()] = k
+    return C
+
+
+# name -> (u(x, W, b, k) built with a non-promoting op, the matrix of x -> u, whether b is added)
+CLOSURE_FORMS: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor], bool]] = {
+    "W @ x": (lambda x, W, b, k: W @ x, lambda W, k, n: W, False),
+    "x @ W.T": (lambda x, W, b, k: x @ W.T, lambda W, k, n: W, False),
+    "mv": (lambda x, W, b, k: torch.mv(W, x), lambda W, k, n: W, False),
+    "mm": (lambda x, W, b, k: torch.mm(W, x[:, None])[:, 0], lambda W, k, n: W, False),
+    "addmv": (lambda x, W, b, k: torch.addmv(b, W, x), lambda W, k, n: W, True),
+    "linear": (lambda x, W, b, k: F.linear(x, W, b), lambda W, k, n: W, True),
+    "einsum": (lambda x, W, b, k: torch.einsum("ij,j->i", W, x), lambda W, k, n: W, False),
+    "tensordot": (lambda x, W, b, k: torch.tensordot(W, x, dims=1), lambda W, k, n: W, False),
+    "bmm": (
+        lambda x, W, b, k: torch.bmm(W[None], x[None, :, None]).reshape(-1),
+        lambda W, k, n: W,
+        False,
+    ),
+    "conv1d": (
+        lambda x, W, b, k: F.conv1d(x[None, None], k[None, None])[0, 0],
+        lambda W, k, n: conv_matrix(k, n),
+        False,
+    ),
+    "conv_transpose1d": (
+        lambda x, W, b, k: F.conv_transpose1d(x[None, None], k[None, None])[0, 0],
+        lambda W, k, n: conv_matrix(k, n + k.numel() - 1).T,
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("form", list(CLOSURE_FORMS))
+@given(data=st.data())
+def test_complex_step_through_closed_over_real_tensors(form: str, data: st.DataObject) -> None:
+    """tanh(u(x)) with real W, b, k closed over: the complex step within a few ulps."""
+    build, matrix, biased = CLOSURE_FORMS[form]
+    n, m = data.draw(st.integers(2, 5), label="n"), data.draw(st.integers(1, 4), label="m")
+    W, b = f64(data.draw(arrays((m, n), HALF))), f64(data.draw(arrays(m, HALF)))
+    k = f64(data.draw(arrays(data.draw(st.integers(1, n)), HALF), label="kernel"))
+    x = f64(data.draw(arrays(n), label="x"))
+    A = matrix(W, k, n)
+    u = A @ x + (b if biased else 0)
+    for oracle, func, truth in (
+        (fd_jacobian, lambda x: torch.tanh(build(x, W, b, k)), sech2(u)[:, None] * A),
+        (
+            fd_hessian,
+            lambda x: torch.tanh(build(x, W, b, k)).sum(),
+            A.T @ torch.diag(-2 * torch.tanh(u) * sech2(u)) @ A,
+        ),
+    ):
+        est = oracle(func, (x,), scheme="complex_step")
+        err, scale = float((est.value - truth).abs().max()), float(truth.abs().max())
+        note(f"{oracle.__name__}: {err / F64_EPS / max(scale, 1e-300):.2f} ulps of max|truth|")
+        assert err <= TRUTH_SLACK * F64_EPS * scale, (form, oracle, err)
+        assert bool(((est.value - truth).abs() <= est.error).all())
+
+
+def test_complex_step_of_tanh_W_x_from_the_issue() -> None:
+    g = torch.Generator().manual_seed(13)
+    W = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    x = torch.randn(4, generator=g, dtype=torch.float64)
+    est = fd_jacobian(lambda x: torch.tanh(W @ x), (x,), scheme="complex_step")
+    truth = sech2(W @ x)[:, None] * W
+    assert float((est.value - truth).abs().max()) <= 4 * F64_EPS * float(truth.abs().max())
+    assert not W.is_complex() and W.dtype == torch.float64  # the closure was left alone
+
+
+_W = torch.tensor([[0.5, -0.25], [1.0, 0.75]], dtype=torch.float64)
+# functions that are not complex-capable (or not holomorphic), with a real closure: refused
+NOT_COMPLEX_CAPABLE = [
+    ("relu", lambda x: torch.relu(_W @ x), TypeError, "clamp"),
+    ("abs", lambda x: (_W @ x).abs(), ValueError, "complex output"),
+    ("abs-inside", lambda x: (_W @ x).abs() * x, ValueError, "not holomorphic"),
+    ("comparison", lambda x: (_W @ x > 0) * x, TypeError, "needs func to accept complex input"),
+    ("sort", lambda x: torch.sort(_W @ x).values, TypeError, "needs func to accept complex"),
+    ("where", lambda x: torch.where(_W @ x > 0, _W @ x, 0.0), TypeError, "needs func"),
+    ("vecdot", lambda x: torch.linalg.vecdot(_W, x), TypeError, "needs func"),
+]
+
+
+@pytest.mark.parametrize("oracle", [fd_jacobian, fd_hessian], ids=lambda o: o.__name__)
+@pytest.mark.parametrize(
+    ("func", "exc", "match"), [pytest.param(*row[1:], id=row[0]) for row in NOT_COMPLEX_CAPABLE]
+)
+def test_complex_step_still_refuses_functions_that_are_not_complex_capable(
+    oracle: Callable[..., Estimate], func: Callable[..., Any], exc: type[Exception], match: str
+) -> None:
+    x = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    f = func if oracle is fd_jacobian else (lambda x: func(x).sum())
+    with pytest.raises((TypeError, ValueError)) as info:
+        oracle(f, (x,), scheme="complex_step")
+    message = str(info.value)
+    assert message.startswith(f"derivs.oracles.{oracle.__name__}: scheme='complex_step'")
+    if oracle is fd_jacobian:  # the Hessian's gradient may fail in another of the checks
+        assert isinstance(info.value, exc) and match in message, message
+
+
+def test_complex_step_still_refuses_a_conjugate_through_a_closure() -> None:
+    x = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^derivs\.oracles\.fd_jacobian: .*not holomorphic"):
+        fd_jacobian(lambda x: torch.sin(_W @ x).conj() * 2, (x,), scheme="complex_step")
+
+
+def test_derivs_check_uses_the_complex_step_through_a_closure() -> None:
+    """derivs.check's ``cs`` rows pass on tanh(W @ x) and are skipped for relu(W @ x)."""
+    import derivs
+
+    x = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    analytic = derivs.check(lambda x: torch.tanh(_W @ x), x, order=1, raise_exception=False)
+    cs = [r for r in analytic.rows if r.reference == "cs"]
+    assert cs and all(r.status == "pass" for r in cs), analytic
+    piecewise = derivs.check(lambda x: torch.relu(_W @ x), x, order=1, raise_exception=False)
+    cs = [r for r in piecewise.rows if r.reference == "cs"]
+    assert all(r.status == "skip" for r in cs), piecewise
 
 
 # ----------------------------------------------------------------------------- loops
@@ -567,21 +699,48 @@ def _imported_modules(path: Path) -> list[tuple[str, int]]:
     return found
 
 
-def test_oracles_import_nothing_they_check() -> None:
-    """oracles.py: torch, typing and the standard library only; no derivs, no torch.func."""
+@pytest.mark.parametrize("path", ORACLE_FILES, ids=lambda p: p.name)
+def test_oracles_import_nothing_they_check(path: Path) -> None:
+    """Every oracle module: torch, typing, the standard library and its own package only."""
     allowed_roots = {"torch", "typing", "__future__"} | set(sys.stdlib_module_names)
     forbidden = ("torch.func", "functorch", "torch.autograd.functional", "torch._functorch")
-    imports = _imported_modules(ORACLES_PY)
-    assert imports, "expected oracles.py to import torch"
+    imports = _imported_modules(path)
+    assert imports, f"expected {path.name} to import something"
     for module, level in imports:
-        assert level == 0, f"oracles.py has a relative import (level {level}) of {module!r}"
-        assert module.split(".")[0] in allowed_roots, f"oracles.py imports {module!r}"
-        assert not module.startswith(forbidden), f"oracles.py imports {module!r}"
-    for node in ast.walk(ast.parse(ORACLES_PY.read_text())):
+        assert level == 0, f"{path.name} has a relative import (level {level}) of {module!r}"
+        own = module == "derivs.oracles" or module.startswith("derivs.oracles.")
+        assert own or module.split(".")[0] in allowed_roots, f"{path.name} imports {module!r}"
+        assert not module.startswith(forbidden), f"{path.name} imports {module!r}"
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Attribute):
             dotted = _dotted(node)
-            assert not dotted.startswith(forbidden), f"oracles.py uses {dotted}"
+            assert not dotted.startswith(forbidden), f"{path.name} uses {dotted}"
             assert node.attr not in ("vmap", "jacrev", "jacfwd", "jvp", "vjp"), dotted
+
+
+# NOTE: importing derivs.oracles normally runs derivs/__init__.py first, which imports every
+# operator; so the fresh interpreter registers an empty ``derivs`` package (only its path)
+# and imports the oracles under it. Any import of an operator module, direct or through a
+# helper, would then show up in sys.modules.
+_ALONE = """
+import sys, types
+pkg = types.ModuleType("derivs"); pkg.__path__ = [sys.argv[1]]; sys.modules["derivs"] = pkg
+import derivs.oracles as o
+x = o.loop_jacobian(lambda v: v * v, (__import__("torch").ones(2),))
+print(" ".join(sorted(m for m in sys.modules if m.startswith("derivs"))))
+"""
+
+
+def test_oracles_import_alone_in_a_fresh_interpreter() -> None:
+    found = subprocess.run(
+        [sys.executable, "-c", _ALONE, str(ORACLES_DIR.parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "derivs.oracles" in found
+    others = [m for m in found if m != "derivs" and not m.startswith("derivs.oracles")]
+    assert not others, f"importing derivs.oracles alone also imported {others}"
 
 
 def _dotted(node: ast.expr) -> str:
