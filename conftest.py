@@ -9,22 +9,53 @@ Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``dev``):
 * ``dev``      fast local feedback (the whole ``pytest -n auto`` run in about 3 minutes on 2 cores);
 * ``ci``       derandomised, more examples: what ``.ci/run`` uses;
 * ``thorough`` many more examples, for long runs before a release.
+
+Environment (docs/suite/trust.md):
+
+* ``DERIVS_MAX_EXAMPLES=N``    the chosen profile with ``max_examples=N`` (the false-alarm sweep
+  scales examples per run this way);
+* ``DERIVS_HYPOTHESIS_DB=...`` the example database: unset, Hypothesis' default
+  (``.hypothesis/examples``); ``none``, no database (every sweep seed independent);
+  ``redis://host:port/db``, a ``RedisExampleDatabase`` shared between machines (needs the
+  ``redis`` package); any other value, a ``DirectoryBasedExampleDatabase`` at that path (a
+  shared filesystem). Failures found by ``hypothesis fuzz`` land there and the next plain
+  ``pytest`` run replays them first.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+
+
+def _database() -> dict[str, Any]:
+    """The ``database`` setting DERIVS_HYPOTHESIS_DB asks for (none: Hypothesis' default)."""
+    where = os.environ.get("DERIVS_HYPOTHESIS_DB", "")
+    if not where:
+        return {}
+    if where.lower() == "none":
+        return {"database": None}
+    if where.startswith("redis://"):
+        import redis
+        from hypothesis.extra.redis import RedisExampleDatabase
+
+        return {"database": RedisExampleDatabase(redis.Redis.from_url(where))}
+    return {"database": DirectoryBasedExampleDatabase(where)}
+
 
 # NOTE: deadline=None everywhere: first calls into torch.func trace and warm caches, so
 # per-example timings are noisy and a deadline would only produce flaky failures.
-_COMMON = dict(
+_COMMON: dict[str, Any] = dict(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
+    **_database(),
 )
 settings.register_profile("dev", max_examples=8, **_COMMON)
 settings.register_profile("ci", max_examples=16, derandomize=True, **_COMMON)
@@ -33,7 +64,20 @@ settings.register_profile("thorough", max_examples=200, **_COMMON)
 # "these ci settings, but from this seed" (used to sweep seeds for false failures).
 settings.register_profile("ci-seeded", max_examples=16, **_COMMON)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
-settings.load_profile(PROFILE)
+
+
+def _load_profile(name: str) -> None:
+    """Load profile ``name``, with ``max_examples`` from DERIVS_MAX_EXAMPLES when set."""
+    scaled = os.environ.get("DERIVS_MAX_EXAMPLES")
+    if scaled:
+        settings.register_profile(
+            f"{name}-scaled", parent=settings.get_profile(name), max_examples=int(scaled)
+        )
+        name = f"{name}-scaled"
+    settings.load_profile(name)
+
+
+_load_profile(PROFILE)
 
 
 def available_devices() -> list[str]:
@@ -70,7 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     strategies.set_devices(devices)
     if PROFILE == "ci" and config.getoption("hypothesis_seed", None) is not None:
-        settings.load_profile("ci-seeded")
+        _load_profile("ci-seeded")
     planted = os.environ.get("DERIVS_PLANTED_BUG")
     if planted:
         _load_planted().apply(planted)
@@ -96,6 +140,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"derivs: devices={','.join(strategies.get_devices())} "
         f"hypothesis profile={settings._current_profile} torch={torch.__version__}"
     ]
+    for var in ("DERIVS_HYPOTHESIS_DB", "DERIVS_MAX_EXAMPLES"):
+        if os.environ.get(var):
+            lines.append(f"derivs: {var}={os.environ[var]}")
     if os.environ.get("DERIVS_PLANTED_BUG"):
         lines.append(f"derivs: PLANTED BUG {os.environ['DERIVS_PLANTED_BUG']!r} is active")
     return lines
