@@ -8,7 +8,8 @@ Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``dev``):
 
 * ``dev``      fast local feedback (the whole ``pytest -n auto`` run in about 3 minutes on 2 cores);
 * ``ci``       derandomised, more examples: what ``.ci/run`` uses;
-* ``thorough`` many more examples, for long runs before a release.
+* ``thorough`` many more examples, for long runs before a release;
+* ``mutation`` the ci examples without shrinking, for mutation runs (tools/mutation.py).
 
 Environment (docs/suite/trust.md):
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 
@@ -63,6 +64,15 @@ settings.register_profile("thorough", max_examples=200, **_COMMON)
 # NOTE: derandomize=True ignores --hypothesis-seed; a seed given with the ci profile means
 # "these ci settings, but from this seed" (used to sweep seeds for false failures).
 settings.register_profile("ci-seeded", max_examples=16, **_COMMON)
+# NOTE: mutation runs (tools/mutation.py) need a verdict per mutant, fast and the same every
+# time: the ci profile's derandomised examples, and no shrinking (a kill needs one failing
+# example, not the smallest one; shrinking was most of the time a kill took).
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("ci"),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    print_blob=False,
+)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 
 
