@@ -34,7 +34,6 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 
-
 def _database() -> dict[str, Any]:
     """The ``database`` setting DERIVS_HYPOTHESIS_DB asks for (none: Hypothesis' default)."""
     where = os.environ.get("DERIVS_HYPOTHESIS_DB", "")
