@@ -39,8 +39,15 @@ Verdict heuristics (replays run one test id, without xdist, with the same profil
    precision): if it passes there and the excess over the tolerance is under 100x, it is a
    ``false alarm (float32 precision)``: the float32 tolerance or oracle is wrong, not the
    operator (a wrong axis, sign or scale fails in float64 too); above 100x, ``suspect``.
-5. otherwise the excess ``|diff| / tolerance`` decides: under 10x ``suspect (near the
-   tolerance)``, to be triaged by hand; else ``bug``.
+5. otherwise the excess ``|diff| / tolerance`` decides (read from assert_close's message, the
+   oracle meta-tests' "exceeds the estimate by", or a plain ``assert err <= bound``): under
+   10x ``suspect (near the tolerance)``, none stated ``suspect (no tolerance stated)``, both
+   to be triaged by hand; else ``bug``.
+
+The verdicts are heuristics that sort the failures for a person: a "bug" is a failure far
+beyond its tolerance that reproduces at the highest precision, and a "suspect" one that needs
+a look. Every failure, whatever its verdict, is a bug somewhere (in the code, the oracle or
+the tolerance's derivation) until explained.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ VERDICTS = (
     "bug (exception)",
     "suspect",
     "suspect (near the tolerance)",
+    "suspect (no tolerance stated)",
     "false alarm (float32 precision)",
     "false alarm (flaky)",
     "false alarm (suite)",
@@ -80,6 +88,8 @@ EXCESS = (
     re.compile(r"\|diff\| ([0-9.e+-]+|inf|nan) > tolerance ([0-9.e+-]+)"),
     re.compile(r"exceeds the estimate by ([0-9.e+-]+)x"),
 )
+# pytest's rewrite of a plain ``assert err <= bound`` in the suite's meta-tests
+PLAIN_BOUND = re.compile(r"^(?:E\s+)?assert ([0-9.e+-]+) <= (.+)$", re.M)
 
 
 # ----------------------------------------------------------------------------- running pytest
@@ -204,6 +214,34 @@ def _replay(
     return {"status": "fail", "message": message[:2000], "text": failures[0]["text"][-3000:]}
 
 
+def _arithmetic(text: str) -> float | None:
+    """The value of a numeric expression such as ``((8.0 * 2.2e-16) * 0.0255)``, else None."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        return None
+
+    def value(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        if isinstance(node, ast.BinOp) and isinstance(
+            node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)
+        ):
+            a, b = value(node.left), value(node.right)
+            ops = {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}
+            return ops[type(node.op)] if type(node.op) in ops else a / b
+        raise ValueError(node)
+
+    try:
+        return value(tree)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 def _excess(text: str) -> float | None:
     """How far over its tolerance the worst element was (|diff| / tolerance), if stated."""
     found = EXCESS[0].search(text)
@@ -211,7 +249,14 @@ def _excess(text: str) -> float | None:
         diff, tol = float(found.group(1)), float(found.group(2))
         return diff / tol if tol > 0 else float("inf")
     found = EXCESS[1].search(text)
-    return float(found.group(1)) if found else None
+    if found:
+        return float(found.group(1))
+    found = PLAIN_BOUND.search(text)
+    if found:
+        bound = _arithmetic(found.group(2))
+        if bound is not None:
+            return float(found.group(1)) / bound if bound > 0 else float("inf")
+    return None
 
 
 def _exception(message: str) -> str:
@@ -238,7 +283,9 @@ def verdict(exception: str, reproduced: bool, twin: str | None, excess: float | 
     if twin == "pass":
         small = excess is not None and excess < FALSE_ALARM_LIMIT
         return "false alarm (float32 precision)" if small else "suspect"
-    if excess is not None and excess < NEAR_LIMIT:
+    if excess is None:
+        return "suspect (no tolerance stated)"
+    if excess < NEAR_LIMIT:
         return "suspect (near the tolerance)"
     return "bug"
 
