@@ -62,13 +62,11 @@ def test_given_shapes_are_kept(func: gs.GeneratedFunction) -> None:
 
 def test_coincide_none_draws_both_kinds() -> None:
     """``coincide=None`` draws per function: coincident and independent sizes both occur."""
-    quick = settings(max_examples=300, database=None)
-    strategy = gs.functions(coincide=None, n_args=2)
-    same = find(
-        strategy, lambda f: len(set(f.in_shapes)) == 1 and f.in_shapes[0] == (3, 3), settings=quick
-    )
-    assert same.in_shapes == ((3, 3), (3, 3))
-    differ = find(strategy, lambda f: len(set(f.in_shapes)) == 2, settings=quick)
+    strategy = gs.functions(coincide=None, n_args=2, max_depth=0)
+    quick = settings(database=None)
+    same = find(strategy, lambda f: f.in_shapes[0] == f.in_shapes[1] != (), settings=quick)
+    assert min(same.in_shapes[0]) >= 1
+    differ = find(strategy, lambda f: f.in_shapes[0] != f.in_shapes[1], settings=quick)
     assert differ.in_shapes[0] != differ.in_shapes[1]
 
 
