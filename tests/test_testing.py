@@ -191,6 +191,7 @@ def test_message_reads_well() -> None:
     )
     assert "max abs error 1.5 at (2, 1); max rel error 0.167 at (2, 1)" in lines[2]
     assert "32*eps*sqrt(numel)*max|expected|" in lines[3] and "eps of float32" in lines[3]
+    assert "*sqrt(12)*11)" in lines[3]  # the derivation with this block's numbers
     assert "underflow floor" not in message
 
 
@@ -199,6 +200,8 @@ def test_tolerance_formula() -> None:
     t = tolerance(torch.float32, 64, scale=2.0)
     assert t.rtol == 8 * eps and t.atol == 32 * eps * 8 * 2.0
     assert tolerance(torch.int64, 5).atol == 0.0
+    eps64 = torch.finfo(torch.float64).eps
+    assert tolerance(torch.float64, 4).atol == 32 * eps64 * 2 * 1.0  # scale defaults to 1
     x = torch.tensor([3, 4])
     assert_close(x, x.clone())
     assert "values differ" in failure(x + 1, x)
@@ -317,3 +320,47 @@ def test_reported_subnormal_false_alarm_passes() -> None:
     truth = ((S.double() + S.double().T) @ x.detach().double()).float()
     assert float(loop) != float(truth)  # 4 spacings against 3: a genuine rounding
     assert_close(loop, truth, context="loop_jacobian of x @ S @ x")
+
+
+# ----------------------------------------------------------------------------- which element
+
+
+def test_worst_element_is_the_largest_excess_over_its_own_tolerance() -> None:
+    """The element reported is the one furthest beyond its tolerance, not the largest diff."""
+    e = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    # element 0 is off by 1 against an estimate of 0.4 (tolerance 0.8), element 1 by 0.5
+    # against none: element 1 is worse by far
+    message = failure(
+        e + torch.tensor([1.0, 0.5], dtype=torch.float64),
+        e,
+        error=torch.tensor([0.4, 0.0], dtype=torch.float64),
+    )
+    assert "worst at index (1,)" in message and "2 of 2" in message
+    ints = torch.tensor([3, 4, 5])
+    assert "worst at index (2,)" in failure(ints + torch.tensor([0, 1, 5]), ints)
+    # below float64's floor the ratio is below 1 and must still rank the failing element
+    zeros = torch.zeros(2, dtype=torch.float64)
+    message = failure(torch.tensor([0.0, 1e-318], dtype=torch.float64), zeros)
+    assert "worst at index (1,)" in message and "1 of 2" in message
+    # non-finite mismatches rank first, the first of them when there are several
+    ones = torch.ones(2)
+    assert "worst at index (0,)" in failure(torch.tensor([math.inf, math.nan]), ones)
+
+
+def test_blocks_without_a_finite_expected_value() -> None:
+    nans = torch.full((3,), math.nan)
+    assert_close(nans, nans.clone())
+    infs = torch.full((2,), math.inf)
+    assert "2 of 2" in failure(torch.ones(2), infs)
+
+
+@pytest.mark.parametrize("cdtype", [torch.complex64, torch.complex128], ids=str)
+def test_complex_blocks_compare_both_parts(cdtype: torch.dtype) -> None:
+    z = torch.tensor([1 + 2j, -0.5j, 3.0], dtype=cdtype)
+    assert_close(z, z.clone())
+    eps = torch.finfo(cdtype).eps
+    assert_close(z * (1 + 2 * eps), z)
+    message = failure(z + 1e-3j, z, context="complex")
+    assert "values differ" in message and "3 of 3" in message
+    message = failure(z + torch.tensor([0, 0.001j, 0], dtype=cdtype), z)
+    assert "1 of 3" in message and "worst at index (1,)" in message and "-0.5j" in message
