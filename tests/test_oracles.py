@@ -378,7 +378,9 @@ def test_complex_step_through_closed_over_real_tensors(form: str, data: st.DataO
         scale = max(float(truth.abs().max()), floor)
         note(f"{oracle.__name__}: {err / F64_EPS / max(scale, 1e-300):.2f} ulps of max|truth|")
         assert err <= TRUTH_SLACK * F64_EPS * scale, (form, oracle, err)
-        assert bool(((est.value - truth).abs() <= est.error).all())
+        # the estimate covers the oracle's error; the slack, the closed form's own rounding
+        bound = est.error + TRUTH_SLACK * F64_EPS * scale
+        assert bool(((est.value - truth).abs() <= bound).all())
 
 
 @pytest.mark.parametrize("form", ["conv1d", "conv_transpose1d"])
