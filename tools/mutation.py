@@ -168,7 +168,11 @@ def cmd_run(opts: argparse.Namespace) -> int:
     started = time.time()
     if opts.sample < 1.0:
         # mutmut generates every mutant and collects stats on its first run: run none first
-        _mutmut(where, "run", "--max-children", str(opts.max_children), "no-such-mutant")
+        first = _mutmut(where, "run", "--max-children", str(opts.max_children), "no-such-mutant")
+        if "failed to collect stats" in first:
+            print(first[-3000:])
+            print(f"mutation.py: the tests fail without any mutant in {where}; fix them first")
+            return 1
         names = _sampled(sorted(results(where)), opts.sample)
         for i in range(0, len(names), 200):
             chunk = names[i : i + 200]
