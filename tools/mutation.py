@@ -13,6 +13,7 @@ Usage::
     python tools/mutation.py run jacobian --sample 0.25 # every 4th mutant (by a stable hash)
     python tools/mutation.py estimate jacobian          # mutants and mutmut's time estimate
     python tools/mutation.py triage oracles             # survivors vs the equivalent list
+    python tools/mutation.py rerun oracles              # after new tests: re-test survivors
     python tools/mutation.py report                     # the score table of every campaign
 
 ``tox -e mutation -- <command> <campaign>`` runs the same. Survivors are triaged against
@@ -186,6 +187,38 @@ def cmd_run(opts: argparse.Namespace) -> int:
     return cmd_report(argparse.Namespace(campaigns=[opts.campaign]))
 
 
+def _sync_tests(where: pathlib.Path) -> None:
+    """Copy the project's current tests, strategies and conftest into the working copy."""
+    for rel in _project_files():
+        if rel.startswith(("tests/", "strategies/")) or rel == "conftest.py":
+            for base in (where, where / "mutants"):
+                target = base / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, target)
+
+
+def cmd_rerun(opts: argparse.Namespace) -> int:
+    """After new tests: re-test the survivors (named, so mutmut runs them again)."""
+    where = workdir(opts.campaign)
+    _sync_tests(where)
+    names = [n for n, s in results(where).items() if s in ("survived", "no tests")]
+    started = time.time()
+    for i in range(0, len(names), 200):
+        chunk = names[i : i + 200]
+        _mutmut(where, "run", "--max-children", str(opts.max_children), *chunk, capture=False)
+    timing = where / "timing.json"
+    runs = json.loads(timing.read_text()) if timing.exists() else []
+    runs.append(
+        {
+            "seconds": round(time.time() - started),
+            "sample": runs[-1]["sample"] if runs else 1.0,
+            "rerun": len(names),
+        }
+    )
+    timing.write_text(json.dumps(runs))
+    return cmd_report(argparse.Namespace(campaigns=[opts.campaign]))
+
+
 def cmd_estimate(opts: argparse.Namespace) -> int:
     where = workdir(opts.campaign)
     started = time.time()
@@ -341,6 +374,9 @@ def main() -> int:
     run.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     run.add_argument("--sample", type=float, default=1.0, help="fraction of mutants to run")
     run.add_argument("--fresh", action="store_true", help="rebuild the working copy")
+    again = sub.add_parser("rerun", help="re-test the survivors with the current tests")
+    again.add_argument("campaign", choices=list(CAMPAIGNS))
+    again.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     est = sub.add_parser("estimate")
     est.add_argument("campaign", choices=list(CAMPAIGNS))
     tri = sub.add_parser("triage")
@@ -354,6 +390,7 @@ def main() -> int:
     commands = {
         "list": cmd_list,
         "run": cmd_run,
+        "rerun": cmd_rerun,
         "estimate": cmd_estimate,
         "triage": cmd_triage,
         "report": cmd_report,
