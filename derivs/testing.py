@@ -40,7 +40,25 @@ Tensor = torch.Tensor
 # magnitude. ERROR_SAFETY = 2 multiplies the oracle's own error estimate: the estimates
 # of derivs.oracles are built conservative (median 10-50x the true error), but away from
 # saturation an element made small by cancellation escaped its estimate by up to 2.3x
-# (the README (Oracles and tolerances)); the factor 2 together with the eps-based atol above absorbs that.
+# (docs/oracles.md); the factor 2 together with the eps-based atol above absorbs that.
+#
+# NOTE: the underflow floor. The model above, "a rounding is off by eps/2 of the value it
+# rounds", fails below the smallest normal number tiny: there the floats are evenly spaced
+# by the smallest subnormal, eps * tiny (2**-149 = 1.4e-45 in float32, 4.9e-324 in float64),
+# and a rounding is off by up to half of that whatever the value. So every rounding is off
+# by at most eps/2 * max(|value|, tiny), and the same norm-wise count of roundings
+# (ATOL_FACTOR * sqrt(numel)) gives
+#
+#     atol = ATOL_FACTOR * eps * sqrt(numel) * max(scale, tiny)
+#
+# i.e. a block whose expected values are all below tiny is allowed 32 sqrt(numel) subnormal
+# spacings (float32, one element: 4.5e-44). Without it a correct x @ S @ x with S = 1.4e-45,
+# x = 1.5 (loop Jacobian 4 spacings, closed form 3) failed against atol = 2e-50, far below
+# the spacing of the numbers themselves. The floor is invisible above tiny: it cannot hide
+# a relative error in normal-range values (an error of 10 tiny in a float32 value of 1e-36
+# still fails by a factor of 2e4); in float64 it is 1.6e-322. Like the formula above, it
+# assumes that later steps do not amplify an underflowed rounding by more than the count
+# allows (x @ S @ x multiplies the underflowed S x by x = 1.5: 1 spacing of the 32 allowed).
 RTOL_FACTOR = 8.0
 ATOL_FACTOR = 32.0
 ERROR_SAFETY = 2.0
@@ -56,12 +74,19 @@ class Tolerance:
     dtype: torch.dtype
     numel: int
     scale: float
+    tiny: float = 0.0
 
     def describe(self) -> str:
         name = str(self.dtype).removeprefix("torch.")
+        if self.scale >= self.tiny:
+            formula = f"{ATOL_FACTOR:g}*eps*sqrt(numel)*max|expected|"
+            scale = f"{self.scale:.3g}"
+        else:
+            formula = f"{ATOL_FACTOR:g}*eps*sqrt(numel)*tiny, the underflow floor"
+            scale = f"{self.tiny:.3g} (max|expected| {self.scale:.3g} < tiny)"
         return (
-            f"atol={self.atol:.3g} ({ATOL_FACTOR:g}*eps*sqrt(numel)*max|expected|"
-            f" = {ATOL_FACTOR:g}*{self.eps:.3g}*sqrt({self.numel})*{self.scale:.3g}),"
+            f"atol={self.atol:.3g} ({formula}"
+            f" = {ATOL_FACTOR:g}*{self.eps:.3g}*sqrt({self.numel})*{scale}),"
             f" rtol={self.rtol:.3g} ({RTOL_FACTOR:g}*eps), eps of {name}"
         )
 
@@ -70,6 +95,13 @@ def _eps(dtype: torch.dtype) -> float:
     if dtype.is_floating_point or dtype.is_complex:
         return torch.finfo(dtype).eps  # finfo of a complex dtype is that of its parts
     return 0.0  # integers and bools compare exactly
+
+
+def _tiny(dtype: torch.dtype) -> float:
+    """The smallest normal number of ``dtype`` (0 for integers and bools)."""
+    if dtype.is_floating_point or dtype.is_complex:
+        return torch.finfo(dtype).tiny
+    return 0.0
 
 
 def tolerance(dtype: torch.dtype, numel: int, scale: float = 1.0) -> Tolerance:
@@ -82,20 +114,24 @@ def tolerance(dtype: torch.dtype, numel: int, scale: float = 1.0) -> Tolerance:
 
     Returns:
         A :class:`Tolerance` with ``rtol = 8 eps`` and
-        ``atol = 32 eps sqrt(numel) scale``.
+        ``atol = 32 eps sqrt(numel) max(scale, tiny)``, tiny being the dtype's smallest
+        normal number (below it the floats are spaced by ``eps * tiny``: the underflow floor).
 
     >>> t = tolerance(torch.float64, 16, scale=2.0)
     >>> t.atol == 32 * torch.finfo(torch.float64).eps * 4 * 2.0
     True
+    >>> tolerance(torch.float32, 1, scale=4.2e-45).atol == 32 * 2.0**-149
+    True
     """
-    eps = _eps(dtype)
+    eps, tiny = _eps(dtype), _tiny(dtype)
     return Tolerance(
         rtol=RTOL_FACTOR * eps,
-        atol=ATOL_FACTOR * eps * math.sqrt(max(numel, 1)) * scale,
+        atol=ATOL_FACTOR * eps * math.sqrt(max(numel, 1)) * max(scale, tiny),
         eps=eps,
         dtype=dtype,
         numel=numel,
         scale=scale,
+        tiny=tiny,
     )
 
 
@@ -296,8 +332,9 @@ def assert_close(
 
         ``|actual - expected| <= atol + rtol * |expected| + 2 * error``
 
-    with defaults ``rtol = 8 eps`` and ``atol = 32 eps sqrt(numel) max|expected|`` (eps of the
-    less precise dtype, numel of the block; see :func:`tolerance`). ``error`` is an
+    with defaults ``rtol = 8 eps`` and ``atol = 32 eps sqrt(numel) max(max|expected|, tiny)``
+    (eps and tiny, the smallest normal number, of the less precise dtype, numel of the block;
+    see :func:`tolerance`). ``error`` is an
     oracle's elementwise error estimate (``derivs.oracles.fd_jacobian(...).error``), with
     the structure of ``expected``. NaN matches only NaN and an infinity only itself.
 

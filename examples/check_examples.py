@@ -1,4 +1,4 @@
-"""The functions of the ``derivs.check`` examples (README, Checking your own function), importable for the CLI.
+"""The functions of the ``derivs.check`` examples (docs/guide/check.md), importable for the CLI.
 
 ``python -m derivs check examples.check_examples:predict_d16 --shape 16`` checks the
 tutorial's ``predict`` with fixed weights; ``energy_wrong_backward`` and

@@ -34,9 +34,14 @@ Blocks
 Functions
     ``functions(*, n_args=None, in_shapes=None, out_shape=None, scalar_output=None, min_depth=0,
     max_depth=3, batch_polymorphic=None, real_analytic=None, ops=None, max_dims=MAX_DIMS,
-    max_elements=MAX_ELEMENTS)``
+    max_elements=MAX_ELEMENTS, coincide=False)``
         ``GeneratedFunction``: random smooth expression trees whose repr is the formula, e.g.
         ``f(x0: (3,), x1: (3,)) -> () = (tanh(x0 @ W1) * x1).sum(-1)  where W1 = randn((3, 3), seed=1) / sqrt(3)``.
+    ``coincident_signatures(*, n_args=None, in_shapes=None, out_shape=None, ...)``
+        ``(in_shapes, out_shape)`` whose sizes coincide on purpose (equal argument shapes,
+        a square Jacobian); ``functions(coincide=True)`` and ``batched_problems(coincide=True)``
+        use them (the latter also sets the batch size to the output's leading size), so a
+        transposed or moved axis changes values, not shapes; ``coincide=None`` draws whether.
     ``coupled_functions(*, n_args=1, ..., couplings=None)``
         whole-batch functions ``(B, *in) -> (B, *out)`` that couple samples (``coupled=True``).
     ``eval_formula(repr_text)`` (a function)
@@ -94,6 +99,12 @@ from strategies._caps import (
     MAX_SIDE,
     VALUE_BOUND,
 )
+from strategies._coincident import (
+    COINCIDENCES,
+    coincident_batch_size,
+    coincident_shape,
+    coincident_signatures,
+)
 from strategies._devices import get_devices, set_devices
 from strategies._expr import eval_formula
 from strategies._functions import (
@@ -139,6 +150,7 @@ from strategies._tensors import (
 )
 
 __all__ = [
+    "COINCIDENCES",
     "COUPLINGS",
     "EXP_INPUT_BOUND",
     "HESSIAN_KINDS",
@@ -173,6 +185,9 @@ __all__ = [
     "batched_problems",
     "batched_shape",
     "chunk_sizes",
+    "coincident_batch_size",
+    "coincident_shape",
+    "coincident_signatures",
     "cotangents_like",
     "coupled_functions",
     "devices",

@@ -30,6 +30,7 @@ from strategies._caps import (
     check_order,
     check_type,
 )
+from strategies._coincident import coincident_signatures
 from strategies._expr import (
     ELEMENTWISE,
     Expr,
@@ -567,6 +568,7 @@ def functions(
     ops: Collection[str] | None = None,
     max_dims: int = MAX_DIMS,
     max_elements: int = MAX_ELEMENTS,
+    coincide: bool | None = False,
 ) -> st.SearchStrategy[GeneratedFunction]:
     """Random smooth functions of ``n_args`` tensors (``GeneratedFunction``).
 
@@ -584,11 +586,15 @@ def functions(
             False: surely not; None: either.
         ops: restrict the ops drawn by choice to these names (see ``OPS``); ``add`` and the
             shape-fitting ops stay available. If none applies, a chain stops early.
+        coincide: True: sizes coincide on purpose where not given (equal argument shapes, an
+            output with as many elements as an input: see ``strategies._coincident``);
+            None: drawn per function; False: sizes drawn independently.
 
     Shrinks toward the identity ``f(x0: ()) -> () = x0``, a single linear map, one primitive.
     """
     _check_common(n_args, in_shapes, out_shape, scalar_output, min_depth, max_depth, real_analytic)
     check_optional_bool("batch_polymorphic", batch_polymorphic)
+    check_optional_bool("coincide", coincide)
     check_int("max_dims", max_dims, min_value=0)
     check_int("max_elements", max_elements, min_value=1)
     chosen = frozenset(OPS) if ops is None else frozenset(ops)
@@ -604,7 +610,9 @@ def functions(
         force_non_analytic=real_analytic is False,
         ops=chosen,
     )
-    return _functions(n_args, in_shapes, out_shape, scalar_output, cfg, max_dims, max_elements)
+    return _functions(
+        n_args, in_shapes, out_shape, scalar_output, cfg, max_dims, max_elements, coincide
+    )
 
 
 def _draw_signature(
@@ -676,7 +684,19 @@ def _functions(
     cfg: _Config,
     max_dims: int,
     max_elements: int,
+    coincide: bool | None = False,
 ) -> GeneratedFunction:
+    if coincide or (coincide is None and draw(st.booleans(), label="coincident sizes")):
+        in_shapes, out_shape = draw(
+            coincident_signatures(
+                n_args=n_args,
+                in_shapes=in_shapes,
+                out_shape=out_shape,
+                scalar_output=scalar_output,
+                max_dims=max_dims,
+                max_elements=max_elements,
+            )
+        )
     ins, out, builder, args = _start(
         draw, n_args, in_shapes, out_shape, scalar_output, cfg, max_dims, max_elements
     )

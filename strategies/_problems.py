@@ -18,7 +18,15 @@ from strategies._basic import (
     in_dims,
     normalize_in_dims,
 )
-from strategies._caps import INPUT_BOUND, MAX_FEATURES, check_int, check_order, check_type
+from strategies._caps import (
+    INPUT_BOUND,
+    MAX_FEATURES,
+    check_int,
+    check_optional_bool,
+    check_order,
+    check_type,
+)
+from strategies._coincident import coincident_batch_size
 from strategies._expr import Expr, arg
 from strategies._functions import GeneratedFunction, functions
 from strategies._tensors import (
@@ -133,18 +141,24 @@ def batched_problems(
     include_meta: bool = False,
     layout: str | None = None,
     values: str | None = None,
+    coincide: bool | None = False,
 ) -> st.SearchStrategy[BatchedProblem]:
     """``BatchedProblem``: a per-sample function and batched arguments.
 
     ``in_dims`` defaults to ``in_dims(func.in_shapes)`` (ints, tuples with None, nonzero
-    and negative positions); ``batch_size`` to ``batch_sizes(min_size=func.min_batch)``.
+    and negative positions); ``batch_size`` to ``batch_sizes(min_size=func.min_batch)``, or
+    with ``coincide=True`` (None: drawn) to the output's leading size (else the first
+    input's) where that is a valid batch size, so a misplaced batch axis keeps its shape.
     Coupled functions always get ``in_dims=0`` and a batch of at least 2.
     """
     check_type("include_meta", include_meta, bool, "a bool")
+    check_optional_bool("coincide", coincide)
     _check_layout_name(layout)
     if isinstance(batch_size, int):
         check_int("batch_size", batch_size, min_value=1)
-    return _batched_problems(func, device, dtype, in_dims, batch_size, include_meta, layout, values)
+    return _batched_problems(
+        func, device, dtype, in_dims, batch_size, include_meta, layout, values, coincide
+    )
 
 
 @st.composite
@@ -158,6 +172,7 @@ def _batched_problems(
     include_meta: bool,
     layout: str | None,
     values: str | None,
+    coincide: bool | None = False,
 ) -> BatchedProblem:
     dev, dt = _resolve_device_dtype(draw, device, dtype, include_meta)
     f = func if isinstance(func, GeneratedFunction) else draw(functions() if func is None else func)
@@ -167,6 +182,10 @@ def _batched_problems(
         dims = draw(in_dims(f.in_shapes))
     elif isinstance(dims, st.SearchStrategy):
         dims = draw(dims)
+    if batch_size is None and (
+        coincide or (coincide is None and draw(st.booleans(), label="coincident batch"))
+    ):
+        batch_size = coincident_batch_size(f.in_shapes, f.out_shape, min_size=f.min_batch)
     if batch_size is None:
         batch_size = batch_sizes(min_size=f.min_batch)
     b = draw(batch_size) if isinstance(batch_size, st.SearchStrategy) else batch_size

@@ -6,8 +6,9 @@ variant (the root conftest applies the one named by ``DERIVS_PLANTED_BUG``) and 
 killed/total with the time to kill. Every variant must be killed.
 
 The variants target classes of bugs (scale, transposition, element order, argnums, precision,
-chunking, mixed blocks, batch/sample alignment, strides, mutation, dtype, aux, coupling), not
-particular tests: none of them is referenced by a test.
+chunking, mixed blocks, batch/sample alignment, axes that move only when sizes coincide,
+strides, mutation, dtype, aux, coupling), not particular tests: none of them is referenced by
+a test.
 """
 
 from __future__ import annotations
@@ -411,6 +412,22 @@ def batch_sum_in_dims_ignored() -> None:
     _wrap(batch_mod, "_sum_jacobian_blocks", make)
 
 
+def batch_sum_batch_axis_not_moved() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(func: Any, args: Any, nums: Any, dims: Any, *rest: Any) -> Any:
+            blocks, out_dims = f(func, args, nums, dims, *rest)
+            left = []
+            for blk, a in zip(blocks, nums, strict=True):
+                # the summed Jacobian's batch axis where it was, behind the output dims
+                stale = blk.movedim(0, out_dims + dims[a])
+                left.append(stale if stale.shape == blk.shape else blk)
+            return left, out_dims
+
+        return g
+
+    _wrap(batch_mod, "_sum_jacobian_blocks", make)
+
+
 def batch_hessian_loop_reversed() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(per_sample: Any) -> Any:
@@ -495,6 +512,11 @@ VARIANTS: dict[str, Variant] = {
     ),
     "batch-sum-in-dims-ignored": Variant(
         "sum trick assumes every batch dim is 0", batch_sum_in_dims_ignored
+    ),
+    "batch-sum-batch-axis-not-moved": Variant(
+        "sum trick moves the batch axis to the front only where the shape shows it is not"
+        " there (the tutorial's movedim(1, 0) forgotten when batch == output's leading size)",
+        batch_sum_batch_axis_not_moved,
     ),
     "batch-loop-reversed": Variant(
         "loop method stacks samples in reverse order", batch_hessian_loop_reversed

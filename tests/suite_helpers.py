@@ -51,7 +51,9 @@ def assert_close(
     of ``values`` (the function's inputs and output, which bound its intermediates up to the
     generated functions' fixed weights). The relative part and the eps/sqrt(numel) factors
     are derivs.testing's defaults; in float64 this still fails a 1e-6 relative error unless
-    the derivative is 1e7 times smaller than the values around it.
+    the derivative is 1e7 times smaller than the values around it. The atol comes from
+    ``derivs.testing.tolerance``, so it keeps that function's underflow floor (the scale is
+    never taken below the dtype's smallest normal number: see the NOTE there).
     """
     if not values:
         _assert_close(actual, expected, error=error, context=context)

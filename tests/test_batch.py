@@ -41,8 +41,12 @@ def whole_batch(
 def draw(
     data: st.DataObject, device: str, dtype: torch.dtype, **kwargs: Any
 ) -> tuple[gs.BatchedProblem, Any, tuple[int | None, ...]]:
-    func = gs.functions(batch_polymorphic=True, **kwargs)
-    p = data.draw(gs.batched_problems(func, device=device, dtype=dtype), label="problem")
+    # NOTE: coincide=None: half the draws make sizes coincide (batch == output's leading size,
+    # equal argument shapes), so a batch axis left in place keeps its shape and shows in values.
+    func = gs.functions(batch_polymorphic=True, coincide=None, **kwargs)
+    p = data.draw(
+        gs.batched_problems(func, device=device, dtype=dtype, coincide=None), label="problem"
+    )
     dims = gs.normalize_in_dims(p.in_dims, p.func.in_shapes)
     batched = [k for k, d in enumerate(dims) if d is not None]
     return p, dims, batched

@@ -22,7 +22,7 @@ SMALL = 8  # NOTE: the reference is a dense loop-oracle Hessian: n_in * (1 + n_i
 def draw(
     data: st.DataObject, device: str, dtype: torch.dtype
 ) -> tuple[gs.Problem, tuple[torch.Tensor, ...]]:
-    func = gs.functions(scalar_output=True, max_elements=SMALL)
+    func = gs.functions(scalar_output=True, max_elements=SMALL, coincide=None)  # equal shapes
     p = data.draw(gs.problems(func, device=device, dtype=dtype), label="problem")
     v = data.draw(gs.tangents_like(p.args), label="vectors")
     return p, v

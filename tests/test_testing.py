@@ -1,8 +1,10 @@
 """Meta-tests of derivs.testing.assert_close, the suite's one comparison helper.
 
 It must pass equal inputs and genuine rounding differences (forward- vs reverse-mode in
-float32), fail planted differences (a 1e-6 scale in float64, a transposition, one wrong
-element, NaN, wrong dtype/shape/device/structure), and say where and by how much.
+float32; roundings of subnormal and near-overflow values), fail planted differences (a 1e-6
+scale in float64 at any normal magnitude, an underflow-sized error in a normal-range value,
+a transposition, one wrong element, NaN, wrong dtype/shape/device/structure), and say where
+and by how much.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ def test_message_reads_well() -> None:
     )
     assert "max abs error 1.5 at (2, 1); max rel error 0.167 at (2, 1)" in lines[2]
     assert "32*eps*sqrt(numel)*max|expected|" in lines[3] and "eps of float32" in lines[3]
+    assert "*sqrt(12)*11)" in lines[3]  # the derivation with this block's numbers
+    assert "underflow floor" not in message
 
 
 def test_tolerance_formula() -> None:
@@ -196,6 +200,167 @@ def test_tolerance_formula() -> None:
     t = tolerance(torch.float32, 64, scale=2.0)
     assert t.rtol == 8 * eps and t.atol == 32 * eps * 8 * 2.0
     assert tolerance(torch.int64, 5).atol == 0.0
+    eps64 = torch.finfo(torch.float64).eps
+    assert tolerance(torch.float64, 4).atol == 32 * eps64 * 2 * 1.0  # scale defaults to 1
     x = torch.tensor([3, 4])
     assert_close(x, x.clone())
     assert "values differ" in failure(x + 1, x)
+
+
+# ----------------------------------------------------------------------------- magnitudes
+# NOTE: values are drawn as sign * mantissa * 2**k over the dtype's whole exponent range, in
+# bands: subnormal (below tiny, where the floats are spaced by eps * tiny), near tiny, and
+# near overflow, so that the underflow floor and the large-magnitude arithmetic of the
+# comparison are exercised on purpose rather than by the luck of a float strategy.
+
+BANDS = ("subnormal", "near_tiny", "unit", "huge")
+
+
+def _exponents(dtype: torch.dtype, band: str) -> tuple[int, int]:
+    info = torch.finfo(dtype)
+    lo_normal, hi = math.frexp(info.tiny)[1] - 1, math.frexp(info.max)[1] - 1
+    lowest = lo_normal - round(-math.log2(info.eps))  # the smallest subnormal's exponent
+    return {
+        "subnormal": (lowest, lo_normal - 1),
+        "near_tiny": (lo_normal, lo_normal + 8),
+        "unit": (-4, 4),
+        # leave 3 binades of headroom: the tests below add and multiply values
+        "huge": (hi - 12, hi - 3),
+    }[band]
+
+
+@st.composite
+def magnitudes(draw: st.DrawFn, dtype: torch.dtype, bands: tuple[str, ...] = BANDS) -> float:
+    band = draw(st.sampled_from(bands), label="band")
+    lo, hi = _exponents(dtype, band)
+    k = draw(st.integers(lo, hi))
+    mantissa = draw(st.floats(1, 2, exclude_max=True))
+    sign = draw(st.sampled_from([1.0, -1.0]))
+    # the value as the dtype holds it (a subnormal keeps fewer mantissa bits)
+    return float(torch.tensor(sign * math.ldexp(mantissa, k), dtype=torch.float64).to(dtype))
+
+
+def banded(data: st.DataObject, dtype: torch.dtype, n: int, bands: tuple[str, ...]) -> torch.Tensor:
+    xs = [data.draw(magnitudes(dtype, bands), label=f"x[{i}]") for i in range(n)]
+    return torch.tensor(xs, dtype=torch.float64).to(dtype)
+
+
+@given(data=st.data())
+def test_roundings_pass_at_every_magnitude(dtype: torch.dtype, data: st.DataObject) -> None:
+    """``a * b + c`` rounded op by op in ``dtype`` against the same rounded once from float64.
+
+    Subnormal products and sums carry absolute errors of a fraction of the subnormal
+    spacing whatever their value: the underflow floor must let them pass (without it a
+    product of 1.4e-45 and 1.5 failed), and near-overflow values must not break the
+    comparison's own arithmetic.
+    """
+    n = data.draw(st.integers(1, 8), label="n")
+    band = data.draw(st.sampled_from([("subnormal",), ("near_tiny",), ("huge",), BANDS]))
+    a, c = banded(data, dtype, n, band), banded(data, dtype, n, band)
+    b = banded(data, dtype, n, ("unit",))
+    exact = a.double() * b.double() + c.double()
+    if not bool(torch.isfinite(exact.to(dtype)).all()):
+        return  # overflowed past the dtype's range: nothing to compare
+    note(f"a={a.tolist()} b={b.tolist()} c={c.tolist()}")
+    assert_close(a * b + c, exact.to(dtype), context="op-by-op vs rounded once")
+    assert_close(torch.nextafter(a, a.new_tensor(math.inf)), a, context="one ulp/spacing up")
+
+
+@given(data=st.data())
+def test_relative_error_1e_6_fails_at_every_normal_magnitude_in_float64(
+    data: st.DataObject,
+) -> None:
+    x = banded(data, torch.float64, data.draw(st.integers(1, 8)), ("near_tiny", "unit", "huge"))
+    message = failure(x * (1 + 1e-6), x)
+    assert "values differ" in message and "underflow floor" not in message
+
+
+@given(data=st.data())
+def test_underflow_sized_error_in_a_normal_value_fails(
+    dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """An error of a few tiny in a normal value of at most 1e-2 tiny / eps must fail.
+
+    Such an error is far beyond the floor (32 eps tiny) and at least 100 eps of the value:
+    the floor only governs blocks whose values are all below tiny.
+    """
+    info = torch.finfo(dtype)
+    delta = data.draw(st.floats(1, 100), label="delta / tiny") * info.tiny
+    top = math.log2(delta / (100 * info.eps))
+    k = data.draw(st.floats(math.log2(info.tiny), top), label="log2 value")
+    v = torch.tensor([2.0**k], dtype=torch.float64).to(dtype)
+    bad = (v.double() + delta).to(dtype)
+    assert float((bad.double() - v.double()).abs()) >= delta / 2  # representable in dtype
+    message = failure(bad, v, context="underflow-sized error")
+    assert "values differ" in message and "underflow floor" not in message
+
+
+@given(data=st.data())
+def test_floor_passes_a_few_spacings_and_fails_many(
+    dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """Below tiny the floor is 32 sqrt(numel) spacings: 4 pass, 33 sqrt(numel) fail."""
+    info = torch.finfo(dtype)
+    spacing = info.tiny * info.eps
+    n = data.draw(st.integers(1, 6), label="numel")
+    units = data.draw(st.lists(st.integers(-1000, 1000), min_size=n, max_size=n), label="units")
+    e = torch.tensor(units, dtype=torch.float64).mul(spacing).to(dtype)
+    near = e.double() + torch.tensor([4.0 * spacing] * n, dtype=torch.float64)
+    assert_close(near.to(dtype), e)
+    far = e.double().clone()
+    far[0] += math.ceil(33 * math.sqrt(n)) * spacing
+    message = failure(far.to(dtype), e)
+    assert "underflow floor" in message and "< tiny" in message
+
+
+def test_reported_subnormal_false_alarm_passes() -> None:
+    """The issue's case: the loop Jacobian of x @ S @ x at S = 1.4e-45, x = 1.5 in float32."""
+    x, S = torch.tensor([1.5]), torch.tensor([[1.4e-45]])
+    loop = torch.autograd.grad(x.requires_grad_() @ S @ x, x)[0].detach()
+    truth = ((S.double() + S.double().T) @ x.detach().double()).float()
+    assert float(loop) != float(truth)  # 4 spacings against 3: a genuine rounding
+    assert_close(loop, truth, context="loop_jacobian of x @ S @ x")
+
+
+# ----------------------------------------------------------------------------- which element
+
+
+def test_worst_element_is_the_largest_excess_over_its_own_tolerance() -> None:
+    """The element reported is the one furthest beyond its tolerance, not the largest diff."""
+    e = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    # element 0 is off by 1 against an estimate of 0.4 (tolerance 0.8), element 1 by 0.5
+    # against none: element 1 is worse by far
+    message = failure(
+        e + torch.tensor([1.0, 0.5], dtype=torch.float64),
+        e,
+        error=torch.tensor([0.4, 0.0], dtype=torch.float64),
+    )
+    assert "worst at index (1,)" in message and "2 of 2" in message
+    ints = torch.tensor([3, 4, 5])
+    assert "worst at index (2,)" in failure(ints + torch.tensor([0, 1, 5]), ints)
+    # below float64's floor the ratio is below 1 and must still rank the failing element
+    zeros = torch.zeros(2, dtype=torch.float64)
+    message = failure(torch.tensor([0.0, 1e-318], dtype=torch.float64), zeros)
+    assert "worst at index (1,)" in message and "1 of 2" in message
+    # non-finite mismatches rank first, the first of them when there are several
+    ones = torch.ones(2)
+    assert "worst at index (0,)" in failure(torch.tensor([math.inf, math.nan]), ones)
+
+
+def test_blocks_without_a_finite_expected_value() -> None:
+    nans = torch.full((3,), math.nan)
+    assert_close(nans, nans.clone())
+    infs = torch.full((2,), math.inf)
+    assert "2 of 2" in failure(torch.ones(2), infs)
+
+
+@pytest.mark.parametrize("cdtype", [torch.complex64, torch.complex128], ids=str)
+def test_complex_blocks_compare_both_parts(cdtype: torch.dtype) -> None:
+    z = torch.tensor([1 + 2j, -0.5j, 3.0], dtype=cdtype)
+    assert_close(z, z.clone())
+    eps = torch.finfo(cdtype).eps
+    assert_close(z * (1 + 2 * eps), z)
+    message = failure(z + 1e-3j, z, context="complex")
+    assert "values differ" in message and "3 of 3" in message
+    message = failure(z + torch.tensor([0, 0.001j, 0], dtype=cdtype), z)
+    assert "1 of 3" in message and "worst at index (1,)" in message and "-0.5j" in message

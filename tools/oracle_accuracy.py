@@ -16,7 +16,7 @@ random inputs (numpy, seeded), and reports:
 * cost: evaluations of func (fd_jacobian) or of its autograd gradient (fd_hessian) per
   input element, fixed costs (the reference call and the complex-step guard) excluded.
 
-The accuracy table in the README was produced by this script.
+The accuracy table in docs/oracles.md was produced by this script.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Measure the strategies: generation rate and what 1,000 draws look like.
 
 Run from the repository root: ``python tools/strategy_stats.py [--draws 1000] [--examples 3]``.
-Prints Markdown (used for the README section on strategies). Draws go through ``@given`` exactly as in
+Prints Markdown (used for docs/strategies.md). Draws go through ``@given`` exactly as in
 the suite (generation phase only, no database), so the rate includes Hypothesis' overhead.
 """
 
