@@ -56,7 +56,7 @@ Devices
     ``set_devices(devices)`` / ``get_devices()``: set once by the root conftest from ``--devices``.
 """
 
-from strategies._basic import (
+from ._basic import (
     argnums,
     batch_sizes,
     chunk_sizes,
@@ -68,7 +68,7 @@ from strategies._basic import (
     normalize_in_dims,
     shapes,
 )
-from strategies._caps import (
+from ._caps import (
     EXP_INPUT_BOUND,
     INPUT_BOUND,
     MAX_ARGS,
@@ -80,9 +80,9 @@ from strategies._caps import (
     MAX_SIDE,
     VALUE_BOUND,
 )
-from strategies._devices import get_devices, set_devices
-from strategies._expr import eval_formula
-from strategies._functions import (
+from ._devices import get_devices, set_devices
+from ._expr import eval_formula
+from ._functions import (
     COUPLINGS,
     JOIN_OPS,
     NON_ANALYTIC_OPS,
@@ -93,7 +93,7 @@ from strategies._functions import (
     coupled_functions,
     functions,
 )
-from strategies._problems import (
+from ._problems import (
     PREDICT_KINDS,
     BatchedProblem,
     PredictProblem,
@@ -103,7 +103,7 @@ from strategies._problems import (
     problems,
     tutorial_predict,
 )
-from strategies._tensors import (
+from ._tensors import (
     LAYOUTS,
     NON_CONTIGUOUS_LAYOUTS,
     VALUE_MODES,

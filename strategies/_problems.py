@@ -9,7 +9,7 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from strategies._basic import (
+from ._basic import (
     InDims,
     Shape,
     batch_sizes,
@@ -18,10 +18,10 @@ from strategies._basic import (
     in_dims,
     normalize_in_dims,
 )
-from strategies._caps import INPUT_BOUND, MAX_FEATURES, check_int, check_order, check_type
-from strategies._expr import Expr, arg
-from strategies._functions import GeneratedFunction, functions
-from strategies._tensors import (
+from ._caps import INPUT_BOUND, MAX_FEATURES, check_int, check_order, check_type
+from ._expr import Expr, arg
+from ._functions import GeneratedFunction, functions
+from ._tensors import (
     LAYOUTS,
     batched_shape,
     feasible_layouts,
