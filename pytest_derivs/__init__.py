@@ -219,7 +219,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     guarded = _STATE.impl is not None and item.get_closest_marker("conformance") is not None
     guarded = guarded and item.get_closest_marker("derivs_only") is None
     before = _STATE.impl.calls if guarded and _STATE.impl is not None else 0
-    result = yield
+    from pytest_derivs._expected import without_shrinking
+
+    with without_shrinking(item):
+        result = yield
     if guarded and _STATE.impl is not None and _STATE.impl.calls == before:
         raise AssertionError(
             f"{item.nodeid} is a conformance property but never called the implementation "
@@ -227,6 +230,35 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             "@pytest.mark.derivs_only(reason)"
         )
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.when != "call":
+        return report
+    failures = _failures(call.excinfo.value) if call.excinfo is not None and report.failed else []
+    if failures:
+        report.__dict__["derivs_failures"] = failures
+    if item.config.getoption("derivs_expected_failures"):
+        from pytest_derivs._expected import adjust
+
+        adjust(item, report, failures)
+    return report
+
+
+def _failures(error: BaseException) -> list[dict[str, str]]:
+    """Each distinct failure (Hypothesis groups several) with its message and counterexample.
+
+    The counterexample is what Hypothesis attached as notes: the shrunk draws.
+    """
+    # NOTE: duck-typed: Python 3.10 has ExceptionGroup only from the exceptiongroup backport.
+    subs = getattr(error, "exceptions", None)
+    if isinstance(subs, tuple) and subs and all(isinstance(e, BaseException) for e in subs):
+        return [f for sub in subs for f in _failures(sub)]
+    notes = getattr(error, "__notes__", None) or []
+    message = f"{type(error).__name__}: {error}".strip()
+    return [{"error": message, "counterexample": "\n".join(str(n) for n in notes).strip()}]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

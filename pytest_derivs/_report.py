@@ -47,6 +47,14 @@ def parse_statistics(text: str | None) -> dict[str, Any] | None:
     return {"phases": phases, "stopped_because": stopped.group(1).strip() if stopped else None}
 
 
+def _failures(report: pytest.TestReport) -> list[dict[str, str]]:
+    """The distinct failures the plugin recorded, else one from the report's text."""
+    recorded = report.__dict__.get("derivs_failures")
+    if recorded:
+        return list(recorded)
+    return [{"error": _crash(report), "counterexample": _counterexample(report) or ""}]
+
+
 def _crash(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
@@ -87,19 +95,19 @@ class Collector:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self._outcome(case, report)
         elif report.when == "teardown" and report.failed:
-            case.update(outcome="error", error=_crash(report))
+            case.update(outcome="error", failures=_failures(report))
 
     def _outcome(self, case: dict[str, Any], report: pytest.TestReport) -> None:
         if hasattr(report, "wasxfail"):
             outcome = "xfailed" if report.skipped else "xpassed"
             case.update(outcome=outcome, expected=report.wasxfail)
             if report.skipped:
-                case.update(error=_crash(report), counterexample=_counterexample(report))
+                case["failures"] = _failures(report)
         elif report.skipped:
             case.update(outcome="skipped", reason=_skip_reason(report))
         elif report.failed:
             outcome = "failed" if report.when == "call" else "error"
-            case.update(outcome=outcome, error=_crash(report), counterexample=_counterexample(report))
+            case.update(outcome=outcome, failures=_failures(report))
         else:
             case["outcome"] = "passed"
 
@@ -216,8 +224,9 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [f"### `{case['id']}`: {case['outcome']}", ""]
         if case.get("expected"):
             lines += [f"Expected: {case['expected']}", ""]
-        if case.get("error"):
-            lines += ["```text", case["error"].strip(), "```", ""]
-        if case.get("counterexample"):
-            lines += ["```text", case["counterexample"], "```", ""]
+        for failure in case.get("failures", []):
+            lines += ["```text", failure["error"].strip()]
+            if failure.get("counterexample"):
+                lines += ["", failure["counterexample"]]
+            lines += ["```", ""]
     return "\n".join(lines) + "\n"

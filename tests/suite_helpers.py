@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest_derivs
 import torch
 from hypothesis import assume, note
 
 from derivs import oracles
 from derivs.testing import assert_close as _assert_close
 from derivs.testing import tolerance
+
+# The implementation under test (--impl; derivs by default): the suite calls the operators
+# through it, e.g. IMPL.jacobian(func, argnums, method=m), and parametrises over its methods.
+IMPL = pytest_derivs.impl()
 
 
 def _leaves(tree: Any) -> list[torch.Tensor]:

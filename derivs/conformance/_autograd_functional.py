@@ -41,7 +41,7 @@ FEATURES = Features(
         "vhp": ("vhp",),
     },
     # create_graph=True keeps the graph to inputs that require grad
-    reverse_mode={"jacobian": True, "hessian": True},
+    reverse_mode={"jacobian": True},
     vector_hessians=False,
     devices=None,
 )

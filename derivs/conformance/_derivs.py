@@ -20,8 +20,8 @@ FEATURES = Features(
     # NOTE: 'loop' calls torch.autograd.grad on detached copies: it neither runs under
     # torch.func transforms nor keeps a graph to the inputs (measured; DESIGN.md says so).
     vmap=_ALL_BUT_LOOP,
-    forward_mode=_ALL_BUT_LOOP,
-    reverse_mode=_ALL_BUT_LOOP,
+    forward_mode={"jacobian": _ALL_BUT_LOOP["jacobian"]},
+    reverse_mode={"jacobian": _ALL_BUT_LOOP["jacobian"]},
     has_aux={"jacobian": True},
     chunk_size=_ALL_BUT_LOOP,
     in_dims={"batch_jacobian": True, "batch_hessian": True},

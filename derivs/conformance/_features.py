@@ -13,8 +13,8 @@ OPERATORS = ("jacobian", "hessian", "batch_jacobian", "batch_hessian", "hvp", "v
 # feature -> what declaring it promises (the pytest header and the docs print these)
 FEATURES = {
     "vmap": "the transform's result composes with torch.func.vmap",
-    "forward_mode": "the transform's result can be differentiated by torch.func.jvp",
-    "reverse_mode": "the result is differentiable by torch.autograd.grad in inputs requiring grad",
+    "forward_mode": "torch.func.jvp differentiates through the transform's result",
+    "reverse_mode": "torch.autograd.grad differentiates the result in inputs requiring grad",
     "has_aux": "jacobian accepts has_aux=True",
     "chunk_size": "accepts chunk_size= (values must not change)",
     "in_dims": "batch operators accept vmap-style in_dims other than 0",
@@ -86,7 +86,7 @@ class Features:
     chunk_size: Support = False
     in_dims: Support = False
     whole_batch: Support = False
-    vector_hessians: Support = True
+    vector_hessians: Support = False
     devices: Sequence[str] | None = None
     dtypes: Sequence[str] = ("float32", "float64")
     compositions: Mapping[str, tuple[str, str]] = field(default_factory=dict)

@@ -36,8 +36,8 @@ FEATURES = Features(
         "vhp": ("vjp_grad",),
     },
     vmap=True,
-    forward_mode=True,
-    reverse_mode=True,
+    forward_mode={"jacobian": True},
+    reverse_mode={"jacobian": True},
     has_aux={"jacobian": True},
     # jacrev and vmap take chunk_size; jacfwd and hessian do not
     chunk_size={"jacobian": ["jacrev", "vjp_vmap"], "batch_jacobian": True},
@@ -63,9 +63,9 @@ def _vjp_vmap(func: Func, argnums: Any, has_aux: bool, chunk_size: int | None) -
             of_selected(func, args, nums), *[args[k] for k in nums], has_aux=has_aux
         )
         n = out.numel()
-        basis = torch.eye(n, dtype=out.dtype, device=out.device).reshape(n, *out.shape)
+        basis = torch.eye(n, dtype=out.dtype, device=out.device).reshape((n, *out.shape))
         rows = vmap(pull, chunk_size=chunk_size)(basis)
-        blocks = tuple(r.reshape(*out.shape, *r.shape[1:]) for r in rows)
+        blocks = tuple(r.reshape((*out.shape, *r.shape[1:])) for r in rows)
         jac = blocks[0] if single else blocks
         return (jac, aux[0]) if has_aux else jac
 

@@ -1,0 +1,62 @@
+"""Pinned reproducers of what the conformance runs found in torch.func and torch.autograd.functional.
+
+Each test asserts the behaviour as measured (torch 2.13.0), so it fails the day upstream
+changes it: then the entry of the adapter's expected-failure file
+(``derivs/conformance/expected_failures/``) that names it goes too. Each is the minimal
+reproducer quoted in docs/suite/conformance.md, ready to report. Other torch versions skip
+(re-measure before trusting one).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.autograd.functional as AF
+from torch.func import hessian, jacfwd, jacrev, jvp
+
+pytestmark = pytest.mark.skipif(
+    not torch.__version__.startswith("2.13."), reason="pinned on torch 2.13.0; re-measure first"
+)
+
+OVERLAP = "more than one element of the written-to tensor refers to a single memory location"
+
+
+def test_torch_func_jacfwd_negative_argnums_is_silently_zero() -> None:
+    """torch.func.jacfwd(f, argnums=-1) differentiates nothing: zeros, no error (jacrev is right).
+
+    _jvp_with_argnums normalises argnums for slicing the primals (_slice_argnums) but hands the
+    raw -1 to _replace_args, which compares it with non-negative positions, so the dual
+    inputs are never substituted. torch.func.hessian (jacfwd of jacrev) inherits it.
+    """
+    x = torch.tensor(2.0, dtype=torch.float64)
+    y = torch.tensor(3.0, dtype=torch.float64)
+    assert jacfwd(lambda x: x, argnums=-1)(x) == 0  # d x / d x is 1
+    assert jacrev(lambda x: x, argnums=-1)(x) == 1
+    assert jacfwd(lambda x, y: x * y, argnums=-1)(x, y) == 0  # is x = 2
+    assert jacfwd(lambda x, y: x * y, argnums=(0, -1))(x, y) == (3, 0)  # is (3, 2)
+    assert hessian(lambda x: x**3, argnums=-1)(x) == 0  # is 6 x = 12
+
+
+def test_torch_func_forward_mode_refuses_expanded_inputs() -> None:
+    """jacfwd, hessian and jvp raise on an input with internal overlap; jacrev does not.
+
+    torch.autograd.forward_ad.make_dual copies the tangent into the primal's layout when the
+    layouts differ, and a stride-0 layout cannot hold a tangent with distinct entries.
+    """
+    x = torch.tensor([0.94]).expand(2)
+    assert torch.equal(jacrev(torch.sin)(x), torch.diag(x.cos()))
+    for call in (
+        lambda: jacfwd(torch.sin)(x),
+        lambda: hessian(lambda t: t.sin().sum())(x),
+        lambda: jvp(torch.sin, (x,), (torch.ones(2),)),
+    ):
+        with pytest.raises(RuntimeError, match=OVERLAP):
+            call()
+    assert torch.equal(jacfwd(torch.sin)(x.contiguous()), torch.diag(x.cos()))
+
+
+def test_autograd_functional_hessian_needs_a_scalar_function() -> None:
+    """Documented: "func ... returns a Tensor with a single element" (the adapter declares it)."""
+    x = torch.ones(2)
+    with pytest.raises(RuntimeError, match="single element"):
+        AF.hessian(torch.sin, x)
