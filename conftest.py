@@ -133,7 +133,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         pairs = [_device_dtype_param(d, dt) for d in devices for dt in dtypes_for(d)]
         metafunc.parametrize(("device", "dtype"), pairs, scope="session")
     elif "device" in names:
-        metafunc.parametrize("device", [_device_dtype_param(d, None) for d in devices], scope="session")
+        metafunc.parametrize(
+            "device", [_device_dtype_param(d, None) for d in devices], scope="session"
+        )
     elif "dtype" in names:
         dts = sorted({dt for d in devices for dt in dtypes_for(d)}, key=str)
         ids = [str(dt).removeprefix("torch.") for dt in dts]

@@ -46,7 +46,9 @@ def _grads(out: torch.Tensor, diff: list[torch.Tensor], **kwargs: Any) -> list[t
     return [torch.zeros_like(d) if g is None else g for d, g in zip(diff, grads, strict=True)]
 
 
-def jacobian_rows(func: Func, args: Sequence[Any], nums: tuple[int, ...]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+def jacobian_rows(
+    func: Func, args: Sequence[Any], nums: tuple[int, ...]
+) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
     """The output and, per differentiated input, one gradient per output element."""
     full, diff = _leaves(args, nums)
     with torch.enable_grad():
@@ -58,14 +60,18 @@ def jacobian_rows(func: Func, args: Sequence[Any], nums: tuple[int, ...]) -> tup
     return out.detach(), rows
 
 
-def _stack(rows: list[torch.Tensor], out: torch.Tensor, like: torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
+def _stack(
+    rows: list[torch.Tensor], out: torch.Tensor, like: torch.Tensor, tail: tuple[int, ...]
+) -> torch.Tensor:
     """Rows (one per output element) as one block of shape (*out.shape, *tail)."""
     if not rows:
         return torch.zeros((*out.shape, *tail), dtype=like.dtype, device=like.device)
     return torch.stack(rows).reshape((*out.shape, *tail))
 
 
-def _hessian_blocks(func: Func, args: Sequence[Any], nums: tuple[int, ...]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+def _hessian_blocks(
+    func: Func, args: Sequence[Any], nums: tuple[int, ...]
+) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
     """H[i][j]: every second derivative, one grad per output element and gradient entry."""
     full, diff = _leaves(args, nums)
     with torch.enable_grad():
@@ -81,10 +87,7 @@ def _hessian_blocks(func: Func, args: Sequence[Any], nums: tuple[int, ...]) -> t
                         else torch.zeros((*g.shape, *d.shape), dtype=d.dtype, device=d.device)
                     )
     blocks = [
-        [
-            _stack(per[i][j], out, di, (*di.shape, *dj.shape)).detach()
-            for j, dj in enumerate(diff)
-        ]
+        [_stack(per[i][j], out, di, (*di.shape, *dj.shape)).detach() for j, dj in enumerate(diff)]
         for i, di in enumerate(diff)
     ]
     return out.detach(), blocks
@@ -96,7 +99,12 @@ class LoopAdapter:
     name = "loop-example"
     version = "1.0"
     features = Features(
-        methods={"jacobian": ["loop"], "hessian": ["loop"], "hvp": ["double_backward"], "vhp": ["double_backward"]},
+        methods={
+            "jacobian": ["loop"],
+            "hessian": ["loop"],
+            "hvp": ["double_backward"],
+            "vhp": ["double_backward"],
+        },
         vector_hessians={"hessian": True},
     )
 
@@ -109,7 +117,9 @@ class LoopAdapter:
 
         return jacobian_fn
 
-    def assemble(self, rows: list[torch.Tensor], out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def assemble(
+        self, rows: list[torch.Tensor], out: torch.Tensor, like: torch.Tensor
+    ) -> torch.Tensor:
         """One Jacobian block, shape (*out.shape, *like.shape), from its rows."""
         return _stack(rows, out, like, tuple(like.shape))
 
@@ -126,7 +136,14 @@ class LoopAdapter:
         """The Hessian's blocks as computed (the wrong adapter overrides this)."""
         return blocks
 
-    def hvp(self, func: Func, primals: tuple[Any, ...], tangents: tuple[Any, ...], *, method: str = "double_backward") -> tuple[Any, ...]:
+    def hvp(
+        self,
+        func: Func,
+        primals: tuple[Any, ...],
+        tangents: tuple[Any, ...],
+        *,
+        method: str = "double_backward",
+    ) -> tuple[Any, ...]:
         """H v by differentiating <grad f, v> (the Hessian is symmetric)."""
         full, diff = _leaves(primals, tuple(range(len(primals))))
         with torch.enable_grad():
@@ -134,7 +151,14 @@ class LoopAdapter:
             inner = sum((g * v).sum() for g, v in zip(grads, tangents, strict=True))
             return tuple(g.detach() for g in _grads(inner, diff))  # type: ignore[arg-type]
 
-    def vhp(self, func: Func, primals: tuple[Any, ...], cotangents: tuple[Any, ...], *, method: str = "double_backward") -> tuple[Any, ...]:
+    def vhp(
+        self,
+        func: Func,
+        primals: tuple[Any, ...],
+        cotangents: tuple[Any, ...],
+        *,
+        method: str = "double_backward",
+    ) -> tuple[Any, ...]:
         return self.hvp(func, primals, cotangents)
 
 

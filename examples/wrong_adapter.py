@@ -19,14 +19,18 @@ from examples.loop_adapter import LoopAdapter
 class WrongAdapter(LoopAdapter):
     name = "wrong-example"
 
-    def assemble(self, rows: list[torch.Tensor], out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def assemble(
+        self, rows: list[torch.Tensor], out: torch.Tensor, like: torch.Tensor
+    ) -> torch.Tensor:
         if not rows:
             return super().assemble(rows, out, like)
         return torch.stack(rows, dim=-1).reshape((*out.shape, *like.shape))  # BUG: transposed
 
     def mixed(self, blocks: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
         return [
-            [b if i == j else torch.zeros_like(b) for j, b in enumerate(row)]  # BUG: no mixed blocks
+            [
+                b if i == j else torch.zeros_like(b) for j, b in enumerate(row)
+            ]  # BUG: no mixed blocks
             for i, row in enumerate(blocks)
         ]
 

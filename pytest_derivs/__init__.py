@@ -23,6 +23,7 @@ or ``devices()`` is first used.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -85,7 +86,7 @@ def activate(config: pytest.Config | None = None) -> SuiteImpl:
         raw = config.getoption("derivs_devices") if config is not None else None
         _STATE.devices = parse_devices(raw)
         try:
-            import derivs.strategies as strategies
+            strategies = importlib.import_module("derivs.strategies")
         except ImportError:  # NOTE: the test extra (Hypothesis) is not installed
             pass
         else:
@@ -233,7 +234,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
     report = yield
     if report.when != "call":
         return report

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,11 +56,22 @@ def parse(path: Path) -> list[Entry]:
             comments.append(line.lstrip("#").strip())
             continue
         prefix, _, trailing = line.partition("#")
-        directives = {k: c.split(":", 1)[1].strip() for c in comments for k in ("match", "repro") if c.startswith(k + ":")}
+        directives = {
+            k: c.split(":", 1)[1].strip()
+            for c in comments
+            for k in ("match", "repro")
+            if c.startswith(k + ":")
+        }
         text = [c for c in comments if c and not c.startswith(("match:", "repro:"))]
         reason = trailing.strip() or " ".join(text) or "listed"
         entries.append(
-            Entry(prefix.strip(), reason, f"{path}:{lineno}", directives.get("match"), directives.get("repro"))
+            Entry(
+                prefix.strip(),
+                reason,
+                f"{path}:{lineno}",
+                directives.get("match"),
+                directives.get("repro"),
+            )
         )
     return entries
 
@@ -106,21 +118,25 @@ def adjust(item: pytest.Item, report: pytest.TestReport, failures: list[dict[str
         if new or not failures:
             shown = "\n".join(new) or "(no exception recorded)"
             report.sections.append(
-                ("derivs expected failure", f"{item.nodeid} is listed ({why}) but fails anew:\n{shown}")
+                (
+                    "derivs expected failure",
+                    f"{item.nodeid} is listed ({why}) but fails anew:\n{shown}",
+                )
             )
             return
         report.outcome = "skipped"
-        report.wasxfail = why  # type: ignore[attr-defined]
+        report.wasxfail = why
     elif report.passed:
-        report.wasxfail = why  # type: ignore[attr-defined]
+        report.wasxfail = why
 
 
 @contextlib.contextmanager
 def without_shrinking(item: pytest.Item) -> Iterator[None]:
     """While a listed Hypothesis test runs, its settings without the shrink phase."""
-    test = getattr(item, "obj", None)
-    hypothesis = sys.modules.get("hypothesis")
-    if not item.stash.get(EXPECTED, ()) or hypothesis is None or not hypothesis.is_hypothesis_test(test):
+    test: Any = getattr(item, "obj", None)
+    hypothesis: Any = sys.modules.get("hypothesis")
+    listed = item.stash.get(EXPECTED, ())
+    if not listed or hypothesis is None or test is None or not hypothesis.is_hypothesis_test(test):
         yield
         return
     # NOTE: the attribute Hypothesis' own pytest plugin adjusts the same way; the test

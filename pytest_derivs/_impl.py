@@ -77,9 +77,7 @@ class SuiteImpl:
         mark = pytest.mark.skip(reason=self.reason(operator, feature))
         return [pytest.param(ABSENT, marks=mark, id=ABSENT)]
 
-    def api_params(
-        self, operators: Sequence[str], feature: str | None = None
-    ) -> list[Any]:
+    def api_params(self, operators: Sequence[str], feature: str | None = None) -> list[Any]:
         """``(operator, method)`` pairs with ids ``operator-method``; absent operators skipped."""
         pairs: list[Any] = []
         for op in operators:
@@ -124,7 +122,9 @@ class SuiteImpl:
 
     # ----------------------------------------------------------------- the six operators
 
-    def _call(self, operator: str, method: str | None, extras: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _call(
+        self, operator: str, method: str | None, extras: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         unknown = sorted(set(extras) - {"has_aux", "chunk_size", "in_dims"})
         if unknown:
             raise TypeError(f"SuiteImpl.{operator}: unexpected keywords {unknown}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import pytest_derivs
 import torch
 from hypothesis import assume, note
 
+import pytest_derivs
 from derivs import oracles
 from derivs.testing import assert_close as _assert_close
 from derivs.testing import tolerance

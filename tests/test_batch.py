@@ -159,9 +159,7 @@ def test_tutorial_batch_predict(device: str, dtype: torch.dtype, data: st.DataOb
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(p.weight, p.bias, p.xs)
     expected = (1 - y**2)[..., :, None] * p.weight
-    result = IMPL.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(
-        *p.batched_args
-    )
+    result = IMPL.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(*p.batched_args)
     assert_close(
         result,
         expected,

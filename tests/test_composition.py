@@ -24,7 +24,11 @@ SMALL = 8  # NOTE: the references are loop-oracle Hessians: n_in * (1 + n_in) gr
 
 
 def scalar_only(api: str) -> dict[str, bool]:
-    return {} if api == "jacobian" or IMPL.supports("vector_hessians", api) else {"scalar_output": True}
+    return (
+        {}
+        if api == "jacobian" or IMPL.supports("vector_hessians", api)
+        else {"scalar_output": True}
+    )
 
 
 def dense_problem(data: st.DataObject, device: str, dtype: torch.dtype) -> gs.Problem:
@@ -34,11 +38,15 @@ def dense_problem(data: st.DataObject, device: str, dtype: torch.dtype) -> gs.Pr
     here jvp is the harness, not the implementation under test, so its inputs are dense.
     test_invariants checks the layouts.
     """
-    p = data.draw(gs.problems(gs.functions(max_elements=SMALL), device=device, dtype=dtype), label="problem")
+    p = data.draw(
+        gs.problems(gs.functions(max_elements=SMALL), device=device, dtype=dtype), label="problem"
+    )
     return p._replace(args=tuple(a.contiguous() for a in p.args))
 
 
-def hessian_times(H: tuple[tuple[torch.Tensor, ...], ...], a: int, vs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def hessian_times(
+    H: tuple[tuple[torch.Tensor, ...], ...], a: int, vs: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     """``sum_b H[a][b] . v_b``: the directional derivative of the Jacobian block a."""
     return sum(torch.tensordot(H[a][b], v, dims=v.dim()) for b, v in enumerate(vs))  # type: ignore[return-value]
 

@@ -19,8 +19,19 @@ def run_suite(adapter: str, *selection: str) -> subprocess.CompletedProcess[str]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVS_", "PYTEST_XDIST"))}
     env["HYPOTHESIS_PROFILE"] = "dev"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
-        + ["--impl", f"examples.{adapter}:ADAPTER", *selection],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--impl",
+            f"examples.{adapter}:ADAPTER",
+            *selection,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -96,9 +96,9 @@ def test_is_jacobian_of_jacobian(
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
     method = IMPL.composed_method(outer, inner)
-    composed = IMPL.jacobian(
-        IMPL.jacobian(p.func, argnums, method=inner), argnums, method=outer
-    )(*p.args)
+    composed = IMPL.jacobian(IMPL.jacobian(p.func, argnums, method=inner), argnums, method=outer)(
+        *p.args
+    )
     assert_close(
         IMPL.hessian(p.func, argnums, method=method)(*p.args),
         composed,

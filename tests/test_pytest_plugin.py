@@ -18,17 +18,21 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    tmp_path: Path, files: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
     """``python -m pytest`` in ``tmp_path`` (its own rootdir and ini), on the given files."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     for name, text in files.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVS_", "PYTEST_", "HYPOTHESIS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DERIVS_", "PYTEST_", "HYPOTHESIS_"))
+    }
     env.pop("PYTHONPATH", None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
@@ -81,7 +85,9 @@ def test_strategies_installed(problem):
 
 
 def test_a_users_suite_gets_options_fixtures_and_strategies(tmp_path: Path) -> None:
-    done = run_pytest(tmp_path, {"test_users.py": USERS_SUITE}, "--impl", "torch.func", "--devices", "cpu")
+    done = run_pytest(
+        tmp_path, {"test_users.py": USERS_SUITE}, "--impl", "torch.func", "--devices", "cpu"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "derivs conformance: implementation torch.func" in done.stdout
     assert "3 passed" in done.stdout  # derivs_dtype: float32 and float64
@@ -156,7 +162,10 @@ def test_expected_failures_and_the_report(tmp_path: Path) -> None:
     assert "FAILED test_known_bugs.py::test_listed_but_fails_anew[new]" in out
     assert "fails anew:\nRuntimeError: something new" in out
     assert "XPASS test_known_bugs.py::test_passes_although_listed" in out
-    assert "expected failure 'test_known_bugs.py::test_renamed_long_ago' matches no collected test" in out
+    assert (
+        "expected failure 'test_known_bugs.py::test_renamed_long_ago' matches no collected test"
+        in out
+    )
     assert "SKIPPED" in out and "a guarantee of derivs itself (a derivs guarantee)" in out
 
     data = json.loads(report.read_text())

@@ -47,7 +47,19 @@ def build_wheel(tmp: Path) -> Path:
         else:
             src.mkdir(exist_ok=True)
             shutil.copy(ROOT / name, src / name)
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", src, cwd=tmp)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        tmp / "dist",
+        src,
+        cwd=tmp,
+    )
     (wheel,) = (tmp / "dist").glob("derivs-*.whl")
     return wheel
 
@@ -58,7 +70,11 @@ def overlay(tmp: Path) -> Path:
     view.mkdir()
     for sp in site.getsitepackages():
         for entry in Path(sp).iterdir():
-            if "derivs" in entry.name or entry.name.endswith(".pth") or (view / entry.name).exists():
+            if (
+                "derivs" in entry.name
+                or entry.name.endswith(".pth")
+                or (view / entry.name).exists()
+            ):
                 continue
             (view / entry.name).symlink_to(entry)
     return view
@@ -96,12 +112,18 @@ def test_wheel_installs_strategies_and_plugin(tmp_path: Path) -> None:
     run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
     pip = (sys.executable, "-m", "pip", "--python", str(python), "install", "-q")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVS_", "PYTEST_", "VIRTUAL_ENV"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DERIVS_", "PYTEST_", "VIRTUAL_ENV"))
+    }
     env.pop("PYTHONPATH", None)
     if os.environ.get("DERIVS_WHEEL_TEST_FULL"):
         run(*pip, "torch==2.13.0", f"{wheel}[test]", cwd=tmp_path, env=env)
     else:
-        purelib = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path)
+        purelib = run(
+            python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path
+        )
         Path(purelib.strip(), "overlay.pth").write_text(f"{overlay(tmp_path)}\n")
         run(*pip, "--no-index", f"{wheel}[test]", cwd=tmp_path, env=env)
     user = tmp_path / "user_project"
@@ -110,5 +132,16 @@ def test_wheel_installs_strategies_and_plugin(tmp_path: Path) -> None:
     (user / "test_user.py").write_text(textwrap.dedent(USERS_TEST))
     probe = "import importlib.util as u; print(u.find_spec('strategies'))"
     assert run(python, "-c", probe, cwd=user, env=env).strip() == "None"  # no top-level copy
-    out = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--impl", "derivs", cwd=user, env=env)
+    out = run(
+        python,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--impl",
+        "derivs",
+        cwd=user,
+        env=env,
+    )
     assert "2 passed" in out, out

@@ -22,7 +22,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-SHORT = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "xfailed": "xfail", "xpassed": "XPASS", "skipped": "skip"}
+SHORT = {
+    "passed": "pass",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "xfailed": "xfail",
+    "xpassed": "XPASS",
+    "skipped": "skip",
+}
 NOT_CONFORMANCE = "not a conformance property"
 
 
@@ -32,7 +39,11 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
 
 def _reason(text: str) -> str:
     """A skip reason without the implementation's name in front (it heads the column)."""
-    text = re.sub(r"^a guarantee of derivs itself \((.*)\), not of the contract .* is held to$", r"derivs only: \1", text)
+    text = re.sub(
+        r"^a guarantee of derivs itself \((.*)\), not of the contract .* is held to$",
+        r"derivs only: \1",
+        text,
+    )
     return re.sub(r"^\S+ (does not declare|provides no|has no) ", r"\1 ", text)
 
 
@@ -51,13 +62,17 @@ def conformance_rows(reports: list[dict[str, Any]]) -> list[str]:
     for report in reports:
         for prop in report["properties"]:
             reasons = prop["skip_reasons"]
-            if not all(r.startswith(NOT_CONFORMANCE) for r in reasons) or prop["counts"].keys() - {"skipped"}:
+            if not all(r.startswith(NOT_CONFORMANCE) for r in reasons) or prop["counts"].keys() - {
+                "skipped"
+            }:
                 names.setdefault(prop["property"], None)
     others = [r for r in reports if r["implementation"] != "derivs"]
     keep = []
     for name in names:
         props = [next((p for p in r["properties"] if p["property"] == name), None) for r in others]
-        if not others or any(p and not all(x.startswith(NOT_CONFORMANCE) for x in p["skip_reasons"]) for p in props):
+        if not others or any(
+            p and not all(x.startswith(NOT_CONFORMANCE) for x in p["skip_reasons"]) for p in props
+        ):
             keep.append(name)
     return keep
 
@@ -73,7 +88,10 @@ def table(reports: list[dict[str, Any]]) -> str:
 
 
 def facts(reports: list[dict[str, Any]]) -> str:
-    lines = ["| implementation | version | torch | devices | Hypothesis profile | suite commit | wall time | totals |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| implementation | version | torch | devices | Hypothesis profile | suite commit | wall time | totals |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in reports:
         totals = ", ".join(f"{n} {SHORT.get(o, o)}" for o, n in sorted(r["totals"].items()))
         commit = (r["suite_commit"] or "?")[:10] + (" (modified)" if r["suite_dirty"] else "")

@@ -19,6 +19,11 @@ from derivs.conformance._common import of_selected, positions
 from derivs.conformance._features import Features
 
 Func = Callable[..., Any]
+# NOTE: torch.autograd.functional is not annotated; typed handles keep mypy --strict useful.
+_jacobian: Callable[..., Any] = AF.jacobian
+_hessian: Callable[..., Any] = AF.hessian
+_hvp: Callable[..., Any] = AF.hvp
+_vhp: Callable[..., Any] = AF.vhp
 
 # method -> torch.autograd.functional.jacobian keywords
 JACOBIAN = {
@@ -66,11 +71,11 @@ class AutogradFunctionalAdapter:
 
         def jacobian_fn(*args: Any) -> Any:
             nums, single = positions(argnums, len(args))
-            blocks = AF.jacobian(
+            blocks = _jacobian(
                 of_selected(func, args, nums),
                 tuple(args[k] for k in nums),
                 create_graph=_differentiable(args),
-                **options,  # type: ignore[arg-type]
+                **options,
             )
             return blocks[0] if single else tuple(blocks)
 
@@ -81,25 +86,35 @@ class AutogradFunctionalAdapter:
 
         def hessian_fn(*args: Any) -> Any:
             nums, single = positions(argnums, len(args))
-            blocks = AF.hessian(
+            blocks = _hessian(
                 of_selected(func, args, nums),
                 tuple(args[k] for k in nums),
                 create_graph=_differentiable(args),
-                **options,  # type: ignore[arg-type]
+                **options,
             )
             return blocks[0][0] if single else tuple(tuple(row) for row in blocks)
 
         return hessian_fn
 
     def hvp(
-        self, func: Func, primals: tuple[Any, ...], tangents: tuple[Any, ...], *, method: str = "hvp"
+        self,
+        func: Func,
+        primals: tuple[Any, ...],
+        tangents: tuple[Any, ...],
+        *,
+        method: str = "hvp",
     ) -> tuple[Any, ...]:
-        return tuple(AF.hvp(func, primals, tangents)[1])
+        return tuple(_hvp(func, primals, tangents)[1])
 
     def vhp(
-        self, func: Func, primals: tuple[Any, ...], cotangents: tuple[Any, ...], *, method: str = "vhp"
+        self,
+        func: Func,
+        primals: tuple[Any, ...],
+        cotangents: tuple[Any, ...],
+        *,
+        method: str = "vhp",
     ) -> tuple[Any, ...]:
-        return tuple(AF.vhp(func, primals, cotangents)[1])
+        return tuple(_vhp(func, primals, cotangents)[1])
 
 
 ADAPTER = AutogradFunctionalAdapter()

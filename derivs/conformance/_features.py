@@ -41,7 +41,7 @@ def _normalise(
     for op, ms in support.items():
         if op not in methods:
             raise ValueError(f"{API}: {name} names operator {op!r}, which has no methods declared")
-        chosen = methods[op] if ms is True else () if ms is False else tuple(ms)  # type: ignore[arg-type]
+        chosen = methods[op] if ms is True else () if ms is False else tuple(ms)
         unknown = [m for m in chosen if m not in methods[op]]
         if unknown:
             raise ValueError(
@@ -117,14 +117,18 @@ class Features:
     def supports(self, feature: str, operator: str, method: str | None = None) -> bool:
         """Whether ``method`` of ``operator`` (any method when None) declares ``feature``."""
         if feature not in FEATURES:
-            raise ValueError(f"{API}.supports: unknown feature {feature!r}; one of {list(FEATURES)}")
+            raise ValueError(
+                f"{API}.supports: unknown feature {feature!r}; one of {list(FEATURES)}"
+            )
         table: dict[str, tuple[str, ...]] = getattr(self, feature)
         chosen = table.get(operator, ())
         return bool(chosen) if method is None else method in chosen
 
     def with_feature(self, feature: str, operator: str) -> tuple[str, ...]:
         """The methods of ``operator`` that declare ``feature``, in declaration order."""
-        return tuple(m for m in self.operator_methods(operator) if self.supports(feature, operator, m))
+        return tuple(
+            m for m in self.operator_methods(operator) if self.supports(feature, operator, m)
+        )
 
     def supports_device(self, device: str) -> bool:
         kind = device.split(":")[0]
@@ -143,7 +147,9 @@ class Features:
             elif table == dict(self.methods):
                 lines.append(f"{name}: all")
             else:
-                lines.append(f"{name}: " + "; ".join(f"{op} ({', '.join(ms)})" for op, ms in table.items()))
+                lines.append(
+                    f"{name}: " + "; ".join(f"{op} ({', '.join(ms)})" for op, ms in table.items())
+                )
         lines.append(f"devices: {'any' if self.devices is None else ', '.join(self.devices)}")
         lines.append(f"dtypes: {', '.join(self.dtypes)}")
         if self.compositions:

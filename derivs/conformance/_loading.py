@@ -63,7 +63,9 @@ def validate(adapter: Any, spec: str = "adapter") -> Adapter:
     """
     for attr in ("name", "version", "features"):
         if not hasattr(adapter, attr):
-            raise TypeError(f"{API}: {spec} has no {attr!r} attribute (see derivs.conformance.Adapter)")
+            raise TypeError(
+                f"{API}: {spec} has no {attr!r} attribute (see derivs.conformance.Adapter)"
+            )
     if not isinstance(adapter.features, Features):
         raise TypeError(
             f"{API}: {spec}.features must be a derivs.conformance.Features, "

@@ -19,7 +19,8 @@ Func = Callable[..., Any]
 
 JACOBIAN = ("jacrev", "jacfwd", "vjp_vmap")
 HESSIAN = ("hessian", "jacrev_jacrev", "jacfwd_jacfwd", "jacrev_jacfwd")
-_PAIRS = {
+Transform = Callable[..., Func]
+_PAIRS: dict[str, tuple[Transform, Transform]] = {
     "hessian": (jacfwd, jacrev),
     "jacrev_jacrev": (jacrev, jacrev),
     "jacfwd_jacfwd": (jacfwd, jacfwd),
@@ -94,13 +95,17 @@ class TorchFuncAdapter:
             return jacfwd(func, argnums, has_aux=has_aux)
         if method == "vjp_vmap":
             return _vjp_vmap(func, argnums, has_aux, chunk_size)
-        raise ValueError(f"torch.func adapter: jacobian has no method {method!r}; one of {JACOBIAN}")
+        raise ValueError(
+            f"torch.func adapter: jacobian has no method {method!r}; one of {JACOBIAN}"
+        )
 
     def hessian(self, func: Func, argnums: Any = 0, *, method: str = "hessian") -> Func:
         if method == "hessian":
             return hessian(func, argnums)
         if method not in _PAIRS:
-            raise ValueError(f"torch.func adapter: hessian has no method {method!r}; one of {HESSIAN}")
+            raise ValueError(
+                f"torch.func adapter: hessian has no method {method!r}; one of {HESSIAN}"
+            )
         outer, inner = _PAIRS[method]
         return outer(inner(func, argnums), argnums)
 
@@ -113,7 +118,7 @@ class TorchFuncAdapter:
         method: str = "vmap_jacrev",
         chunk_size: int | None = None,
     ) -> Func:
-        inner = {"vmap_jacrev": jacrev, "vmap_jacfwd": jacfwd}[method]
+        inner = jacrev if method == "vmap_jacrev" else jacfwd
         return vmap(inner(func, argnums), in_dims=in_dims, chunk_size=chunk_size)
 
     def batch_hessian(
@@ -124,7 +129,12 @@ class TorchFuncAdapter:
         return vmap(hessian(func, argnums), in_dims=in_dims)
 
     def hvp(
-        self, func: Func, primals: tuple[Any, ...], tangents: tuple[Any, ...], *, method: str = "jvp_grad"
+        self,
+        func: Func,
+        primals: tuple[Any, ...],
+        tangents: tuple[Any, ...],
+        *,
+        method: str = "jvp_grad",
     ) -> tuple[Any, ...]:
         gradient = grad(func, argnums=tuple(range(len(primals))))
         if method == "jvp_grad":
