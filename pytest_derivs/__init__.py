@@ -220,9 +220,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     guarded = _STATE.impl is not None and item.get_closest_marker("conformance") is not None
     guarded = guarded and item.get_closest_marker("derivs_only") is None
     before = _STATE.impl.calls if guarded and _STATE.impl is not None else 0
-    from pytest_derivs._expected import without_shrinking
+    from pytest_derivs._expected import filtering_known_failures
 
-    with without_shrinking(item):
+    with filtering_known_failures(item):
         result = yield
     if guarded and _STATE.impl is not None and _STATE.impl.calls == before:
         raise AssertionError(

@@ -12,14 +12,17 @@ A listed test that fails (as expected) is reported ``xfailed``; one that passes,
 (not an error: a Hypothesis test may not meet its failing input in every profile). An entry
 that matches no collected test is warned about, so the file does not rot.
 
-A listed Hypothesis test runs without the shrink phase: its shrunk counterexample is
-documented with its reproducer, and shrinking is most of a failing test's time. A new
-failure is therefore reported unshrunk; run the test alone, without the file, to shrink it.
+In a listed Hypothesis test, an example that hits a listed bug (its exception matches
+``match``) is rejected rather than failed, and the test explores on: it is ``xfailed`` if
+some example hit the bug and every other one passed, and it fails, shrunk as usual, on
+anything new. So a bug that some inputs hit (an expanded view, a negative argnum) does not
+hide the rest of the property.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sys
 import warnings
@@ -41,6 +44,9 @@ class Entry:
 
 
 EXPECTED = pytest.StashKey[tuple[Entry, ...]]()
+HITS = pytest.StashKey[list[str]]()  # messages of the examples a listed bug was filtered from
+# NOTE: what Hypothesis raises when (nearly) every example was rejected.
+GAVE_UP = ("FailedHealthCheck", "Unsatisfiable")
 
 
 def parse(path: Path) -> list[Entry]:
@@ -105,25 +111,38 @@ def adjust(item: pytest.Item, report: pytest.TestReport, failures: list[dict[str
     """Turn the call report of a listed test into xfailed / xpassed, or leave a new failure.
 
     ``failures`` are the distinct failures of the call (Hypothesis may find several): the
-    test is an expected failure only if every one is expected by one of its entries.
+    test is an expected failure if every one is expected by one of its entries (or is
+    Hypothesis giving up because every example hit a listed bug), or if it passed only
+    because the examples that hit a listed bug were filtered out.
     """
     entries = item.stash.get(EXPECTED, ())
     if not entries or report.when != "call":
         return
+    hits = item.stash.get(HITS, [])
     why = "; ".join(
         f"{e.reason} ({e.source}{', repro: ' + e.repro if e.repro else ''})" for e in entries
     )
+    if hits:
+        report.__dict__["derivs_known_hits"] = {"count": len(hits), "first": hits[0]}
+        why = f"{len(hits)} examples hit it; {why}"
+
+    def expected(message: str) -> bool:
+        return _expected(entries, message) or (bool(hits) and message.startswith(GAVE_UP))
+
     if report.failed:
-        new = [f["error"] for f in failures if not _expected(entries, f["error"])]
+        new = [f["error"] for f in failures if not expected(f["error"])]
         if new or not failures:
             shown = "\n".join(new) or "(no exception recorded)"
             report.sections.append(
-                (
-                    "derivs expected failure",
-                    f"{item.nodeid} is listed ({why}) but fails anew:\n{shown}",
-                )
+                ("derivs expected failure", f"{item.nodeid} is listed ({why}) but fails anew:\n{shown}")
             )
             return
+        report.outcome = "skipped"
+        report.wasxfail = why
+        if hits:  # the listed bug's message, not Hypothesis giving up on it
+            kept = [f for f in failures if not f["error"].startswith(GAVE_UP)]
+            report.__dict__["derivs_failures"] = [{"error": hits[0], "counterexample": ""}, *kept]
+    elif report.passed and hits:
         report.outcome = "skipped"
         report.wasxfail = why
     elif report.passed:
@@ -131,21 +150,39 @@ def adjust(item: pytest.Item, report: pytest.TestReport, failures: list[dict[str
 
 
 @contextlib.contextmanager
-def without_shrinking(item: pytest.Item) -> Iterator[None]:
-    """While a listed Hypothesis test runs, its settings without the shrink phase."""
+def filtering_known_failures(item: pytest.Item) -> Iterator[None]:
+    """While a listed Hypothesis test runs, examples that hit a listed bug are rejected.
+
+    An example whose exception matches an entry's ``match`` is not a failure but an invalid
+    example (``hypothesis.reject``), so the test goes on to explore the others: it still
+    fails on anything new, and a bug that only some inputs hit does not hide the rest.
+    """
     test: Any = getattr(item, "obj", None)
     hypothesis: Any = sys.modules.get("hypothesis")
-    listed = item.stash.get(EXPECTED, ())
-    if not listed or hypothesis is None or test is None or not hypothesis.is_hypothesis_test(test):
+    patterns = [e.match for e in item.stash.get(EXPECTED, ()) if e.match is not None]
+    if not patterns or hypothesis is None or test is None or not hypothesis.is_hypothesis_test(test):
         yield
         return
-    # NOTE: the attribute Hypothesis' own pytest plugin adjusts the same way; the test
-    # function is shared by every parameter, so the settings are restored afterwards.
-    target = getattr(test, "__func__", test)
-    before = getattr(target, "_hypothesis_internal_use_settings", hypothesis.settings.default)
-    phases = tuple(p for p in before.phases if p is not hypothesis.Phase.shrink)
-    target._hypothesis_internal_use_settings = hypothesis.settings(before, phases=phases)
+    # NOTE: inner_test is Hypothesis' documented hook for wrapping each example's call; the
+    # test function is shared by every parameter, so the original goes back afterwards.
+    handle = test.hypothesis
+    inner = handle.inner_test
+    hits: list[str] = []
+
+    @functools.wraps(inner)
+    def filtered(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return inner(*args, **kwargs)
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"
+            if any(re.search(p, message) for p in patterns):
+                hits.append(message)
+                hypothesis.reject()
+            raise
+
+    handle.inner_test = filtered
+    item.stash[HITS] = hits
     try:
         yield
     finally:
-        target._hypothesis_internal_use_settings = before
+        handle.inner_test = inner

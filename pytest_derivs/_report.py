@@ -52,6 +52,9 @@ def _failures(report: pytest.TestReport) -> list[dict[str, str]]:
     recorded = report.__dict__.get("derivs_failures")
     if recorded:
         return list(recorded)
+    hits = report.__dict__.get("derivs_known_hits")
+    if hits:  # passed once the examples that hit a listed bug were filtered out
+        return [{"error": hits["first"], "counterexample": ""}]
     return [{"error": _crash(report), "counterexample": _counterexample(report) or ""}]
 
 
@@ -92,6 +95,9 @@ class Collector:
         stats = report.__dict__.get("_hypothesis_stats")
         if stats:
             case["hypothesis"] = parse_statistics(stats)
+        hits = report.__dict__.get("derivs_known_hits")
+        if hits:
+            case["known_hits"] = hits
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self._outcome(case, report)
         elif report.when == "teardown" and report.failed:

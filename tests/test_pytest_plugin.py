@@ -116,6 +116,19 @@ def test_unlisted(n):
     assert n < 10, "a new bug"
 
 
+@settings(max_examples=100, deadline=None, database=None)
+@given(st.integers(0, 100))
+def test_known_and_new(n):
+    assert n < 50, "known bug: big n"
+    assert n % 7 != 3, "a new bug"
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(st.integers(10, 100))
+def test_known_everywhere(n):
+    assert n < 10, "known bug: big n"
+
+
 @pytest.mark.parametrize("kind", ["known", "new"])
 def test_listed_but_fails_anew(kind):
     raise RuntimeError("known bug" if kind == "known" else "something new")
@@ -135,6 +148,8 @@ EXPECTED = """
 # repro: tests/upstream_repro.py::test_big_n
 # match: known bug
 test_known_bugs.py::test_known
+test_known_bugs.py::test_known_and_new
+test_known_bugs.py::test_known_everywhere
 test_known_bugs.py::test_listed_but_fails_anew
 
 test_known_bugs.py::test_passes_although_listed  # fixed upstream since
@@ -157,7 +172,9 @@ def test_expected_failures_and_the_report(tmp_path: Path) -> None:
     )
     out = done.stdout
     assert done.returncode == 1, out + done.stderr  # the new failure fails the run
-    assert "XFAIL test_known_bugs.py::test_known" in out
+    assert "XFAIL test_known_bugs.py::test_known - " in out  # bug hit, the rest passed
+    assert "XFAIL test_known_bugs.py::test_known_everywhere" in out  # every example hit it
+    assert "FAILED test_known_bugs.py::test_known_and_new" in out
     assert "XFAIL test_known_bugs.py::test_listed_but_fails_anew[known]" in out
     assert "FAILED test_known_bugs.py::test_listed_but_fails_anew[new]" in out
     assert "fails anew:\nRuntimeError: something new" in out
@@ -176,9 +193,13 @@ def test_expected_failures_and_the_report(tmp_path: Path) -> None:
     assert known["outcome"] == "xfailed"
     (failure,) = known["cases"][0]["failures"]
     assert failure["error"].startswith("AssertionError: known bug: big n")
-    assert "shrink" not in known["cases"][0]["hypothesis"]["phases"]  # expected: not shrunk
+    assert known["cases"][0]["known_hits"]["count"] >= 1
     (new,) = by["test_known_bugs.py::test_unlisted"]["cases"][0]["failures"]
     assert new["counterexample"] == "Failing test case: test_unlisted(\n    n=10,\n)"  # shrunk
+    (mixed,) = by["test_known_bugs.py::test_known_and_new"]["cases"][0]["failures"]
+    assert mixed["error"].startswith("AssertionError: a new bug")  # the known one filtered out
+    n = int(mixed["counterexample"].split("n=")[1].split(",")[0])
+    assert n % 7 == 3 and n < 50, mixed["counterexample"]  # a new-bug input, not a known-bug one
     assert by["test_known_bugs.py::test_listed_but_fails_anew"]["outcome"] == "failed"
     assert by["test_known_bugs.py::test_only_for_derivs"]["skip_reasons"] == [
         "a guarantee of derivs itself (a derivs guarantee), not of the contract "

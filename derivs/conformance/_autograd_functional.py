@@ -45,17 +45,22 @@ FEATURES = Features(
         "hvp": ("hvp",),
         "vhp": ("vhp",),
     },
-    # create_graph=True keeps the graph to inputs that require grad
-    reverse_mode={"jacobian": True},
+    # create_graph=True keeps the graph to inputs that require grad; with the forward-mode
+    # strategy it raises "create_graph=True and strategy="forward-mode" are not supported
+    # together (yet)", so there results are detached and the feature is not declared.
+    reverse_mode={"jacobian": ["reverse", "reverse_vectorize"]},
     vector_hessians=False,
     devices=None,
 )
 
 
-def _differentiable(args: tuple[Any, ...]) -> bool:
-    """create_graph=True only where the caller can use it (inputs that require grad)."""
-    return torch.is_grad_enabled() and any(
-        isinstance(a, torch.Tensor) and a.requires_grad for a in args
+def _differentiable(args: tuple[Any, ...], forward: bool) -> bool:
+    """create_graph=True only where the caller can use it (inputs that require grad), and
+    never with the forward-mode strategy (torch.autograd.functional refuses the pair)."""
+    return (
+        not forward
+        and torch.is_grad_enabled()
+        and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
     )
 
 
@@ -74,7 +79,7 @@ class AutogradFunctionalAdapter:
             blocks = _jacobian(
                 of_selected(func, args, nums),
                 tuple(args[k] for k in nums),
-                create_graph=_differentiable(args),
+                create_graph=_differentiable(args, options["strategy"] == "forward-mode"),
                 **options,
             )
             return blocks[0] if single else tuple(blocks)
@@ -89,7 +94,9 @@ class AutogradFunctionalAdapter:
             blocks = _hessian(
                 of_selected(func, args, nums),
                 tuple(args[k] for k in nums),
-                create_graph=_differentiable(args),
+                create_graph=_differentiable(
+                    args, options["outer_jacobian_strategy"] == "forward-mode"
+                ),
                 **options,
             )
             return blocks[0][0] if single else tuple(tuple(row) for row in blocks)
