@@ -62,11 +62,14 @@ def parse(path: Path) -> list[Entry]:
             comments.append(line.lstrip("#").strip())
             continue
         prefix, _, trailing = line.partition("#")
+        # NOTE: several match lines are alternatives; several repro lines, a list.
+        found = {
+            key: [c.split(":", 1)[1].strip() for c in comments if c.startswith(key + ":")]
+            for key in ("match", "repro")
+        }
         directives = {
-            k: c.split(":", 1)[1].strip()
-            for c in comments
-            for k in ("match", "repro")
-            if c.startswith(k + ":")
+            "match": "|".join(f"(?:{m})" for m in found["match"]) or None,
+            "repro": ", ".join(found["repro"]) or None,
         }
         text = [c for c in comments if c and not c.startswith(("match:", "repro:"))]
         reason = trailing.strip() or " ".join(text) or "listed"
@@ -103,6 +106,11 @@ def apply(items: list[pytest.Item], paths: list[str]) -> None:
             )
 
 
+def title(reason: str) -> str:
+    """An entry's first sentence: what the bug is, without the why."""
+    return reason.split(". ")[0].rstrip(".")
+
+
 def _expected(entries: tuple[Entry, ...], message: str) -> bool:
     return any(e.match is None or re.search(e.match, message) for e in entries)
 
@@ -119,12 +127,19 @@ def adjust(item: pytest.Item, report: pytest.TestReport, failures: list[dict[str
     if not entries or report.when != "call":
         return
     hits = item.stash.get(HITS, [])
-    why = "; ".join(
-        f"{e.reason} ({e.source}{', repro: ' + e.repro if e.repro else ''})" for e in entries
+    seen = hits + [f["error"] for f in failures]
+    # the entries whose bug this run met (all of them for entries without a match)
+    met = [e for e in entries if e.match is None or any(re.search(e.match, m) for m in seen)]
+    shown = met or list(entries)
+    why = " | ".join(
+        f"{e.reason} ({e.source}{', repro: ' + e.repro if e.repro else ''})" for e in shown
     )
+    report.__dict__["derivs_expected"] = [
+        {"title": title(e.reason), "source": e.source, "repro": e.repro} for e in shown
+    ]
     if hits:
         report.__dict__["derivs_known_hits"] = {"count": len(hits), "first": hits[0]}
-        why = f"{len(hits)} examples hit it; {why}"
+        why = f"{len(hits)} examples hit it: {why}"
 
     def expected(message: str) -> bool:
         return _expected(entries, message) or (bool(hits) and message.startswith(GAVE_UP))
@@ -132,9 +147,12 @@ def adjust(item: pytest.Item, report: pytest.TestReport, failures: list[dict[str
     if report.failed:
         new = [f["error"] for f in failures if not expected(f["error"])]
         if new or not failures:
-            shown = "\n".join(new) or "(no exception recorded)"
+            text = "\n".join(new) or "(no exception recorded)"
             report.sections.append(
-                ("derivs expected failure", f"{item.nodeid} is listed ({why}) but fails anew:\n{shown}")
+                (
+                    "derivs expected failure",
+                    f"{item.nodeid} is listed ({why}) but fails anew:\n{text}",
+                )
             )
             return
         report.outcome = "skipped"
@@ -160,7 +178,12 @@ def filtering_known_failures(item: pytest.Item) -> Iterator[None]:
     test: Any = getattr(item, "obj", None)
     hypothesis: Any = sys.modules.get("hypothesis")
     patterns = [e.match for e in item.stash.get(EXPECTED, ()) if e.match is not None]
-    if not patterns or hypothesis is None or test is None or not hypothesis.is_hypothesis_test(test):
+    if (
+        not patterns
+        or hypothesis is None
+        or test is None
+        or not hypothesis.is_hypothesis_test(test)
+    ):
         yield
         return
     # NOTE: inner_test is Hypothesis' documented hook for wrapping each example's call; the

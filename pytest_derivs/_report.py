@@ -98,6 +98,9 @@ class Collector:
         hits = report.__dict__.get("derivs_known_hits")
         if hits:
             case["known_hits"] = hits
+        listed = report.__dict__.get("derivs_expected")
+        if listed:
+            case["expected_entries"] = listed
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self._outcome(case, report)
         elif report.when == "teardown" and report.failed:

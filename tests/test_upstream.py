@@ -69,7 +69,9 @@ def test_autograd_functional_forward_mode_breaks_after_a_vector_matrix_product()
     """
     W = torch.ones(2, 2)
     x = torch.ones(2)
-    assert torch.equal(AF.jacobian(lambda x: x @ W, x, vectorize=True, strategy="forward-mode"), W.T)
+    assert torch.equal(
+        AF.jacobian(lambda x: x @ W, x, vectorize=True, strategy="forward-mode"), W.T
+    )
     with pytest.raises(RuntimeError, match="forward gradient that has a different size"):
         AF.jacobian(lambda x: (x @ W) * 2, x, vectorize=True, strategy="forward-mode")
     with pytest.raises(RuntimeError, match=r"dot\(self, other\): Shape mismatch"):

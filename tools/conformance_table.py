@@ -56,25 +56,23 @@ def cell(prop: dict[str, Any] | None) -> str:
     return ", ".join(f"{counts[o]} {SHORT[o]}" for o in SHORT if counts.get(o))
 
 
+def _held_to(prop: dict[str, Any] | None) -> bool:
+    """Whether the implementation ran the property (or skipped it for a reason of its own)."""
+    if prop is None:
+        return False
+    ran = bool(prop["counts"].keys() - {"skipped"})
+    return ran or any(not r.startswith(NOT_CONFORMANCE) for r in prop["skip_reasons"])
+
+
 def conformance_rows(reports: list[dict[str, Any]]) -> list[str]:
-    """Properties that some implementation other than derivs is held to (or skips for a feature)."""
-    names: dict[str, None] = {}
-    for report in reports:
-        for prop in report["properties"]:
-            reasons = prop["skip_reasons"]
-            if not all(r.startswith(NOT_CONFORMANCE) for r in reasons) or prop["counts"].keys() - {
-                "skipped"
-            }:
-                names.setdefault(prop["property"], None)
-    others = [r for r in reports if r["implementation"] != "derivs"]
-    keep = []
-    for name in names:
-        props = [next((p for p in r["properties"] if p["property"] == name), None) for r in others]
-        if not others or any(
-            p and not all(x.startswith(NOT_CONFORMANCE) for x in p["skip_reasons"]) for p in props
-        ):
-            keep.append(name)
-    return keep
+    """Properties some implementation other than derivs is held to (all, with derivs alone)."""
+    names = list(dict.fromkeys(p["property"] for r in reports for p in r["properties"]))
+    others = [
+        {p["property"]: p for p in r["properties"]}
+        for r in reports
+        if r["implementation"] != "derivs"
+    ]
+    return [n for n in names if not others or any(_held_to(o.get(n)) for o in others)]
 
 
 def table(reports: list[dict[str, Any]]) -> str:
@@ -102,24 +100,31 @@ def facts(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _cause(case: dict[str, Any]) -> list[str]:
+    """An expected failure's listed bugs (their titles), else each message's first line."""
+    if case.get("expected_entries"):
+        return [e["title"] for e in case["expected_entries"]]
+    return [f["error"].splitlines()[0][:160] for f in case.get("failures", [])] or [case["outcome"]]
+
+
 def failures(reports: list[dict[str, Any]]) -> str:
-    """Each implementation's failing cases grouped by their first message line."""
+    """Each implementation's failing and expected-failing cases, grouped by cause."""
     out = []
     for r in reports:
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, set[str]] = {}
         for prop in r["properties"]:
             for case in prop["cases"]:
-                if case.get("outcome") not in ("failed", "error", "xfailed", "xpassed"):
-                    continue
-                for f in case.get("failures") or [{"error": case.get("outcome", "")}]:
-                    first = f["error"].splitlines()[0]
-                    first = re.sub(r"\[.*?\] ", "", first)[:160]
-                    groups.setdefault(first, []).append(case["id"].removeprefix("tests/"))
-        if not groups:
-            continue
-        out += ["", f"{r['implementation']}:", ""]
-        for message, ids in sorted(groups.items(), key=lambda g: -len(g[1])):
-            out.append(f"- `{message}` ({len(set(ids))} cases)")
+                if case.get("outcome") in ("failed", "error", "xfailed", "xpassed"):
+                    for cause in _cause(case):
+                        groups.setdefault(f"{SHORT[case['outcome']]}: {cause}", set()).add(
+                            case["id"]
+                        )
+        if groups:
+            out += ["", f"{r['implementation']}:", ""]
+            out += [
+                f"- {c} ({len(ids)} cases)"
+                for c, ids in sorted(groups.items(), key=lambda g: -len(g[1]))
+            ]
     return "\n".join(out)
 
 
