@@ -1,8 +1,11 @@
 """Root conftest: devices, dtypes, Hypothesis profiles and markers for the derivs suite.
 
-Options
--------
-``--devices cpu,cuda``   devices to run every property on (default: every device present).
+Options come from the suite's pytest plugin, ``pytest_derivs`` (registered here and as the
+``pytest11`` entry point, once): ``--impl NAME`` (the implementation under test, default
+``derivs``), ``--devices cpu,cuda`` (default: every device present), ``--expected-failures``
+and ``--conformance-report``. Test modules marked ``conformance`` hold the properties of the
+implementation under test; every other module tests derivs' own tools or the suite itself
+and is skipped, with that reason, for other implementations.
 
 Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``dev``):
 
@@ -34,6 +37,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
+
+import pytest_derivs
+
+# NOTE: the entry point has the same name, so an installed plugin is not registered twice.
+pytest_plugins = ["pytest_derivs"]
 
 
 def _database() -> dict[str, Any]:
@@ -149,41 +157,42 @@ if "hypofuzz" in sys.modules:  # collected by `hypothesis fuzz` (docs/suite/trus
     _keep_hypofuzz_hub_waiting()
 
 
-def available_devices() -> list[str]:
-    """Every device torch can use here, cpu first."""
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        found.append("mps")
-    return found
+def _one_strategies_package() -> None:
+    """``import strategies`` (the suite) and ``import derivs.strategies`` (users) give one module.
+
+    The wheel ships strategies/ as derivs.strategies; an editable install maps the same
+    directory. Two copies would keep two device lists, so whichever imports first is
+    registered under both names, with its submodules.
+    """
+    import derivs
+
+    try:
+        import derivs.strategies as package
+    except ImportError:  # derivs imported from a checkout without the package mapping
+        import strategies as package
+    derivs.strategies = package  # type: ignore[attr-defined]
+    own = package.__name__
+    for name, module in list(sys.modules.items()):
+        if name == own or name.startswith(own + "."):
+            tail = name[len(own) :]
+            sys.modules.setdefault("strategies" + tail, module)
+            sys.modules.setdefault("derivs.strategies" + tail, module)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--devices",
-        default=None,
-        help="comma-separated devices to test on (default: every device present: "
-        + ",".join(available_devices())
-        + ")",
-    )
+_one_strategies_package()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    raw = config.getoption("--devices")
-    present = available_devices()
-    devices = present if raw is None else [d.strip() for d in raw.split(",") if d.strip()]
-    for d in devices:
-        if d not in present:
-            raise pytest.UsageError(f"--devices: {d!r} is not available here (present: {present})")
-    if not devices:
-        raise pytest.UsageError("--devices: give at least one device")
-    import strategies
-
-    strategies.set_devices(devices)
+    impl = pytest_derivs.activate(config)  # the implementation under test and the devices
     if PROFILE == "ci" and config.getoption("hypothesis_seed", None) is not None:
         _load_profile("ci-seeded")
+    if not impl.is_derivs:
+        # NOTE: another implementation's failures are reported with their shrunk examples;
+        # the explain phase (which lines every failing case ran) says nothing about them
+        # and costs a quarter of a failing test's time.
+        phases = tuple(p for p in settings().phases if p is not Phase.explain)
+        settings.register_profile(f"{PROFILE}-conformance", parent=settings(), phases=phases)
+        settings.load_profile(f"{PROFILE}-conformance")
     planted = os.environ.get("DERIVS_PLANTED_BUG")
     if planted:
         _load_planted().apply(planted)
@@ -203,12 +212,7 @@ def _load_planted():  # type: ignore[no-untyped-def]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    import strategies
-
-    lines = [
-        f"derivs: devices={','.join(strategies.get_devices())} "
-        f"hypothesis profile={settings._current_profile} torch={torch.__version__}"
-    ]
+    lines = [f"derivs: hypothesis profile={settings._current_profile} torch={torch.__version__}"]
     for var in ("DERIVS_HYPOTHESIS_DB", "DERIVS_MAX_EXAMPLES"):
         if os.environ.get(var):
             lines.append(f"derivs: {var}={os.environ[var]}")
@@ -222,18 +226,44 @@ def dtypes_for(device: str) -> list[torch.dtype]:
     return [torch.float32] if device.startswith("mps") else [torch.float32, torch.float64]
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    import strategies
+def _device_dtype_param(device: str, dtype: torch.dtype | None) -> object:
+    """One (device, dtype) parameter, skipped where the implementation under test declares
+    neither (ids stay those of derivs' run)."""
+    impl = pytest_derivs.impl()
+    values = (device,) if dtype is None else (device, dtype)
+    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    marks = []
+    if not impl.features.supports_device(device):
+        marks.append(pytest.mark.skip(reason=f"{impl.name} does not declare device {device!r}"))
+    if name is not None and name not in impl.features.dtypes:
+        marks.append(pytest.mark.skip(reason=f"{impl.name} does not declare dtype {name}"))
+    ident = device if name is None else f"{device}-{name}"
+    return pytest.param(*values, marks=marks, id=ident)
 
-    devices = strategies.get_devices()
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    devices = pytest_derivs.devices()
     names = metafunc.fixturenames
     if "device" in names and "dtype" in names:
-        pairs = [(d, dt) for d in devices for dt in dtypes_for(d)]
-        ids = [f"{d}-{str(dt).removeprefix('torch.')}" for d, dt in pairs]
-        metafunc.parametrize(("device", "dtype"), pairs, ids=ids, scope="session")
+        pairs = [_device_dtype_param(d, dt) for d in devices for dt in dtypes_for(d)]
+        metafunc.parametrize(("device", "dtype"), pairs, scope="session")
     elif "device" in names:
-        metafunc.parametrize("device", devices, scope="session")
+        metafunc.parametrize(
+            "device", [_device_dtype_param(d, None) for d in devices], scope="session"
+        )
     elif "dtype" in names:
         dts = sorted({dt for d in devices for dt in dtypes_for(d)}, key=str)
         ids = [str(dt).removeprefix("torch.") for dt in dts]
         metafunc.parametrize("dtype", dts, ids=ids, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    impl = pytest_derivs.impl()
+    if impl.is_derivs:
+        return
+    skip = pytest.mark.skip(
+        reason=f"not a conformance property: tests derivs' own tools or the suite itself, not {impl.name}"
+    )
+    for item in items:
+        if item.get_closest_marker("conformance") is None:
+            item.add_marker(skip)

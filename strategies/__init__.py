@@ -75,7 +75,7 @@ Devices
     ``set_devices(devices)`` / ``get_devices()``: set once by the root conftest from ``--devices``.
 """
 
-from strategies._basic import (
+from ._basic import (
     argnums,
     batch_sizes,
     chunk_sizes,
@@ -87,7 +87,7 @@ from strategies._basic import (
     normalize_in_dims,
     shapes,
 )
-from strategies._caps import (
+from ._caps import (
     EXP_INPUT_BOUND,
     INPUT_BOUND,
     MAX_ARGS,
@@ -99,15 +99,15 @@ from strategies._caps import (
     MAX_SIDE,
     VALUE_BOUND,
 )
-from strategies._coincident import (
+from ._coincident import (
     COINCIDENCES,
     coincident_batch_size,
     coincident_shape,
     coincident_signatures,
 )
-from strategies._devices import get_devices, set_devices
-from strategies._expr import eval_formula
-from strategies._functions import (
+from ._devices import get_devices, set_devices
+from ._expr import eval_formula
+from ._functions import (
     COUPLINGS,
     JOIN_OPS,
     NON_ANALYTIC_OPS,
@@ -118,7 +118,7 @@ from strategies._functions import (
     coupled_functions,
     functions,
 )
-from strategies._problems import (
+from ._problems import (
     PREDICT_KINDS,
     BatchedProblem,
     PredictProblem,
@@ -128,7 +128,7 @@ from strategies._problems import (
     problems,
     tutorial_predict,
 )
-from strategies._sparse import (
+from ._sparse import (
     HESSIAN_KINDS,
     SPARSE_KINDS,
     VALUE_DEPENDENT_KINDS,
@@ -137,7 +137,7 @@ from strategies._sparse import (
     sparse_functions,
     sparse_problems,
 )
-from strategies._tensors import (
+from ._tensors import (
     LAYOUTS,
     NON_CONTIGUOUS_LAYOUTS,
     VALUE_MODES,

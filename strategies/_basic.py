@@ -9,7 +9,7 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from strategies._caps import (
+from ._caps import (
     MAX_BATCH,
     MAX_DIMS,
     MAX_ELEMENTS,
@@ -19,7 +19,7 @@ from strategies._caps import (
     check_order,
     check_type,
 )
-from strategies._devices import get_devices
+from ._devices import get_devices
 
 Shape = tuple[int, ...]
 Argnums = int | tuple[int, ...]

@@ -23,8 +23,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from strategies._basic import Shape
-from strategies._caps import MAX_ARGS, MAX_BATCH, MAX_DIMS, MAX_ELEMENTS, MAX_SIDE
+from ._basic import Shape
+from ._caps import MAX_ARGS, MAX_BATCH, MAX_DIMS, MAX_ELEMENTS, MAX_SIDE
 
 #: the coincidences drawn (for documentation and meta-tests)
 COINCIDENCES = ("equal_arg_shapes", "square_jacobian", "batch_is_leading_size")

@@ -12,8 +12,8 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from strategies._basic import Shape, numel, shapes
-from strategies._caps import (
+from ._basic import Shape, numel, shapes
+from ._caps import (
     EXP_INPUT_BOUND,
     INPUT_BOUND,
     MAX_ARGS,
@@ -30,8 +30,8 @@ from strategies._caps import (
     check_order,
     check_type,
 )
-from strategies._coincident import coincident_signatures
-from strategies._expr import (
+from ._coincident import coincident_signatures
+from ._expr import (
     ELEMENTWISE,
     Expr,
     Names,

@@ -9,7 +9,7 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from strategies._basic import (
+from ._basic import (
     InDims,
     Shape,
     batch_sizes,
@@ -18,7 +18,7 @@ from strategies._basic import (
     in_dims,
     normalize_in_dims,
 )
-from strategies._caps import (
+from ._caps import (
     INPUT_BOUND,
     MAX_FEATURES,
     check_int,
@@ -26,10 +26,10 @@ from strategies._caps import (
     check_order,
     check_type,
 )
-from strategies._coincident import coincident_batch_size
-from strategies._expr import Expr, arg
-from strategies._functions import GeneratedFunction, functions
-from strategies._tensors import (
+from ._coincident import coincident_batch_size
+from ._expr import Expr, arg
+from ._functions import GeneratedFunction, functions
+from ._tensors import (
     LAYOUTS,
     batched_shape,
     feasible_layouts,

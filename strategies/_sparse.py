@@ -36,10 +36,10 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from strategies._basic import Shape
-from strategies._problems import Problem, problems
-from strategies._sparse_kinds import BUILDERS
-from strategies._sparse_spec import NAMESPACE, Spec
+from ._basic import Shape
+from ._problems import Problem, problems
+from ._sparse_kinds import BUILDERS
+from ._sparse_spec import NAMESPACE, Spec
 
 #: Every kind ``sparse_functions(kinds=...)`` accepts, vector-valued ones first.
 SPARSE_KINDS = tuple(BUILDERS)

@@ -8,8 +8,8 @@ import itertools
 import torch
 from hypothesis import strategies as st
 
-from strategies._caps import MAX_ELEMENTS, MAX_SIDE
-from strategies._sparse_spec import Spec, coef, pairs_to_bool, seed
+from ._caps import MAX_ELEMENTS, MAX_SIDE
+from ._sparse_spec import Spec, coef, pairs_to_bool, seed
 
 
 def _symmetric(n: int, pairs: list[tuple[int, int]]) -> torch.Tensor:

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from hypothesis import strategies as st
 
-from strategies._caps import MAX_ELEMENTS, MAX_INTERMEDIATE, MAX_SIDE
-from strategies._sparse_hessian_kinds import block_energy, energy, rosenbrock
-from strategies._sparse_spec import Spec, coef, pairs_to_bool, seed, wrap
+from ._caps import MAX_ELEMENTS, MAX_INTERMEDIATE, MAX_SIDE
+from ._sparse_hessian_kinds import block_energy, energy, rosenbrock
+from ._sparse_spec import Spec, coef, pairs_to_bool, seed, wrap
 
 # --------------------------------------------------------------------------------------------
 # stencils

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
-from strategies._basic import Shape
-from strategies._caps import MAX_SEED
-from strategies._expr import randn
+from ._basic import Shape
+from ._caps import MAX_SEED
+from ._expr import randn
 
 
 class SteRound(torch.autograd.Function):

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
-from strategies._basic import InDims, Shape, normalize_in_dims
-from strategies._caps import INPUT_BOUND, MAX_SEED, check_float, check_order, check_type
+from ._basic import InDims, Shape, normalize_in_dims
+from ._caps import INPUT_BOUND, MAX_SEED, check_float, check_order, check_type
 
 T = TypeVar("T")
 

@@ -8,9 +8,14 @@ from typing import Any
 import torch
 from hypothesis import assume, note
 
+import pytest_derivs
 from derivs import oracles
 from derivs.testing import assert_close as _assert_close
 from derivs.testing import tolerance
+
+# The implementation under test (--impl; derivs by default): the suite calls the operators
+# through it, e.g. IMPL.jacobian(func, argnums, method=m), and parametrises over its methods.
+IMPL = pytest_derivs.impl()
 
 
 def _leaves(tree: Any) -> list[torch.Tensor]:

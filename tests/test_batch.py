@@ -16,13 +16,14 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import Snapshot, assert_close, call_repr
+from suite_helpers import IMPL, Snapshot, assert_close, call_repr
 
 import derivs
 import strategies as gs
 from derivs import oracles
 
-METHODS = derivs.METHODS["batch_jacobian"]
+pytestmark = pytest.mark.conformance
+METHODS = IMPL.methods("batch_jacobian")
 SMALL = 12  # NOTE: per-sample Hessians are looped over samples by the oracle.
 
 
@@ -39,13 +40,18 @@ def whole_batch(
 
 
 def draw(
-    data: st.DataObject, device: str, dtype: torch.dtype, **kwargs: Any
+    data: st.DataObject, device: str, dtype: torch.dtype, api: str, **kwargs: Any
 ) -> tuple[gs.BatchedProblem, Any, tuple[int | None, ...]]:
+    if api == "batch_hessian" and not IMPL.supports("vector_hessians", api):
+        kwargs["scalar_output"] = True
+    # NOTE: in_dims other than 0 only where declared (drawn freely otherwise).
+    in_dims = None if IMPL.supports("in_dims", api) else 0
     # NOTE: coincide=None: half the draws make sizes coincide (batch == output's leading size,
     # equal argument shapes), so a batch axis left in place keeps its shape and shows in values.
     func = gs.functions(batch_polymorphic=True, coincide=None, **kwargs)
     p = data.draw(
-        gs.batched_problems(func, device=device, dtype=dtype, coincide=None), label="problem"
+        gs.batched_problems(func, device=device, dtype=dtype, in_dims=in_dims, coincide=None),
+        label="problem",
     )
     dims = gs.normalize_in_dims(p.in_dims, p.func.in_shapes)
     batched = [k for k, d in enumerate(dims) if d is not None]
@@ -56,8 +62,15 @@ def values(p: gs.BatchedProblem) -> tuple[Any, ...]:
     return (p.args, torch.func.vmap(p.func, in_dims=p.in_dims)(*p.args))
 
 
-def pick_argnums(data: st.DataObject, p: gs.BatchedProblem, method: str, batched: list[int]) -> Any:
-    if method == "sum":  # the sum trick only differentiates batched arguments
+def whole(api: str, method: str) -> bool:
+    """Whether ``method`` is handed the whole-batch function (derivs' sum trick)."""
+    return IMPL.supports("whole_batch", api, method)
+
+
+def pick_argnums(
+    data: st.DataObject, p: gs.BatchedProblem, api: str, method: str, batched: list[int]
+) -> Any:
+    if whole(api, method):  # the sum trick only differentiates batched arguments
         chosen = data.draw(
             st.lists(st.sampled_from(batched), min_size=1, unique=True), label="argnums"
         )
@@ -68,17 +81,17 @@ def pick_argnums(data: st.DataObject, p: gs.BatchedProblem, method: str, batched
 def call(
     api: str, p: gs.BatchedProblem, dims: tuple[int | None, ...], argnums: Any, method: str
 ) -> Any:
-    func = whole_batch(p.func, dims) if method == "sum" else p.func
-    return getattr(derivs, api)(func, argnums, in_dims=p.in_dims, method=method)(*p.args)
+    func = whole_batch(p.func, dims) if whole(api, method) else p.func
+    return IMPL.operator(api)(func, argnums, in_dims=p.in_dims, method=method)(*p.args)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMPL.params("batch_jacobian"))
 @given(data=st.data())
 def test_batch_jacobian_matches_per_sample_oracle(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
-    p, dims, batched = draw(data, device, dtype)
-    argnums = pick_argnums(data, p, method, batched)
+    p, dims, batched = draw(data, device, dtype, "batch_jacobian")
+    argnums = pick_argnums(data, p, "batch_jacobian", method, batched)
     snap = Snapshot(p.args)
     result = call("batch_jacobian", p, dims, argnums, method)
     ctx = call_repr("batch_jacobian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
@@ -87,13 +100,13 @@ def test_batch_jacobian_matches_per_sample_oracle(
     assert_close(result, expected, values=values(p), context=ctx)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMPL.params("batch_hessian"))
 @given(data=st.data())
 def test_batch_hessian_matches_per_sample_oracle(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
-    p, dims, batched = draw(data, device, dtype, max_elements=SMALL)
-    argnums = pick_argnums(data, p, method, batched)
+    p, dims, batched = draw(data, device, dtype, "batch_hessian", max_elements=SMALL)
+    argnums = pick_argnums(data, p, "batch_hessian", method, batched)
     snap = Snapshot(p.args)
     result = call("batch_hessian", p, dims, argnums, method)
     ctx = call_repr("batch_hessian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
@@ -106,13 +119,14 @@ def test_batch_hessian_matches_per_sample_oracle(
 def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(
     device: str, dtype: torch.dtype, data: st.DataObject
 ) -> None:
-    """Result [b] equals derivs.jacobian on sample b alone: no sample attached to another."""
-    p, dims, batched = draw(data, device, dtype)
+    """Result [b] equals the Jacobian of sample b alone: no sample attached to another."""
+    IMPL.need("batch_jacobian")
+    p, dims, batched = draw(data, device, dtype, "batch_jacobian")
     method = data.draw(st.sampled_from(METHODS), label="method")
-    argnums = pick_argnums(data, p, method, batched)
+    argnums = pick_argnums(data, p, "batch_jacobian", method, batched)
     result = call("batch_jacobian", p, dims, argnums, method)
     for b in range(p.batch_size):
-        single = derivs.jacobian(p.func, argnums)(*p.sample(b))
+        single = oracles.loop_jacobian(p.func, p.sample(b), argnums)
         got = tuple(r[b] for r in result) if isinstance(result, tuple) else result[b]
         assert_close(
             got,
@@ -122,6 +136,7 @@ def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(
         )
 
 
+@pytest.mark.derivs_only("the sum trick's coupling refusal")
 @pytest.mark.parametrize("api", ["batch_jacobian", "batch_hessian"])
 @given(data=st.data())
 def test_sum_trick_refuses_coupled_functions(
@@ -139,6 +154,7 @@ def test_sum_trick_refuses_coupled_functions(
 @given(data=st.data())
 def test_tutorial_batch_predict(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """in_dims=(None, None, 0): every method equals the closed form (1 - y**2)[..., None] * W."""
+    IMPL.need("batch_jacobian", "in_dims")
     p = data.draw(
         gs.tutorial_predict(device=device, dtype=dtype, batch_size=gs.batch_sizes()),
         label="predict",
@@ -146,9 +162,7 @@ def test_tutorial_batch_predict(device: str, dtype: torch.dtype, data: st.DataOb
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(p.weight, p.bias, p.xs)
     expected = (1 - y**2)[..., :, None] * p.weight
-    result = derivs.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(
-        *p.batched_args
-    )
+    result = IMPL.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(*p.batched_args)
     assert_close(
         result,
         expected,

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 import torch
+from suite_helpers import IMPL
 
 import derivs
+
+pytestmark = pytest.mark.conformance
 
 x3 = torch.ones(3)
 x4 = torch.ones(4)
@@ -503,6 +506,7 @@ case(
 )
 
 
+@pytest.mark.derivs_only("errors naming the API and the argument")
 @pytest.mark.parametrize(
     ("call", "exc", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
@@ -519,6 +523,7 @@ def test_bad_input_raises_clear_error(
     )
 
 
+@pytest.mark.derivs_only("the bad-input table itself")
 def test_case_ids_are_unique() -> None:
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))
@@ -532,41 +537,25 @@ def boom(*args: Any) -> torch.Tensor:
     raise UserError("from the user's func")
 
 
-USER_CALLS = {
-    **{
-        f"jacobian-{m}": (lambda m=m: derivs.jacobian(boom, method=m)(x3))
-        for m in derivs.METHODS["jacobian"]
-    },
-    **{
-        f"hessian-{m}": (lambda m=m: derivs.hessian(boom, method=m)(x3))
-        for m in derivs.METHODS["hessian"]
-    },
-    **{
-        f"hvp-{m}": (lambda m=m: derivs.hvp(boom, (x3,), (x3,), method=m))
-        for m in derivs.METHODS["hvp"]
-    },
-    **{
-        f"vhp-{m}": (lambda m=m: derivs.vhp(boom, (x3,), (x3,), method=m))
-        for m in derivs.METHODS["vhp"]
-    },
-    **{
-        f"batch_jacobian-{m}": (lambda m=m: derivs.batch_jacobian(boom, method=m)(X))
-        for m in derivs.METHODS["batch_jacobian"]
-    },
-    **{
-        f"batch_hessian-{m}": (lambda m=m: derivs.batch_hessian(boom, method=m)(X))
-        for m in derivs.METHODS["batch_jacobian"]
-    },
+# operator -> how to call it with boom; the operators' argument (batched for batch_*)
+USER_CALLS: dict[str, Callable[[str], Any]] = {
+    "jacobian": lambda m: IMPL.jacobian(boom, method=m)(x3),
+    "hessian": lambda m: IMPL.hessian(boom, method=m)(x3),
+    "hvp": lambda m: IMPL.hvp(boom, (x3,), (x3,), method=m),
+    "vhp": lambda m: IMPL.vhp(boom, (x3,), (x3,), method=m),
+    "batch_jacobian": lambda m: IMPL.batch_jacobian(boom, method=m)(X),
+    "batch_hessian": lambda m: IMPL.batch_hessian(boom, method=m)(X),
 }
 
 
-@pytest.mark.parametrize("call", list(USER_CALLS.values()), ids=list(USER_CALLS))
-def test_user_exception_propagates_unchanged(call: Callable[[], Any]) -> None:
+@pytest.mark.parametrize(("api", "method"), IMPL.api_params(list(USER_CALLS)))
+def test_user_exception_propagates_unchanged(api: str, method: str) -> None:
     with pytest.raises(UserError, match="from the user's func") as info:
-        call()
+        USER_CALLS[api](method)
     assert type(info.value) is UserError
 
 
+@pytest.mark.derivs_only("the memory budget")
 def test_failed_call_leaves_budget_and_inputs_alone() -> None:
     before = derivs.get_memory_budget()
     x = torch.ones(200, requires_grad=False)

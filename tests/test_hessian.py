@@ -6,13 +6,15 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import Snapshot, assert_close, call_repr, fd_check, values_of
+from suite_helpers import IMPL, Snapshot, assert_close, call_repr, fd_check, values_of
 
-import derivs
 import strategies as gs
 from derivs import oracles
 
-METHODS = derivs.METHODS["hessian"]
+pytestmark = pytest.mark.conformance
+METHODS = IMPL.methods("hessian")
+# NOTE: an implementation that declares Hessians of scalar functions only gets scalar ones.
+OUTPUTS = {} if IMPL.supports("vector_hessians", "hessian") else {"scalar_output": True}
 # NOTE: the loop oracle costs out * (1 + n_in) autograd calls and the FD oracle about
 # 12 * n_in gradients, so Hessian problems are smaller than Jacobian ones.
 SMALL = 12
@@ -27,11 +29,11 @@ def draw_problem(
     **kwargs: object,
 ) -> gs.Problem:
     kwargs.setdefault("coincide", None)  # half the draws: equal shapes, a square Jacobian
-    func = gs.functions(max_elements=max_elements, **kwargs)
+    func = gs.functions(max_elements=max_elements, **{**OUTPUTS, **kwargs})
     return data.draw(gs.problems(func, device=device, dtype=dtype), label="problem")
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMPL.params("hessian"))
 @given(data=st.data())
 def test_matches_loop_oracle(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
@@ -40,20 +42,20 @@ def test_matches_loop_oracle(
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
     snap = Snapshot(p.args)
-    H = derivs.hessian(p.func, argnums, method=method)(*p.args)
+    H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("hessian", p.func, argnums=argnums, method=method)
     snap.check(ctx)
     assert_close(H, oracles.loop_hessian(p.func, p.args, argnums), values=values_of(p), context=ctx)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMPL.params("hessian"))
 @given(data=st.data())
 def test_matches_finite_differences(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype, max_elements=TINY)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    H = derivs.hessian(p.func, argnums, method=method)(*p.args)
+    H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     fd_check(
         H,
         p.func,
@@ -68,11 +70,12 @@ def test_matches_finite_differences(
 @given(data=st.data())
 def test_symmetric(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """H[i][j] == H[j][i] with the two input groups swapped, for every output element."""
+    IMPL.need("hessian")
     p = draw_problem(data, device, dtype)
     n = p.func.n_args
     argnums = tuple(range(n))
     method = data.draw(st.sampled_from(METHODS), label="method")
-    H = derivs.hessian(p.func, argnums, method=method)(*p.args)
+    H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     out = len(p.func.out_shape)
     for i in range(n):
         for j in range(n):
@@ -86,28 +89,26 @@ def test_symmetric(device: str, dtype: torch.dtype, data: st.DataObject) -> None
             )
 
 
-@pytest.mark.parametrize(
-    ("outer", "inner"), [("fwd", "rev"), ("rev", "rev"), ("fwd", "fwd"), ("rev", "fwd")]
-)
+@pytest.mark.parametrize(("outer", "inner"), IMPL.compositions())
 @given(data=st.data())
 def test_is_jacobian_of_jacobian(
     device: str, dtype: torch.dtype, outer: str, inner: str, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    method = f"{outer}_{inner}"
-    composed = derivs.jacobian(
-        derivs.jacobian(p.func, argnums, method=inner), argnums, method=outer
-    )(*p.args)
+    method = IMPL.composed_method(outer, inner)
+    composed = IMPL.jacobian(IMPL.jacobian(p.func, argnums, method=inner), argnums, method=outer)(
+        *p.args
+    )
     assert_close(
-        derivs.hessian(p.func, argnums, method=method)(*p.args),
+        IMPL.hessian(p.func, argnums, method=method)(*p.args),
         composed,
         values=values_of(p),
         context=f"{call_repr('hessian', p.func, argnums=argnums, method=method)} vs jacobian(jacobian(f))",
     )
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "loop"])
+@pytest.mark.parametrize("method", IMPL.params("hessian", "chunk_size"))
 @given(data=st.data())
 def test_chunk_size_does_not_change_values(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
@@ -123,8 +124,8 @@ def test_chunk_size_does_not_change_values(
         1,
     )
     chunk = data.draw(gs.chunk_sizes(total), label="chunk_size")
-    whole = derivs.hessian(p.func, argnums, method=method)(*p.args)
-    chunked = derivs.hessian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
+    whole = IMPL.hessian(p.func, argnums, method=method)(*p.args)
+    chunked = IMPL.hessian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
     assert_close(
         chunked,
         whole,
@@ -136,13 +137,14 @@ def test_chunk_size_does_not_change_values(
 @given(data=st.data())
 def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """Vector-valued: d2 y_i / dx dx = -2 y_i (1 - y_i**2) W_i W_i^T for every method."""
+    IMPL.need("hessian", "vector_hessians")
     p = data.draw(gs.tutorial_predict(device=device, dtype=dtype, max_features=8), label="predict")
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(*p.args)
     W = p.weight
     expected = (-2 * y * (1 - y**2))[:, None, None] * W[:, :, None] * W[:, None, :]
     assert_close(
-        derivs.hessian(p.func, 2, method=method)(*p.args),
+        IMPL.hessian(p.func, 2, method=method)(*p.args),
         expected,
         values=values_of(p),
         context=call_repr("hessian", p.func, argnums=2, method=method) + f" [{p.kind}]",

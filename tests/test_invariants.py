@@ -10,10 +10,12 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from suite_helpers import Snapshot, assert_close, values_of
+from suite_helpers import IMPL, Snapshot, assert_close, values_of
 
 import derivs
 import strategies as gs
+
+pytestmark = pytest.mark.conformance
 
 SMALL = 12
 
@@ -29,18 +31,24 @@ def run_api(
 ) -> Any:
     if api in ("hvp", "vhp"):
         assert v is not None
-        return getattr(derivs, api)(p.func, p.args, v, method=method)
-    return getattr(derivs, api)(p.func, argnums, method=method)(*p.args)
+        return IMPL.operator(api)(p.func, p.args, v, method=method)
+    return IMPL.operator(api)(p.func, argnums, method=method)(*p.args)
 
 
-APIS = [(api, m) for api in ("jacobian", "hessian", "hvp", "vhp") for m in derivs.METHODS[api]]
+APIS = IMPL.api_params(("jacobian", "hessian", "hvp", "vhp"))
+
+
+def scalar_only(api: str) -> bool:
+    """hvp/vhp need scalar functions; so do Hessians where vector ones are not declared."""
+    hessian = api in ("hessian", "batch_hessian")
+    return api in ("hvp", "vhp") or (hessian and not IMPL.supports("vector_hessians", api))
 
 
 @st.composite
 def api_problems(
     draw: st.DrawFn, api: str, device: str, dtype: torch.dtype, layout: str | None = None
 ) -> tuple[gs.Problem, Any, Any]:
-    scalar = True if api in ("hvp", "vhp") else None
+    scalar = True if scalar_only(api) else None
     func = gs.functions(
         scalar_output=scalar, max_elements=SMALL if api != "jacobian" else gs.MAX_ELEMENTS
     )
@@ -60,7 +68,7 @@ def expected_shapes(api: str, p: gs.Problem, argnums: Any) -> list[tuple[int, ..
     return [(*out, *p.func.in_shapes[a], *p.func.in_shapes[b]) for a in nums for b in nums]
 
 
-@pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
+@pytest.mark.parametrize(("api", "method"), APIS)
 @given(data=st.data())
 def test_dtype_device_and_shape_kept(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
@@ -76,17 +84,18 @@ def test_dtype_device_and_shape_kept(
         )
 
 
-@pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
+@pytest.mark.parametrize(("api", "method"), APIS)
 @given(data=st.data())
 def test_shapes_on_meta_device(api: str, method: str, data: st.DataObject) -> None:
     """Shape-only: the meta device carries no values, so this checks the shape formulas alone."""
+    IMPL.need_device("meta")
     p, argnums, v = data.draw(api_problems(api, "meta", torch.float32))
     result = run_api(api, method, p, argnums, v)
     assert [tuple(b.shape) for b in leaves(result)] == expected_shapes(api, p, argnums)
     assert all(b.device.type == "meta" for b in leaves(result))
 
 
-@pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
+@pytest.mark.parametrize(("api", "method"), APIS)
 @given(data=st.data())
 def test_layout_does_not_change_values(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
@@ -103,7 +112,7 @@ def test_layout_does_not_change_values(
     )
 
 
-@pytest.mark.parametrize(("api", "method"), APIS, ids=[f"{a}-{m}" for a, m in APIS])
+@pytest.mark.parametrize(("api", "method"), APIS)
 @given(data=st.data())
 def test_caller_tensors_untouched(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
@@ -127,18 +136,21 @@ def test_caller_tensors_untouched(
     )
 
 
-BATCH_APIS = [(api, m) for api in ("batch_jacobian", "batch_hessian") for m in derivs.METHODS[api]]
+BATCH_APIS = IMPL.api_params(("batch_jacobian", "batch_hessian"))
 
 
-@pytest.mark.parametrize(("api", "method"), BATCH_APIS, ids=[f"{a}-{m}" for a, m in BATCH_APIS])
+@pytest.mark.parametrize(("api", "method"), BATCH_APIS)
 @given(data=st.data())
 def test_batch_shapes_dtype_and_caller(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
 ) -> None:
-    func = data.draw(gs.functions(batch_polymorphic=True, max_elements=SMALL), label="func")
+    scalar = True if scalar_only(api) else None
+    func = data.draw(
+        gs.functions(batch_polymorphic=True, scalar_output=scalar, max_elements=SMALL), label="func"
+    )
     p = data.draw(gs.batched_problems(func, device=device, dtype=dtype, in_dims=0), label="problem")
     snap = Snapshot(p.args)
-    result = getattr(derivs, api)(p.func, tuple(range(p.func.n_args)), method=method)(*p.args)
+    result = IMPL.operator(api)(p.func, tuple(range(p.func.n_args)), method=method)(*p.args)
     snap.check(f"{api}(method={method!r})")
     out = tuple(p.func.out_shape)
     shapes = p.func.in_shapes
@@ -178,6 +190,7 @@ def _compiles(fn: Callable[..., Any], args: tuple[torch.Tensor, ...]) -> bool:
     return True
 
 
+@pytest.mark.derivs_only("torch.compile of derivs' reverse-mode transforms")
 @pytest.mark.compile
 @pytest.mark.parametrize(
     ("name", "transform", "reference"), COMPILE_APIS, ids=[c[0] for c in COMPILE_APIS]
@@ -207,6 +220,7 @@ def test_compiled_agrees_with_eager(
     assert_close(compiled, eager, values=values_of(p), context=f"torch.compile({name}) vs eager")
 
 
+@pytest.mark.derivs_only("the memory budget")
 def test_meta_sizes_are_reported_not_computed() -> None:
     """The memory guard works from shapes alone: a 10**5-input Hessian is refused on meta."""
     x = torch.empty(10**5, device="meta")

@@ -14,13 +14,14 @@ import pytest
 import torch
 from hypothesis import event, given, note
 from hypothesis import strategies as st
-from suite_helpers import Snapshot, assert_close, call_repr, fd_check, values_of
+from suite_helpers import IMPL, Snapshot, assert_close, call_repr, fd_check, values_of
 
 import derivs
 import strategies as gs
 from derivs import _eager, oracles
 
-METHODS = derivs.METHODS["jacobian"]
+pytestmark = pytest.mark.conformance
+METHODS = IMPL.methods("jacobian")
 jacobian_module = sys.modules["derivs.jacobian"]
 
 
@@ -33,7 +34,7 @@ def draw_problem(
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMPL.params("jacobian"))
 @given(data=st.data())
 def test_matches_loop_oracle(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
@@ -42,7 +43,7 @@ def test_matches_loop_oracle(
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
     snap = Snapshot(p.args)
-    jac = derivs.jacobian(p.func, argnums, method=method)(*p.args)
+    jac = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("jacobian", p.func, argnums=argnums, method=method)
     snap.check(ctx)
     assert_close(
@@ -50,7 +51,7 @@ def test_matches_loop_oracle(
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMPL.params("jacobian"))
 @given(data=st.data())
 def test_matches_finite_differences(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
@@ -58,7 +59,7 @@ def test_matches_finite_differences(
     """Every method equals the FD oracle within the oracle's error estimate."""
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    jac = derivs.jacobian(p.func, argnums, method=method)(*p.args)
+    jac = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     fd_check(
         jac,
         p.func,
@@ -73,9 +74,10 @@ def test_matches_finite_differences(
 @given(data=st.data())
 def test_methods_agree_tightly(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """fwd == rev == vjp_vmap == loop == auto on the same call."""
+    IMPL.need("jacobian")
     p = draw_problem(data, device, dtype)
     argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    results = {m: derivs.jacobian(p.func, argnums, method=m)(*p.args) for m in METHODS}
+    results = {m: IMPL.jacobian(p.func, argnums, method=m)(*p.args) for m in METHODS}
     for m in METHODS[1:]:
         assert_close(
             results[m],
@@ -90,13 +92,14 @@ def test_tuple_argnums_are_the_single_blocks(
     device: str, dtype: torch.dtype, data: st.DataObject
 ) -> None:
     """jacobian(f, (i, j))[k] == jacobian(f, argnums[k]): blocks in argnums order, none swapped."""
+    IMPL.need("jacobian")
     p = draw_problem(data, device, dtype, n_args=st.integers(2, gs.MAX_ARGS))
     argnums = data.draw(gs.argnums(p.func.n_args, allow_int=False, min_size=2), label="argnums")
     method = data.draw(st.sampled_from(METHODS), label="method")
-    blocks = derivs.jacobian(p.func, argnums, method=method)(*p.args)
+    blocks = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     assert isinstance(blocks, tuple) and len(blocks) == len(argnums)
     for k, a in enumerate(argnums):
-        single = derivs.jacobian(p.func, a, method=method)(*p.args)
+        single = IMPL.jacobian(p.func, a, method=method)(*p.args)
         assert_close(
             blocks[k],
             single,
@@ -105,7 +108,7 @@ def test_tuple_argnums_are_the_single_blocks(
         )
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "loop"])
+@pytest.mark.parametrize("method", IMPL.params("jacobian", "chunk_size"))
 @given(data=st.data())
 def test_chunk_size_does_not_change_values(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
@@ -117,8 +120,8 @@ def test_chunk_size_does_not_change_values(
     in_n = sum(math.prod(p.func.in_shapes[a]) for a in nums)
     total = max(out_n, in_n, 1)
     chunk = data.draw(gs.chunk_sizes(total), label="chunk_size")
-    whole = derivs.jacobian(p.func, argnums, method=method)(*p.args)
-    chunked = derivs.jacobian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
+    whole = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
+    chunked = IMPL.jacobian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
     assert_close(
         chunked,
         whole,
@@ -127,7 +130,7 @@ def test_chunk_size_does_not_change_values(
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMPL.params("jacobian", "has_aux"))
 @given(data=st.data())
 def test_has_aux_returns_aux_untouched(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
@@ -139,11 +142,11 @@ def test_has_aux_returns_aux_untouched(
         out = p.func(*args)
         return out, {"out": out.detach() * 2, "first": args[0].detach() + 1}
 
-    jac, aux = derivs.jacobian(with_aux, argnums, method=method, has_aux=True)(*p.args)
+    jac, aux = IMPL.jacobian(with_aux, argnums, method=method, has_aux=True)(*p.args)
     ctx = call_repr("jacobian", p.func, argnums=argnums, method=method, has_aux=True)
     assert_close(
         jac,
-        derivs.jacobian(p.func, argnums, method=method)(*p.args),
+        IMPL.jacobian(p.func, argnums, method=method)(*p.args),
         values=values_of(p),
         context=ctx,
     )
@@ -155,6 +158,7 @@ def test_has_aux_returns_aux_untouched(
     )
 
 
+@pytest.mark.derivs_only("auto's rule")
 @given(data=st.data())
 def test_auto_equals_the_method_it_picks(
     device: str, dtype: torch.dtype, data: st.DataObject
@@ -179,12 +183,13 @@ def test_auto_equals_the_method_it_picks(
 @given(data=st.data())
 def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """The tutorial's family, tall, wide and square: every method equals (1 - y**2)[:, None] * W."""
+    IMPL.need("jacobian")
     p = data.draw(gs.tutorial_predict(device=device, dtype=dtype), label="predict")
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(*p.args)
     expected = (1 - y**2)[:, None] * p.weight
     assert_close(
-        derivs.jacobian(p.func, 2, method=method)(*p.args),
+        IMPL.jacobian(p.func, 2, method=method)(*p.args),
         expected,
         values=values_of(p),
         context=call_repr("jacobian", p.func, argnums=2, method=method) + f" [{p.kind}]",
@@ -205,6 +210,7 @@ def _tiled(x: torch.Tensor, n_out: int) -> torch.Tensor:
     return x.repeat(-(-n_out // x.numel()))[:n_out]
 
 
+@pytest.mark.derivs_only("auto's eager path")
 @given(data=st.data())
 def test_auto_same_when_inputs_require_grad(
     device: str, dtype: torch.dtype, data: st.DataObject
@@ -223,6 +229,7 @@ def test_auto_same_when_inputs_require_grad(
     )
 
 
+@pytest.mark.derivs_only("auto's eager path")
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
 @given(data=st.data())
 def test_auto_eager_modes_match_loop_oracle(
@@ -253,6 +260,7 @@ def test_auto_eager_modes_match_loop_oracle(
     )
 
 
+@pytest.mark.derivs_only("auto's eager path")
 @pytest.mark.parametrize("shape", SHAPES)
 def test_auto_differentiable_in_closed_over_parameters(
     device: str, dtype: torch.dtype, shape: str
@@ -274,6 +282,7 @@ def test_auto_differentiable_in_closed_over_parameters(
     assert_close(grads["auto"], grads["rev"], values=(x, w.detach()), context=f"{shape} d|J|^2/dW")
 
 
+@pytest.mark.derivs_only("auto's eager path")
 @pytest.mark.parametrize("shape", SHAPES)
 def test_auto_differentiable_in_inputs_requiring_grad(
     device: str, dtype: torch.dtype, shape: str
@@ -316,6 +325,7 @@ class _SquareNoDoubleBackward(torch.autograd.Function):
         return 2 * x * tangent
 
 
+@pytest.mark.derivs_only("auto's eager path")
 @pytest.mark.parametrize("shape", SHAPES)
 def test_auto_with_a_custom_function_that_is_not_twice_differentiable(
     device: str, dtype: torch.dtype, shape: str
@@ -331,6 +341,7 @@ def test_auto_with_a_custom_function_that_is_not_twice_differentiable(
     assert_close(derivs.jacobian(f)(x), expected, values=(x,), context=f"{shape} custom Function")
 
 
+@pytest.mark.derivs_only("writable zero blocks, auto's eager path")
 @pytest.mark.parametrize("shape", SHAPES)
 def test_auto_unused_inputs_and_constant_outputs(
     device: str, dtype: torch.dtype, shape: str
@@ -351,6 +362,7 @@ def test_auto_unused_inputs_and_constant_outputs(
         )
 
 
+@pytest.mark.derivs_only("auto's eager path")
 @pytest.mark.parametrize("shape", SHAPES)
 def test_auto_under_no_grad_and_aux_detached(device: str, dtype: torch.dtype, shape: str) -> None:
     n_in, n_out = SHAPES[shape]

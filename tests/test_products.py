@@ -8,14 +8,14 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import Snapshot, assert_close, contract, values_of
+from suite_helpers import IMPL, Snapshot, assert_close, contract, values_of
 
-import derivs
 import strategies as gs
 from derivs import oracles
 
-HVP = derivs.METHODS["hvp"]
-VHP = derivs.METHODS["vhp"]
+pytestmark = pytest.mark.conformance
+HVP = IMPL.methods("hvp")
+VHP = IMPL.methods("vhp")
 SMALL = 8  # NOTE: the reference is a dense loop-oracle Hessian: n_in * (1 + n_in) grads.
 
 
@@ -32,7 +32,7 @@ def dense_hessian(p: gs.Problem) -> tuple[tuple[torch.Tensor, ...], ...]:
     return oracles.loop_hessian(p.func, p.args, tuple(range(p.func.n_args)))
 
 
-@pytest.mark.parametrize("method", HVP)
+@pytest.mark.parametrize("method", IMPL.params("hvp"))
 @given(data=st.data())
 def test_hvp_is_H_times_v(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
@@ -40,7 +40,7 @@ def test_hvp_is_H_times_v(
     """All blocks, mixed ones included: hvp_i = sum_j H[i][j] v_j."""
     p, v = draw(data, device, dtype)
     snap = Snapshot(p.args + v)
-    result = derivs.hvp(p.func, p.args, v, method=method)
+    result = IMPL.hvp(p.func, p.args, v, method=method)
     snap.check(f"hvp(method={method!r})")
     expected = contract(dense_hessian(p), v, left=False)
     assert_close(
@@ -51,14 +51,14 @@ def test_hvp_is_H_times_v(
     )
 
 
-@pytest.mark.parametrize("method", VHP)
+@pytest.mark.parametrize("method", IMPL.params("vhp"))
 @given(data=st.data())
 def test_vhp_is_v_times_H(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
     p, v = draw(data, device, dtype)
     snap = Snapshot(p.args + v)
-    result = derivs.vhp(p.func, p.args, v, method=method)
+    result = IMPL.vhp(p.func, p.args, v, method=method)
     snap.check(f"vhp(method={method!r})")
     expected = contract(dense_hessian(p), v, left=True)
     assert_close(
@@ -72,12 +72,14 @@ def test_vhp_is_v_times_H(
 @given(data=st.data())
 def test_hvp_equals_vhp(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """Smooth functions have symmetric Hessians, so H v == v H for every pair of methods."""
+    IMPL.need("hvp")
+    IMPL.need("vhp")
     p, v = draw(data, device, dtype)
     hm = data.draw(st.sampled_from(HVP), label="hvp method")
     vm = data.draw(st.sampled_from(VHP), label="vhp method")
     assert_close(
-        derivs.hvp(p.func, p.args, v, method=hm),
-        derivs.vhp(p.func, p.args, v, method=vm),
+        IMPL.hvp(p.func, p.args, v, method=hm),
+        IMPL.vhp(p.func, p.args, v, method=vm),
         values=(*values_of(p), v),
         context=f"hvp(method={hm!r}) vs vhp(method={vm!r})",
     )
@@ -89,11 +91,12 @@ def test_linear_in_the_vector(
     device: str, dtype: torch.dtype, api: str, data: st.DataObject
 ) -> None:
     """P(a v + b w) == a P(v) + b P(w)."""
+    IMPL.need(api)
     p, v = draw(data, device, dtype)
     w = data.draw(gs.tangents_like(p.args), label="second vectors")
     a, b = data.draw(st.sampled_from([(2.0, -0.5), (-1.0, 3.0), (0.25, 1.0)]), label="coefficients")
-    op = getattr(derivs, api)
-    method = data.draw(st.sampled_from(derivs.METHODS[api]), label="method")
+    op = IMPL.operator(api)
+    method = data.draw(st.sampled_from(IMPL.methods(api)), label="method")
     combined = tuple(a * x + b * y for x, y in zip(v, w, strict=True))
     lhs = op(p.func, p.args, combined, method=method)
     rhs = tuple(
@@ -110,9 +113,7 @@ def test_linear_in_the_vector(
     )
 
 
-@pytest.mark.parametrize(
-    ("api", "method"), [(a, m) for a in ("hvp", "vhp") for m in derivs.METHODS[a]]
-)
+@pytest.mark.parametrize(("api", "method"), IMPL.api_params(("hvp", "vhp")))
 @given(data=st.data())
 def test_mixed_blocks_of_an_asymmetric_coupling(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
@@ -130,7 +131,7 @@ def test_mixed_blocks_of_an_asymmetric_coupling(
 
     v = data.draw(gs.tangents_like((x, y)), label="vectors")
     H = oracles.loop_hessian(f, (x, y), (0, 1))
-    result = getattr(derivs, api)(f, (x, y), v, method=method)
+    result = IMPL.operator(api)(f, (x, y), v, method=method)
     assert_close(
         result,
         contract(H, v, left=api == "vhp"),

@@ -1,0 +1,236 @@
+"""The pytest_derivs plugin in projects that are not derivs: each case is a fresh pytest run.
+
+* loaded (entry point ``pytest11``) in an unrelated run, it imports neither torch, Hypothesis
+  nor derivs;
+* a user's suite gets the options and fixtures (``--impl torch.func``, ``derivs_impl``,
+  ``derivs_device``, ``derivs_dtype``) and ``derivs.strategies``;
+* expected-failure files: a listed failure is xfailed, the same test failing anew is not,
+  an entry that matches nothing is warned about;
+* the conformance report has the outcomes, the skip reasons and the shrunk counterexample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_pytest(
+    tmp_path: Path, files: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pytest`` in ``tmp_path`` (its own rootdir and ini), on the given files."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    for name, text in files.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DERIVS_", "PYTEST_", "HYPOTHESIS_"))
+    }
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+UNRELATED = """
+import sys
+
+def test_nothing_heavy_was_imported(pytestconfig):
+    assert pytestconfig.pluginmanager.get_plugin("pytest_derivs") is not None
+    assert pytestconfig.getoption("derivs_impl") is None
+    heavy = sorted(m for m in ("torch", "hypothesis", "derivs", "numpy") if m in sys.modules)
+    assert heavy == [], f"imported by merely loading the plugin: {heavy}"
+"""
+
+
+def test_plugin_costs_nothing_in_an_unrelated_project(tmp_path: Path) -> None:
+    done = run_pytest(tmp_path, {"test_unrelated.py": UNRELATED})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert "derivs conformance" not in done.stdout  # no header unless used
+
+
+USERS_SUITE = """
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+import derivs.strategies as ds
+
+
+def test_fixtures(derivs_impl, derivs_adapter, derivs_devices, derivs_device, derivs_dtype):
+    assert derivs_impl.name == "torch.autograd.functional" == derivs_adapter.name
+    assert derivs_device in derivs_devices
+    x = torch.linspace(-1, 1, 3, dtype=derivs_dtype, device=derivs_device)
+    assert torch.equal(derivs_impl.jacobian(torch.sin)(x), torch.diag(x.cos()))
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ds.problems(ds.functions(n_args=1, max_elements=6), device="cpu"))
+def test_strategies_installed(problem):
+    assert ds.get_devices() == ["cpu"]
+    assert repr(problem.func).startswith("f(x0: ")
+"""
+
+
+def test_a_users_suite_gets_options_fixtures_and_strategies(tmp_path: Path) -> None:
+    done = run_pytest(
+        tmp_path,
+        {"test_users.py": USERS_SUITE},
+        *("--impl", "torch.autograd.functional", "--devices", "cpu"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "derivs conformance: implementation torch.autograd.functional" in done.stdout
+    assert "3 passed" in done.stdout  # derivs_dtype: float32 and float64
+
+
+@pytest.mark.parametrize(
+    ("spec", "exc", "message"),
+    [
+        (
+            "no_such_module:thing",
+            ValueError,
+            "cannot import 'no_such_module' for 'no_such_module:thing'",
+        ),
+        (
+            "derivs.conformance:nothing",
+            ValueError,
+            "'derivs.conformance' has no attribute 'nothing'",
+        ),
+        (
+            "torch.fun",
+            ValueError,
+            "'torch.fun' is neither a built-in adapter (derivs, torch.func, torch.autograd.functional) nor 'package.module:object'",
+        ),
+        ("derivs.conformance:OPERATORS", TypeError, "has no 'name' attribute"),
+    ],
+)
+def test_load_errors_name_the_spec(spec: str, exc: type[Exception], message: str) -> None:
+    from derivs.conformance import load
+
+    with pytest.raises(exc, match=r"^derivs\.conformance\.load: ") as info:
+        load(spec)
+    assert message in str(info.value)
+
+
+KNOWN_BUGS = """
+import pytest
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=20, deadline=None, database=None)
+@given(st.integers(0, 100))
+def test_known(n):
+    assert n < 10, "known bug: big n"
+
+
+@settings(max_examples=20, deadline=None, database=None)
+@given(st.integers(0, 100))
+def test_unlisted(n):
+    assert n < 10, "a new bug"
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.integers(0, 100))
+def test_known_and_new(n):
+    assert n < 50, "known bug: big n"
+    assert n % 7 != 3, "a new bug"
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(st.integers(10, 100))
+def test_known_everywhere(n):
+    assert n < 10, "known bug: big n"
+
+
+@pytest.mark.parametrize("kind", ["known", "new"])
+def test_listed_but_fails_anew(kind):
+    raise RuntimeError("known bug" if kind == "known" else "something new")
+
+
+def test_passes_although_listed():
+    pass
+
+
+@pytest.mark.derivs_only("a derivs guarantee")
+def test_only_for_derivs():
+    pass
+"""
+
+EXPECTED = """
+# A bug we know about.
+# repro: tests/upstream_repro.py::test_big_n
+# match: known bug
+test_known_bugs.py::test_known
+test_known_bugs.py::test_known_and_new
+test_known_bugs.py::test_known_everywhere
+test_known_bugs.py::test_listed_but_fails_anew
+
+test_known_bugs.py::test_passes_although_listed  # fixed upstream since
+test_known_bugs.py::test_renamed_long_ago
+"""
+
+
+def test_expected_failures_and_the_report(tmp_path: Path) -> None:
+    (tmp_path / "expected.txt").write_text(EXPECTED)
+    report = tmp_path / "out" / "report.json"
+    done = run_pytest(
+        tmp_path,
+        {"test_known_bugs.py": KNOWN_BUGS},
+        "--impl",
+        "torch.autograd.functional",
+        "--expected-failures",
+        "expected.txt",
+        "--conformance-report",
+        str(report),
+    )
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr  # the new failure fails the run
+    assert "XFAIL test_known_bugs.py::test_known - " in out  # bug hit, the rest passed
+    assert "XFAIL test_known_bugs.py::test_known_everywhere" in out  # every example hit it
+    assert "FAILED test_known_bugs.py::test_known_and_new" in out
+    assert "XFAIL test_known_bugs.py::test_listed_but_fails_anew[known]" in out
+    assert "FAILED test_known_bugs.py::test_listed_but_fails_anew[new]" in out
+    assert "fails anew:\nRuntimeError: something new" in out
+    assert "XPASS test_known_bugs.py::test_passes_although_listed" in out
+    assert (
+        "expected failure 'test_known_bugs.py::test_renamed_long_ago' matches no collected test"
+        in out
+    )
+    assert "SKIPPED" in out and "a guarantee of derivs itself (a derivs guarantee)" in out
+
+    data = json.loads(report.read_text())
+    assert data["implementation"] == "torch.autograd.functional"
+    assert data["torch"] and data["hypothesis"] and data["devices"] == ["cpu"]
+    by = {p["property"]: p for p in data["properties"]}
+    known = by["test_known_bugs.py::test_known"]
+    assert known["outcome"] == "xfailed"
+    (failure,) = known["cases"][0]["failures"]
+    assert failure["error"].startswith("AssertionError: known bug: big n")
+    assert known["cases"][0]["known_hits"]["count"] >= 1
+    (new,) = by["test_known_bugs.py::test_unlisted"]["cases"][0]["failures"]
+    assert new["counterexample"] == "Failing test case: test_unlisted(\n    n=10,\n)"  # shrunk
+    (mixed,) = by["test_known_bugs.py::test_known_and_new"]["cases"][0]["failures"]
+    assert mixed["error"].startswith("AssertionError: a new bug")  # the known one filtered out
+    n = int(mixed["counterexample"].split("n=")[1].split(",")[0])
+    assert n % 7 == 3 and n < 50, mixed["counterexample"]  # a new-bug input, not a known-bug one
+    assert by["test_known_bugs.py::test_listed_but_fails_anew"]["outcome"] == "failed"
+    assert by["test_known_bugs.py::test_only_for_derivs"]["skip_reasons"] == [
+        "a guarantee of derivs itself (a derivs guarantee), not of the contract "
+        "torch.autograd.functional is held to"
+    ]
+    md = report.with_suffix(".md").read_text()
+    assert "| `test_known_bugs.py::test_known` | xfailed (1 xfailed of 1) |" in md

@@ -1,0 +1,141 @@
+"""Join conformance reports (``pytest --conformance-report``) into one markdown table.
+
+Usage::
+
+    python tools/conformance_table.py derivs.json torch.func.json torch.autograd.functional.json
+
+One row per conformance property (test function), one column per implementation; a cell
+counts the property's cases by outcome (``8 pass``, ``2 xfail``, ``4 skip``) and names the
+skip reason where every case was skipped. Rows that are not conformance properties (tests of
+derivs' own tools, skipped for every other implementation) are left out. Then the run facts
+per implementation (version, torch, profile, time, totals) and, for each expected failure,
+the distinct messages, so the table says at a glance which bug a failure is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+SHORT = {
+    "passed": "pass",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "xfailed": "xfail",
+    "xpassed": "XPASS",
+    "skipped": "skip",
+}
+NOT_CONFORMANCE = "not a conformance property"
+
+
+def load(paths: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def _reason(text: str) -> str:
+    """A skip reason without the implementation's name in front (it heads the column)."""
+    text = re.sub(
+        r"^a guarantee of derivs itself \((.*)\), not of the contract .* is held to$",
+        r"derivs only: \1",
+        text,
+    )
+    return re.sub(r"^\S+ (does not declare|provides no|has no) ", r"\1 ", text)
+
+
+def cell(prop: dict[str, Any] | None) -> str:
+    if prop is None:
+        return "not run"
+    counts = Counter(prop["counts"])
+    if set(counts) == {"skipped"}:
+        return "skip: " + "; ".join(sorted({_reason(r) for r in prop["skip_reasons"]}))
+    return ", ".join(f"{counts[o]} {SHORT[o]}" for o in SHORT if counts.get(o))
+
+
+def _held_to(prop: dict[str, Any] | None) -> bool:
+    """Whether the implementation ran the property (or skipped it for a reason of its own)."""
+    if prop is None:
+        return False
+    ran = bool(prop["counts"].keys() - {"skipped"})
+    return ran or any(not r.startswith(NOT_CONFORMANCE) for r in prop["skip_reasons"])
+
+
+def conformance_rows(reports: list[dict[str, Any]]) -> list[str]:
+    """Properties some implementation other than derivs is held to (all, with derivs alone)."""
+    names = list(dict.fromkeys(p["property"] for r in reports for p in r["properties"]))
+    others = [
+        {p["property"]: p for p in r["properties"]}
+        for r in reports
+        if r["implementation"] != "derivs"
+    ]
+    return [n for n in names if not others or any(_held_to(o.get(n)) for o in others)]
+
+
+def table(reports: list[dict[str, Any]]) -> str:
+    by_impl = [{p["property"]: p for p in r["properties"]} for r in reports]
+    head = ["property", *(f"{r['implementation']}" for r in reports)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in conformance_rows(reports):
+        shown = name.removeprefix("tests/")
+        lines.append(f"| `{shown}` | " + " | ".join(cell(b.get(name)) for b in by_impl) + " |")
+    return "\n".join(lines)
+
+
+def facts(reports: list[dict[str, Any]]) -> str:
+    lines = [
+        "| implementation | version | torch | devices | Hypothesis profile | suite commit | wall time | totals |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        totals = ", ".join(f"{n} {SHORT.get(o, o)}" for o, n in sorted(r["totals"].items()))
+        commit = (r["suite_commit"] or "?")[:10] + (" (modified)" if r["suite_dirty"] else "")
+        lines.append(
+            f"| {r['implementation']} | {r['version']} | {r['torch']} | {', '.join(r['devices'])} | "
+            f"{r['hypothesis_profile']} | {commit} | {r['duration_s']} s | {totals} |"
+        )
+    return "\n".join(lines)
+
+
+def _cause(case: dict[str, Any]) -> list[str]:
+    """An expected failure's listed bugs (their titles), else each message's first line."""
+    if case.get("expected_entries"):
+        return [e["title"] for e in case["expected_entries"]]
+    return [f["error"].splitlines()[0][:160] for f in case.get("failures", [])] or [case["outcome"]]
+
+
+def failures(reports: list[dict[str, Any]]) -> str:
+    """Each implementation's failing and expected-failing cases, grouped by cause."""
+    out = []
+    for r in reports:
+        groups: dict[str, set[str]] = {}
+        for prop in r["properties"]:
+            for case in prop["cases"]:
+                if case.get("outcome") in ("failed", "error", "xfailed", "xpassed"):
+                    for cause in _cause(case):
+                        groups.setdefault(f"{SHORT[case['outcome']]}: {cause}", set()).add(
+                            case["id"]
+                        )
+        if groups:
+            out += ["", f"{r['implementation']}:", ""]
+            out += [
+                f"- {c} ({len(ids)} cases)"
+                for c, ids in sorted(groups.items(), key=lambda g: -len(g[1]))
+            ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", help="JSON reports, one per implementation")
+    args = parser.parse_args(argv)
+    reports = load(args.reports)
+    print(facts(reports), "", table(reports), failures(reports), sep="\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
