@@ -162,6 +162,17 @@ def check_size(api: str, what: str, numel: int, itemsize: int, hint: str) -> Non
         )
 
 
+def check_peak(api: str, what: str, nbytes: int, hint: str) -> None:
+    """Refuse a computation whose predicted peak, ``nbytes``, is above the memory budget."""
+    budget = _config.get_memory_budget()
+    if nbytes > budget:
+        raise ValueError(
+            f"{api}: {what} would need about {_fmt_bytes(nbytes)} at its peak (predicted), above "
+            f"the memory budget of {_fmt_bytes(budget)}; {hint} (or raise the budget with "
+            f"derivs.set_memory_budget / DERIVS_MEMORY_BUDGET)"
+        )
+
+
 def _fmt_bytes(n: int) -> str:
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
@@ -177,7 +188,9 @@ class CheckedFunc:
     * with ``scalar`` it is a 0-d tensor;
     * with ``factor`` the derivative about to be materialised (output elements x ``factor``)
       fits the memory budget. This runs at the first evaluation, inside the transform and
-      before the basis is pushed through, so nothing big has been allocated yet.
+      before the basis is pushed through, so nothing big has been allocated yet;
+    * ``on_output(output elements)``, where given, is called then too (a check of its own:
+      the predicted peak of a Hessian).
 
     Exceptions raised by ``func`` itself propagate unchanged.
     """
@@ -194,6 +207,7 @@ class CheckedFunc:
         itemsize: int = 4,
         what: str = "the Jacobian",
         hint: str = "use derivs.hvp/derivs.vhp for products instead of the full matrix",
+        on_output: Callable[[int], None] | None = None,
     ) -> None:
         self.func = func
         self.api = api
@@ -204,6 +218,7 @@ class CheckedFunc:
         self.itemsize = itemsize
         self.what = what
         self.hint = hint
+        self.on_output = on_output
         self.__name__ = getattr(func, "__name__", type(func).__name__)
 
     def __call__(self, *args: Any) -> Any:
@@ -250,6 +265,8 @@ class CheckedFunc:
         if self.factor is not None:
             numel = sum(leaf.numel() for leaf in leaves) * self.factor
             check_size(api, self.what, numel, self.itemsize, self.hint)
+        if self.on_output is not None:
+            self.on_output(sum(leaf.numel() for leaf in leaves))
 
 
 def without_overlap(x: torch.Tensor) -> torch.Tensor:

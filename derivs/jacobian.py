@@ -229,6 +229,8 @@ def _auto(
             )
         except _eager.UseTorchFunc:
             pass
+    if torch.compiler.is_compiling():
+        return _auto_traced(func, args, argnums, has_aux, chunk_size, api)
     # NOTE: the rule needs the output size. The first call for a function and input signature
     # starts as reverse mode (whose forward pass gives it; when forward mode wins, that forward
     # pass is wasted) and remembers the size; later calls pick at once.
@@ -245,6 +247,31 @@ def _auto(
     _remember_out_numel(user_func, signature, out_numel)
     if prefers_forward(out_numel, in_numel, diff[0].device):
         return _fwd_diff(g, diff, has_aux, chunk_size, api)
+    return rows_to_blocks(start, diff, chunk_size, api), start.spec, start.aux
+
+
+def _auto_traced(
+    func: Callable[..., Any],
+    args: Sequence[Any],
+    argnums: tuple[int, ...],
+    has_aux: bool,
+    chunk_size: int | None,
+    api: str,
+) -> tuple[Blocks, TreeSpec, Any]:
+    """``auto`` while torch.compile traces: the output size from a plain evaluation.
+
+    The evaluation gives the size while tracing and, unused, is dead code in the graph, so
+    it costs nothing at run time and adds no transform (each adds guards, checked on every
+    call). Nothing is remembered: a store into the cache of sizes would be replayed after the
+    graph and fail the guard on the cache's contents, recompiling on the next call.
+    """
+    diff = [args[a] for a in argnums]
+    g = with_diff(func, args, argnums)
+    out = split_aux(g(*diff), has_aux)[0]
+    out_numel = sum(o.numel() for o in flatten(out)[0])
+    if prefers_forward(out_numel, sum(x.numel() for x in diff), diff[0].device):
+        return _fwd_diff(g, diff, has_aux, chunk_size, api)
+    start = _VjpStart(g, diff, has_aux)
     return rows_to_blocks(start, diff, chunk_size, api), start.spec, start.aux
 
 

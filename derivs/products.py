@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from torch.autograd.graph import get_gradient_edge
 
-from derivs import _validate
+from derivs import _eager, _validate
 from derivs.hessian import checked_for_hessian, hessian_blocks
 
 HVP_METHODS = {
-    "fwd_rev": "jvp of grad: forward over reverse; the least memory (no second backward graph)",
+    "auto": "reverse over reverse, measured the fastest (tools/hvp_grid.py); in plain eager code "
+    "by torch.autograd, freeing the gradient before the second pass, else torch.func's vjp "
+    "of grad",
+    "fwd_rev": "jvp of grad: forward over reverse (the tutorial's hvp)",
     "rev_rev": "vjp of grad: reverse over reverse; works where forward-mode AD is missing",
     "dense": "materialise the Hessian and multiply; only for small inputs (a reference)",
 }
 VHP_METHODS = {
+    "auto": "reverse over reverse; in plain eager code by torch.autograd, freeing the "
+    "gradient before the second pass, else torch.func's vjp of grad",
     "rev_rev": "vjp of grad: reverse over reverse",
     "dense": "materialise the Hessian and multiply; only for small inputs (a reference)",
 }
+
+Vectors = tuple[torch.Tensor, ...]
 
 
 def _prepare(
@@ -28,9 +37,7 @@ def _prepare(
     name: str,
     method: object,
     methods: dict[str, str],
-) -> tuple[
-    _validate.CheckedFunc, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[int, ...]
-]:
+) -> tuple[_validate.CheckedFunc, Vectors, Vectors, tuple[int, ...]]:
     _validate.check_callable(api, func)
     _validate.check_method(api, method, methods)
     ps, vs = _validate.check_primals_tangents(api, primals, vectors, name)
@@ -42,12 +49,79 @@ def _prepare(
     return checked, ps, vs, tuple(range(len(ps)))
 
 
+def _rev_rev(
+    checked: _validate.CheckedFunc, ps: Vectors, vs: Vectors, nums: tuple[int, ...]
+) -> Vectors:
+    """``v^T H`` by torch.func: the vjp of the gradient."""
+    vjp_fn = torch.func.vjp(torch.func.grad(checked, argnums=nums), *ps)[1]
+    return tuple(vjp_fn(vs))
+
+
+def _eager_rev_rev(func: Callable[..., torch.Tensor], ps: Vectors, vs: Vectors) -> Vectors:
+    """``v^T H`` by torch.autograd: the vector-Jacobian product of the gradient with ``v``.
+
+    Against torch.func's vjp of grad this skips the transforms' fixed cost, and the gradient
+    itself is freed before the second backward pass, which starts from the gradient's place
+    in the graph (a ``GradientEdge``) rather than from the tensor: one gradient's worth of
+    memory less at the peak. Raises ``UseTorchFunc`` where autograd refuses.
+    """
+    outer_grad = torch.is_grad_enabled()
+    xs = [p.detach().requires_grad_() for p in ps]
+    with torch.enable_grad():
+        out = func(*xs)
+        _, other, _ = _eager.walk([out], xs)
+        # NOTE: a tensor func closes over that requires grad (a module's parameters) wants a
+        # product the caller can differentiate further, which only torch.func's result gives.
+        if outer_grad and other:
+            raise _eager.UseTorchFunc
+        grads = _grad([out], xs, None, create_graph=True)
+        del out
+        live = [
+            (get_gradient_edge(g), v)
+            for g, v in zip(grads, vs, strict=True)
+            if g is not None and g.requires_grad
+        ]
+        del grads
+    if not live:  # the gradient does not depend on the inputs: H = 0
+        return tuple(torch.zeros_like(p) for p in ps)
+    res = _grad([e for e, _ in live], xs, [v for _, v in live], create_graph=False)
+    return tuple(torch.zeros_like(p) if r is None else r for r, p in zip(res, ps, strict=True))
+
+
+def _grad(
+    outputs: Sequence[Any],
+    xs: Sequence[torch.Tensor],
+    cotangents: Sequence[torch.Tensor] | None,
+    *,
+    create_graph: bool,
+) -> Sequence[torch.Tensor | None]:
+    if isinstance(outputs[0], torch.Tensor) and not outputs[0].requires_grad:
+        return [None] * len(xs)
+    try:
+        return torch.autograd.grad(
+            outputs, xs, cotangents, create_graph=create_graph, allow_unused=True
+        )
+    except (RuntimeError, NotImplementedError) as e:  # e.g. a backward marked once_differentiable
+        raise _eager.UseTorchFunc from e
+
+
+def _auto(
+    checked: _validate.CheckedFunc, ps: Vectors, vs: Vectors, nums: tuple[int, ...]
+) -> Vectors:
+    if _eager.allowed(ps + vs):
+        try:
+            return _eager_rev_rev(checked, ps, vs)
+        except _eager.UseTorchFunc:
+            pass
+    return _rev_rev(checked, ps, vs, nums)
+
+
 def hvp(
     func: Callable[..., torch.Tensor],
     primals: tuple[torch.Tensor, ...],
     tangents: tuple[torch.Tensor, ...],
     *,
-    method: str = "fwd_rev",
+    method: str = "auto",
 ) -> tuple[torch.Tensor, ...]:
     """Hessian-vector product ``H @ v`` of a scalar function at ``primals``.
 
@@ -55,7 +129,9 @@ def hvp(
         func: a scalar-valued (0-d) function of ``len(primals)`` tensors.
         primals: a tuple of tensors, the point where the Hessian is taken.
         tangents: a tuple of tensors ``v``, one per primal, each of the same shape and dtype.
-        method: ``"fwd_rev"`` (jvp of grad), ``"rev_rev"`` (vjp of grad) or ``"dense"``.
+        method: ``"auto"`` (reverse over reverse, the fastest measured: see
+            ``docs/performance.md``; in plain eager code by torch.autograd, else torch.func),
+            ``"fwd_rev"`` (jvp of grad), ``"rev_rev"`` (vjp of grad) or ``"dense"``.
 
     Returns:
         A tuple shaped like ``primals``: entry ``i`` is ``sum_j H[i][j] @ tangents[j]``, the
@@ -70,15 +146,16 @@ def hvp(
     """
     api = "derivs.hvp"
     checked, ps, ts, nums = _prepare(api, func, primals, tangents, "tangents", method, HVP_METHODS)
+    # NOTE: auto, rev_rev: the reverse-over-reverse product is v^T H, which is H v because H
+    # is symmetric for functions that are twice continuously differentiable.
+    if method == "auto":
+        return _auto(checked, ps, ts, nums)
     if method == "fwd_rev":
         dense = tuple(_validate.without_overlap(p) for p in ps)
         out = torch.func.jvp(torch.func.grad(checked, argnums=nums), dense, ts)[1]
         return tuple(out)
     if method == "rev_rev":
-        # NOTE: vjp of grad gives v^T H, which is H v because H is symmetric for functions
-        # that are twice continuously differentiable.
-        vjp_fn = torch.func.vjp(torch.func.grad(checked, argnums=nums), *ps)[1]
-        return tuple(vjp_fn(ts))
+        return _rev_rev(checked, ps, ts, nums)
     H = hessian_blocks(checked, ps, nums, "auto", api=api)
     return tuple(
         sum(
@@ -94,7 +171,7 @@ def vhp(
     primals: tuple[torch.Tensor, ...],
     cotangents: tuple[torch.Tensor, ...],
     *,
-    method: str = "rev_rev",
+    method: str = "auto",
 ) -> tuple[torch.Tensor, ...]:
     """Vector-Hessian product ``v @ H`` of a scalar function at ``primals``.
 
@@ -102,7 +179,8 @@ def vhp(
         func: a scalar-valued (0-d) function of ``len(primals)`` tensors.
         primals: a tuple of tensors, the point where the Hessian is taken.
         cotangents: a tuple of tensors ``v``, one per primal, each of the same shape and dtype.
-        method: ``"rev_rev"`` (vjp of grad) or ``"dense"``.
+        method: ``"auto"`` (reverse over reverse; in plain eager code by torch.autograd, else
+            torch.func), ``"rev_rev"`` (vjp of grad) or ``"dense"``.
 
     Returns:
         A tuple shaped like ``primals``: entry ``j`` is ``sum_i cotangents[i] @ H[i][j]``.
@@ -118,9 +196,10 @@ def vhp(
     checked, ps, vs, nums = _prepare(
         api, func, primals, cotangents, "cotangents", method, VHP_METHODS
     )
+    if method == "auto":
+        return _auto(checked, ps, vs, nums)
     if method == "rev_rev":
-        vjp_fn = torch.func.vjp(torch.func.grad(checked, argnums=nums), *ps)[1]
-        return tuple(vjp_fn(vs))
+        return _rev_rev(checked, ps, vs, nums)
     H = hessian_blocks(checked, ps, nums, "auto", api=api)
     return tuple(
         sum(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ batch_mod = sys.modules["derivs.batch"]
 hessian_mod = sys.modules["derivs.hessian"]
 jacobian_mod = sys.modules["derivs.jacobian"]
 products_mod = sys.modules["derivs.products"]
+memory_mod = sys.modules["derivs._memory"]
 
 
 class Variant(NamedTuple):
@@ -613,6 +615,98 @@ SPARSE_VARIANTS: dict[str, Variant] = {
     ),
 }
 VARIANTS.update(SPARSE_VARIANTS)
+
+
+# --- performance: hvp/vhp auto, the memory guard, the compiled path ----------------------
+
+
+def hvp_auto_first_primal_only() -> None:
+    """auto's eager path forms <grad f, v> from the first primal alone (mixed blocks lost)."""
+    original = products_mod._eager_rev_rev
+
+    def wrong(func: Any, ps: Any, vs: Any) -> Any:
+        if len(ps) < 2:
+            return original(func, ps, vs)
+        zeros = tuple(torch.zeros_like(v) for v in vs[1:])
+        return original(func, ps, (vs[0], *zeros))
+
+    products_mod._eager_rev_rev = functools.wraps(original)(wrong)
+
+
+def hvp_auto_eager_scale() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda *a, **k: tuple(r * (1 + 1e-6) for r in f(*a, **k))
+
+    _wrap(products_mod, "_eager_rev_rev", make)
+
+
+def memory_model_undercounts() -> None:
+    """The peak model leaves out the batched intermediates (its largest term)."""
+    for table in (memory_mod.MODEL, memory_mod.SCREEN):
+        for coefficients in table.values():
+            if "batch" in coefficients:
+                coefficients["batch"] = 0.0
+
+
+def memory_hint_chunk_too_large() -> None:
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(*a: Any, **k: Any) -> Any:
+            chunk = f(*a, **k)
+            return None if chunk is None else 4 * chunk
+
+        return g
+
+    _wrap(hessian_mod, "_largest_chunk", make)
+
+
+def compiled_auto_remembers_sizes() -> None:
+    """jacobian's auto stores the output size under torch.compile too (a recompile)."""
+
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        remember, known = jacobian_mod._remember_out_numel, jacobian_mod._known_out_numel
+        pick, fwd, rev = jacobian_mod._pick_key, jacobian_mod._fwd, jacobian_mod._vjp_vmap
+        forward = jacobian_mod.prefers_forward
+
+        def g(func: Any, args: Any, argnums: Any, *rest: Any) -> Any:
+            key = pick(func, args, argnums)
+            n_in = max(1, sum(args[a].numel() for a in argnums))
+            size = known(*key)
+            if size is not None:
+                impl = fwd if forward(size, n_in, args[argnums[0]].device) else rev
+                return impl(func, args, argnums, *rest)
+            result = f(func, args, argnums, *rest)
+            remember(*key, sum(row[0].numel() // args[argnums[0]].numel() for row in result[0]))
+            return result
+
+        # NOTE: dynamo imports the module of every function it inlines; this file is loaded
+        # by path, not importable, so g takes derivs.jacobian's globals (it reads none).
+        return types.FunctionType(
+            g.__code__, vars(jacobian_mod), g.__name__, g.__defaults__, g.__closure__
+        )
+
+    _wrap(jacobian_mod, "_auto_traced", make)
+
+
+PERF_VARIANTS: dict[str, Variant] = {
+    "hvp-auto-first-primal-only": Variant(
+        "hvp/vhp auto (eager) builds <grad f, v> from the first primal only",
+        hvp_auto_first_primal_only,
+    ),
+    "hvp-auto-eager-scale-1e-6": Variant(
+        "hvp/vhp auto (eager) scaled by 1 + 1e-6", hvp_auto_eager_scale
+    ),
+    "memory-model-undercounts": Variant(
+        "the Hessian peak model drops its batched-intermediates term", memory_model_undercounts
+    ),
+    "memory-hint-chunk-too-large": Variant(
+        "the refusal suggests a chunk_size 4x too large to fit", memory_hint_chunk_too_large
+    ),
+    "compiled-auto-remembers-sizes": Variant(
+        "jacobian auto caches output sizes under torch.compile (recompiles)",
+        compiled_auto_remembers_sizes,
+    ),
+}
+VARIANTS.update(PERF_VARIANTS)
 
 
 def apply(name: str) -> None:

@@ -149,7 +149,7 @@ def test_wrong_jvp_is_blamed_on_forward_mode() -> None:
     assert report.verdict == "the jvp (forward-mode derivative) of this function is wrong"
     assert report.verdicts["jacobian"].startswith("forward-mode methods (fwd) disagree with")
     assert report.verdicts["hessian"].startswith("forward-mode methods (fwd_fwd and rev_fwd)")
-    assert report.verdicts["hvp"].startswith("all 3 methods agree")
+    assert report.verdicts["hvp"].startswith("all 4 methods agree")
     failing = {(r.operator, r.method) for r in report.failures}
     assert failing == {("jacobian", "fwd"), ("hessian", "fwd_fwd"), ("hessian", "rev_fwd")}
 

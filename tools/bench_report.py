@@ -433,6 +433,147 @@ def grid_summary() -> list[str]:
     ]
 
 
+# --- the compiled path, products at scale, the memory model (issue 16) ----------------------
+
+COMPILED_PREFIX = "compiled vs eager: "
+
+
+def _saved(name: str) -> dict[str, Any] | None:
+    saved = ROOT / "docs" / "bench" / f"{name}.json"
+    return json.loads(saved.read_text()) if saved.exists() else None
+
+
+def compiled_section(groups: dict[str, list[Row]]) -> list[str]:
+    """torch.compile of derivs against the closed form, eager and compiled, per case."""
+    lines = []
+    for group, rows in groups.items():
+        if not group.startswith(COMPILED_PREFIX):
+            continue
+        cells = {(r.impl, r.info.get("mode")): r for r in rows}
+        dc, de = cells.get(("derivs", "compiled")), cells.get(("derivs", "eager"))
+        cc, ce = cells.get(("closed form", "compiled")), cells.get(("closed form", "eager"))
+        if dc is None or cc is None or ce is None:
+            continue
+        eager = fmt_time(de.median) if de else "-"
+        lines.append(
+            f"| {group.removeprefix(COMPILED_PREFIX)} | {fmt_time(dc.median)} | "
+            f"{fmt_time(cc.median)} | {fmt_time(ce.median)} | {eager} | "
+            f"**{fmt_ratio(dc.median / cc.median)}** | **{fmt_ratio(dc.median / ce.median)}** | "
+            f"{fmt_ratio(dc.min / cc.min)} |"
+        )
+    if not lines:
+        return []
+    out = [
+        "## The compiled path",
+        "",
+        "`torch.compile` of derivs (default methods) against the closed form, compiled and "
+        "eager (`tests/bench/test_bench_compile.py`; target: within 2.5x):",
+        "",
+        "| case | derivs compiled | closed form compiled | closed form eager | derivs eager | "
+        "compiled / closed compiled | compiled / closed eager | (min / min) |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+    ]
+    tool = _saved("compile")
+    if tool:
+        clean = all(
+            c["graphs"] == 1 and c["graph_breaks"] == 0 and c["graphs_after_3_calls"] == 1
+            for c in tool["cases"]
+        )
+        out += [
+            f"`tools/compile_bench.py` ({tool['date']}, {tool['threads']} threads, "
+            f"{tool['clock']} clock): {len(tool['cases'])} cases, "
+            + (
+                "each one graph, no graph break, no recompile over three calls with new values."
+                if clean
+                else "graph breaks or recompiles found: see `compile.md`."
+            ),
+            "",
+        ]
+    return out
+
+
+def products_section(groups: dict[str, list[Row]]) -> list[str]:
+    """hvp/vhp at N = 10**7: time against torch.func, peak against one forward + backward."""
+    out = []
+    for group, rows in groups.items():
+        if not group.startswith("hvp/vhp N=10**7"):
+            continue
+        named = by_label(rows)
+        jvp, vjp = named.get("torch.func jvp(grad)"), named.get("torch.func vjp(grad)")
+        lines = []
+        for r in rows:
+            peak, ref = r.info.get("peak_bytes"), r.info.get("fwd_bwd_bytes")
+            if peak is None or not ref or jvp is None or vjp is None:
+                continue
+            lines.append(
+                f"| {r.label} | {fmt_time(r.median)} | {fmt_ratio(r.median / jvp.median)} | "
+                f"{fmt_ratio(r.median / vjp.median)} | {peak / 2**20:.0f} MiB | "
+                f"**{peak / ref:.2f}** |"
+            )
+        if lines:
+            out += [
+                f"### {group}",
+                "",
+                "Peak: the allocator's while the call runs; the last column against one forward "
+                "and backward pass of `f` (target: within 2x).",
+                "",
+                "| call | time | vs jvp(grad) | vs vjp(grad) | peak | peak / fwd+bwd |",
+                "|---|---|---|---|---|---|",
+                *lines,
+                "",
+            ]
+    grid = _saved("hvp_grid")
+    if grid:
+        worst = max(c["t_auto"] / min(c["t_fwd_rev"], c["t_rev_rev"]) for c in grid["cells"])
+        old = max(c["t_fwd_rev"] / min(c["t_fwd_rev"], c["t_rev_rev"]) for c in grid["cells"])
+        out += [
+            f"`hvp`'s default (`auto`) on the {len(grid['cells'])}-cell grid of "
+            f"`tools/hvp_grid.py` ({grid['date']}): at worst {worst:.2f}x the faster of "
+            f"`fwd_rev` and `rev_rev` (the old default `fwd_rev`: {old:.2f}x); see "
+            "`hvp_grid.md`.",
+            "",
+        ]
+    scale = _saved("products_at_scale")
+    if scale:
+        out.append(
+            f"Every scalar function of the grid at N = {scale['n']:,}: `products_at_scale.md`."
+        )
+        out.append("")
+    return ["## Products", "", *out] if out else []
+
+
+def memory_section() -> list[str]:
+    """The memory guard's model against measured Hessian peaks (tools/hessian_memory.py)."""
+    result = _saved("hessian_memory")
+    if result is None:
+        return []
+    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT))
+    import hessian_memory
+
+    lines = []
+    for method in hessian_memory.METHODS:
+        rs = sorted(hessian_memory.ratios(result["rows"], method, result["device"]))
+        if rs:
+            lines.append(
+                f"| {method} | {len(rs)} | {rs[0]:.2f} | {rs[len(rs) // 2]:.2f} | "
+                f"**{rs[-1]:.2f}** |"
+            )
+    return [
+        "## Memory the guard predicts",
+        "",
+        f"Hessian peaks predicted by the memory guard's model against measured ones "
+        f"(`tools/hessian_memory.py`, {result['date']}; every case in `hessian_memory.md`):",
+        "",
+        "| method | cases | predicted / measured: min | median | max |",
+        "|---|---|---|---|---|",
+        *lines,
+        "",
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -458,6 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["![fwd vs rev crossover](crossover.png)", "", *[f"- {n}" for n in notes], ""]
     lines += grid_summary()
     lines += ratios_section(groups)
+    lines += compiled_section(groups) + products_section(groups) + memory_section()
     lines += sparse_report.section(groups, Path(args.jax), out)
     lines += group_tables(groups)
     (out / "report.md").write_text("\n".join(lines).rstrip() + "\n")

@@ -39,6 +39,8 @@ SUITE = [
     "tests/test_errors.py",
     "tests/test_sparse.py",
     "tests/test_sparse_detect.py",
+    "tests/test_compile.py",
+    "tests/test_memory.py",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Hessian-vector products: the tutorial's ``f(x) = x.sin().sum()`` at N=2048 and N=10**6.
+"""Hessian-vector products: the tutorial's ``f(x) = x.sin().sum()`` at N=2048, 10**6 and 10**7.
 
 ``H = diag(-sin x)``, so ``H @ v = v @ H = -sin(x) * v``: the closed form every method is
 checked against before it is timed. ``dense`` materialises ``H`` (N**2 entries): 16 MiB at
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import derivs
+from derivs import _memory
 from tests.bench.bench_helpers import Bench
 
 pytestmark = pytest.mark.bench
@@ -51,6 +52,8 @@ def _derivs(product: str, method: str) -> Callable[..., Any]:
 
 # label -> (impl, method, torch.func equivalent, function of (x, v))
 PRODUCT_CASES: dict[str, tuple[str, str, str | None, Callable[..., Any]]] = {
+    "derivs hvp auto": ("derivs", "hvp auto", "torch.func vjp(grad)", _derivs("hvp", "auto")),
+    "derivs vhp auto": ("derivs", "vhp auto", "torch.func vjp(grad)", _derivs("vhp", "auto")),
     "derivs hvp fwd_rev": (
         "derivs",
         "hvp fwd_rev",
@@ -113,3 +116,52 @@ def test_dense_refused_at_1e6(device: str, product: str) -> None:
     x = torch.zeros(10**6, device=device)
     with derivs.memory_budget(4 * 2**30), pytest.raises(ValueError, match="memory budget"):
         _derivs(product, "dense")(x, x)
+
+
+# --- at scale: N = 10**7, time and peak memory ---------------------------------------------
+
+SCALE_N = 10**7
+
+
+def _forward_backward(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One forward and backward pass of f: the memory reference for the products."""
+    x = x.detach().requires_grad_()
+    return torch.autograd.grad(f(x), x)[0]
+
+
+SCALE_CASES: dict[str, tuple[str, str, str | None, Callable[..., Any]]] = {
+    "derivs hvp": ("derivs", "hvp auto", "torch.func jvp(grad)", _derivs("hvp", "auto")),
+    "derivs vhp": ("derivs", "vhp auto", "torch.func vjp(grad)", _derivs("vhp", "auto")),
+    "torch.func jvp(grad)": ("torch.func", "jvp(grad)", None, tutorial_hvp),
+    "torch.func vjp(grad)": ("torch.func", "vjp(grad)", None, tutorial_hvp_revrev),
+}
+
+
+@pytest.mark.parametrize("label", list(SCALE_CASES))
+def test_products_at_scale(bench: Bench, label: str) -> None:
+    """hvp/vhp at N=10**7 against torch.func: time, and the peak memory in extra_info.
+
+    ``peak_bytes``: the allocator's peak while the call runs (``derivs._memory.measured_peak``;
+    on CUDA ``max_memory_allocated``), beside ``fwd_bwd_bytes``, that of one forward and
+    backward pass of ``f`` (``tools/products_at_scale.py`` has the other functions).
+    """
+    impl, method, equiv, fn = SCALE_CASES[label]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(SCALE_N, generator=gen).to(bench.device)
+    v = torch.randn(SCALE_N, generator=gen).to(bench.device)
+    peak = _memory.measured_peak(lambda: fn(x, v), bench.device)[0]
+    reference = _memory.measured_peak(lambda: _forward_backward(x, v), bench.device)[0]
+    bench(
+        fn,
+        (x, v),
+        group="hvp/vhp N=10**7",
+        label=label,
+        impl=impl,
+        method=method,
+        equiv=equiv,
+        reference=closed_form,
+        n=SCALE_N,
+        shapes={"x": [SCALE_N], "v": [SCALE_N]},
+        peak_bytes=peak,
+        fwd_bwd_bytes=reference,
+    )

@@ -1,0 +1,122 @@
+"""torch.compile of derivs' transforms: one graph, no graph break, no recompile on new values.
+
+The dynamo-level properties do not depend on the backend, so the graphs are handed to the
+``eager`` backend (no AOT autograd, no C++ build) to keep the file fast;
+``tools/compile_bench.py`` times the inductor-compiled calls against the closed forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+import torch._dynamo
+import torch._dynamo.testing
+import torch.nn.functional as F
+
+import derivs
+from derivs.testing import assert_close
+
+pytestmark = pytest.mark.compile
+
+
+def _predict() -> Callable[..., torch.Tensor]:
+    """The tutorial's function, a new function object each time.
+
+    NOTE: jacobian's auto remembers output sizes per function; a fresh one per test keeps a
+    test from finding what another left there (the first call is the one that matters).
+    """
+
+    def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, bias).tanh()
+
+    return predict
+
+
+def sin_roll(x: torch.Tensor) -> torch.Tensor:
+    return (x.sin() * x.roll(1)).sum()
+
+
+def _predict_args(n_in: int, n_out: int) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    def make(seed: int) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        return (
+            torch.randn(n_out, n_in, generator=gen),
+            torch.randn(n_out, generator=gen),
+            torch.randn(n_in, generator=gen),
+        )
+
+    return make
+
+
+def _vector_args(n: int) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    def make(seed: int) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+
+    return make
+
+
+def _hvp(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return derivs.hvp(sin_roll, (x,), (v,))
+
+
+def _vhp(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return derivs.vhp(sin_roll, (x,), (v,))
+
+
+# The tutorial's three Jacobian shapes (auto takes forward mode on the tall one, reverse on
+# the others), a Hessian and both products, each with its default method.
+Maker = Callable[[int], tuple[torch.Tensor, ...]]
+CASES: dict[str, tuple[Callable[[], Callable[..., Any]], Maker]] = {
+    "jacobian square D=16": (lambda: derivs.jacobian(_predict(), argnums=2), _predict_args(16, 16)),
+    "jacobian tall 32->2048": (
+        lambda: derivs.jacobian(_predict(), argnums=2),
+        _predict_args(32, 2048),
+    ),
+    "jacobian wide 2048->32": (
+        lambda: derivs.jacobian(_predict(), argnums=2),
+        _predict_args(2048, 32),
+    ),
+    "hessian 8->4": (lambda: derivs.hessian(_predict(), argnums=2), _predict_args(8, 4)),
+    "hvp": (lambda: _hvp, _vector_args(64)),
+    "vhp": (lambda: _vhp, _vector_args(64)),
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> Iterator[None]:
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+# NOTE: explain traces once more; the Jacobians get it, the other cases are compiled with
+# fullgraph=True below, which fails on any graph break just the same.
+@pytest.mark.parametrize("name", [name for name in CASES if name.startswith("jacobian")])
+def test_one_graph_no_break(name: str) -> None:
+    build, make = CASES[name]
+    fn = build()
+    explained = torch._dynamo.explain(fn)(*make(0))
+    reasons = [r.reason for r in explained.break_reasons]
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), (
+        f"torch.compile({name}): {explained.graph_count} graphs, breaks: {reasons}"
+    )
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_no_recompile_on_new_values(name: str) -> None:
+    """One graph (fullgraph: no break), reused by calls with new values of the same shapes."""
+    build, make = CASES[name]
+    fn = build()
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(fn, backend=counter, fullgraph=True)
+    compiled(*make(0))
+    assert counter.frame_count == 1
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for seed in (1, 2):
+            args = make(seed)
+            assert_close(compiled(*args), fn(*args), context=f"torch.compile({name}) vs eager")
+    assert counter.frame_count == 1

@@ -1,0 +1,336 @@
+"""``torch.compile`` of derivs' transforms against the closed forms, eager and compiled.
+
+For each case (the tutorial's ``predict(W, b, x) = F.linear(x, W, b).tanh()`` on its three
+Jacobian shapes, its Hessians, and ``hvp`` of ``x.sin().sum()``) four calls are timed in
+interleaved blocks, each keeping its fastest block: derivs eager, derivs compiled, the closed
+form eager and the closed form compiled (the speed-of-light line). Every result is checked
+against the closed form first. The compiled derivs call is also checked for graph breaks
+(``torch._dynamo.explain``) and recompiles (a second and third call with new values of the
+same shapes must not compile again).
+
+    flock /tmp/derivs-heavy.lock python tools/compile_bench.py --threads 1 --clock thread
+    python tools/compile_bench.py --device cuda --out /tmp/compile_cuda
+    python tools/compile_bench.py --import-from /path/to/other/checkout --out /tmp/before
+    python tools/compile_bench.py --only jacobian --backend aot_eager   # no C++ compiler
+
+Writes ``docs/bench/compile.{json,md}`` by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _import_from(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a.startswith("--import-from="):
+            return a.split("=", 1)[1]
+        if a == "--import-from" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+# NOTE: --import-from must take effect before derivs is first imported (auto_grid imports it
+# too), so it is read here and derivs is imported before auto_grid.
+_FROM = _import_from(sys.argv[1:])
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, _FROM or str(ROOT))
+
+# isort: off
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import derivs  # noqa: E402
+from derivs.jacobian import prefers_forward  # noqa: E402
+from auto_grid import CLOCKS, _sync, device_name, time_interleaved  # noqa: E402
+
+# isort: on
+
+JACOBIAN_SHAPES = {
+    "square D=16": (16, 16),
+    "tall 32->2048": (32, 2048),
+    "wide 2048->32": (2048, 32),
+}
+# NOTE: the wide shape's Hessian would have 32 * 2048**2 entries (512 MiB); the tutorial's own
+# Hessian, (32, 512, 512), takes its place.
+HESSIAN_SHAPES = {
+    "square D=16": (16, 16),
+    "tall 32->2048": (32, 2048),
+    "tutorial 512->32": (512, 32),
+}
+HVP_SIZES = {"N=2048": 2048, "N=10**6": 10**6}
+
+
+def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, weight, bias).tanh()
+
+
+def _fresh_predict() -> Callable[..., torch.Tensor]:
+    """``predict`` as a new function object: nothing remembered about it from another case."""
+
+    def fresh(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return predict(weight, bias, x)
+
+    return fresh
+
+
+def jacobian_closed(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    y = predict(weight, bias, x)
+    return (1 - y**2)[:, None] * weight
+
+
+def jacobian_bound(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The closed form plus the one product with an identity that AD cannot avoid.
+
+    Forward mode pushes the identity over the inputs through the first linear map
+    (``I @ W.T``), reverse mode the identity over the outputs through its transpose
+    (``diag(1 - y**2) @ W``): the cheapest graph a basis-pushing Jacobian can compile to.
+    """
+    y = predict(weight, bias, x)
+    if prefers_forward(y.numel(), x.numel(), x.device):
+        eye = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
+        return ((eye @ weight.T) * (1 - y**2)).T
+    eye = torch.eye(y.numel(), dtype=x.dtype, device=x.device)
+    return (eye * (1 - y**2)) @ weight
+
+
+def hessian_closed(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    y = predict(weight, bias, x)
+    return (-2 * y * (1 - y**2))[:, None, None] * weight[:, :, None] * weight[:, None, :]
+
+
+def sin_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.sin().sum()
+
+
+def hvp_derivs(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return derivs.hvp(sin_sum, (x,), (v,))
+
+
+def hvp_closed(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (-x.sin() * v,)
+
+
+class Case:
+    """One row: a derivs call, its closed form and a factory of fresh inputs of fixed shapes."""
+
+    def __init__(
+        self,
+        kind: str,
+        shape: str,
+        fn: Callable[..., Any],
+        closed: Callable[..., Any],
+        make: Callable[[int], tuple[torch.Tensor, ...]],
+    ) -> None:
+        self.kind, self.shape, self.fn, self.closed, self.make = kind, shape, fn, closed, make
+
+
+def _predict_inputs(n_in: int, n_out: int, device: str) -> Callable[[int], tuple[Any, ...]]:
+    def make(seed: int) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        w = torch.randn(n_out, n_in, generator=gen)
+        return (
+            w.to(device),
+            torch.randn(n_out, generator=gen).to(device),
+            torch.randn(n_in, generator=gen).to(device),
+        )
+
+    return make
+
+
+def _vector_inputs(n: int, device: str) -> Callable[[int], tuple[Any, ...]]:
+    def make(seed: int) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(n, generator=gen).to(device), torch.randn(n, generator=gen).to(device)
+
+    return make
+
+
+def cases(device: str, only: set[str]) -> list[Case]:
+    found = []
+    if "jacobian" in only:
+        for name, (n_in, n_out) in JACOBIAN_SHAPES.items():
+            fn = derivs.jacobian(_fresh_predict(), argnums=2)
+            found.append(
+                Case("jacobian", name, fn, jacobian_closed, _predict_inputs(n_in, n_out, device))
+            )
+    if "hessian" in only:
+        for name, (n_in, n_out) in HESSIAN_SHAPES.items():
+            fn = derivs.hessian(_fresh_predict(), argnums=2)
+            found.append(
+                Case("hessian", name, fn, hessian_closed, _predict_inputs(n_in, n_out, device))
+            )
+    if "hvp" in only:
+        for name, n in HVP_SIZES.items():
+            found.append(Case("hvp", name, hvp_derivs, hvp_closed, _vector_inputs(n, device)))
+    return found
+
+
+def _compiles(fn: Callable[..., Any], args: tuple[Any, ...], backend: str) -> tuple[Any, int]:
+    """``torch.compile(fn)`` after three calls with new values, and how many graphs it built."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(fn, backend=backend)
+    for seed in (1, 2, 3):
+        compiled(*tuple(a + 0.01 * seed for a in args))
+    return compiled, int(counters["stats"]["unique_graphs"])
+
+
+def _breaks(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, int]:
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(fn)(*args)
+    return explained.graph_count, explained.graph_break_count
+
+
+def measure_case(
+    case: Case,
+    device: str,
+    *,
+    backend: str,
+    rounds: int,
+    block_s: float,
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    args = case.make(0)
+    expected = case.closed(*args)
+    # NOTE: compiled first: explain replays what the traced code stores (jacobian's auto
+    # remembers output sizes), and the first call after an empty store is the one that
+    # shows whether storing recompiles.
+    start = time.perf_counter()
+    compiled, frames = _compiles(case.fn, args, backend)
+    compile_s = time.perf_counter() - start
+    graphs, breaks = _breaks(case.fn, args)
+    closed_compiled, _ = _compiles(case.closed, args, backend)
+    fns = {
+        "derivs_eager": lambda: case.fn(*args),
+        "derivs_compiled": lambda: compiled(*args),
+        "closed_eager": lambda: case.closed(*args),
+        "closed_compiled": lambda: closed_compiled(*args),
+    }
+    if case.kind == "jacobian":
+        bound_compiled, _ = _compiles(jacobian_bound, args, backend)
+        fns["bound_compiled"] = lambda: bound_compiled(*args)
+    for name, fn in fns.items():
+        derivs.testing.assert_close(fn(), expected, context=f"[{case.kind} {case.shape}: {name}]")
+    times = time_interleaved(fns, _sync(device), rounds=rounds, block_s=block_s, clock=clock)
+    return {
+        "kind": case.kind,
+        "shape": case.shape,
+        "graphs": graphs,
+        "graph_breaks": breaks,
+        "graphs_after_3_calls": frames,
+        "compile_s": round(compile_s, 2),
+        **{f"t_{k}": v for k, v in times.items()},
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        "# `torch.compile` of derivs against the closed forms",
+        "",
+        f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
+        f"backend `{result['backend']}`, {result['date']}, load average at start "
+        f"{result['load']}, {result['clock']} clock; each time is the fastest of "
+        f"{result['rounds']} interleaved blocks (`tools/compile_bench.py`). Jacobians and "
+        "Hessians of the tutorial's `predict(W, b, x) = F.linear(x, W, b).tanh()` with respect "
+        'to `x` (`method="auto"`), `hvp` of `x.sin().sum()` (default method); closed forms '
+        "`(1 - y**2)[:, None] * W`, `-2 y (1 - y**2) W_i W_i^T` and `-sin(x) * v`. "
+        "AD bound: the closed form plus the one identity product any basis-pushing Jacobian "
+        "computes (`I @ W.T` in forward mode, `diag(1 - y**2) @ W` in reverse), compiled.",
+        "",
+        "| case | derivs compiled | closed compiled | closed eager | derivs eager | "
+        "compiled / closed compiled | compiled / closed eager | AD bound / closed compiled | "
+        "graphs (breaks) | graphs after 3 calls | compile |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in result["cases"]:
+        dc, cc, ce, de = (
+            c["t_derivs_compiled"],
+            c["t_closed_compiled"],
+            c["t_closed_eager"],
+            c["t_derivs_eager"],
+        )
+        bound = f"{c['t_bound_compiled'] / cc:.2f}x" if "t_bound_compiled" in c else "-"
+        lines.append(
+            f"| {c['kind']} {c['shape']} | {dc * 1e6:.1f} µs | {cc * 1e6:.1f} µs | "
+            f"{ce * 1e6:.1f} µs | {de * 1e6:.1f} µs | **{dc / cc:.2f}x** | **{dc / ce:.2f}x** | "
+            f"{bound} | {c['graphs']} ({c['graph_breaks']}) | {c['graphs_after_3_calls']} | "
+            f"{c['compile_s']:.1f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="inductor")
+    parser.add_argument("--only", default="jacobian,hessian,hvp", help="comma-separated kinds")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved blocks per case")
+    parser.add_argument("--block", type=float, default=0.02, help="seconds per timed block")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "compile"))
+    parser.add_argument(
+        "--import-from", metavar="PATH", help="import derivs from this checkout (before/after)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"compile bench on {args.device} ({args.backend}), load average {load}", flush=True)
+    found = []
+    for case in cases(args.device, set(args.only.split(","))):
+        row = measure_case(
+            case,
+            args.device,
+            backend=args.backend,
+            rounds=args.rounds,
+            block_s=args.block,
+            clock=CLOCKS[args.clock],
+        )
+        found.append(row)
+        print(
+            f"  {case.kind} {case.shape}: compiled/closed compiled "
+            f"{row['t_derivs_compiled'] / row['t_closed_compiled']:.2f}x, graphs "
+            f"{row['graphs']} breaks {row['graph_breaks']} after 3 calls "
+            f"{row['graphs_after_3_calls']}",
+            flush=True,
+        )
+    result = {
+        "torch": torch.__version__,
+        "derivs_from": str(Path(derivs.__file__).parent),
+        "device": args.device,
+        "device_name": device_name(args.device),
+        "backend": args.backend,
+        "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load": load,
+        "rounds": args.rounds,
+        "clock": args.clock,
+        "cases": found,
+    }
+    text = render(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
