@@ -237,5 +237,7 @@ def markdown(data: dict[str, Any]) -> str:
             lines += ["```text", failure["error"].strip()]
             if failure.get("counterexample"):
                 lines += ["", failure["counterexample"]]
+            if failure.get("reproduce"):
+                lines += ["", failure["reproduce"]]
             lines += ["```", ""]
     return "\n".join(lines) + "\n"

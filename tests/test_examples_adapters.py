@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_suite(adapter: str, *selection: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVS_", "PYTEST_XDIST"))}
-    env["HYPOTHESIS_PROFILE"] = "dev"
+    # NOTE: the derandomised profile: the same examples on every run and no database, so
+    # the verdict does not hang on a lucky draw or on what an earlier run saved.
+    env["HYPOTHESIS_PROFILE"] = "ci"
     return subprocess.run(
         [
             sys.executable,
@@ -61,7 +63,7 @@ def test_wrong_adapter_fails_with_readable_counterexamples() -> None:
     done = run_suite(
         "wrong_adapter",
         "tests/test_jacobian.py::test_matches_loop_oracle[cpu-float64-loop]",
-        "tests/test_hessian.py::test_matches_loop_oracle[cpu-float64-loop]",
+        "tests/test_hessian.py::test_mixed_blocks_match_loop_oracle[cpu-float64-loop]",
     )
     out = done.stdout
     assert done.returncode == 1, out[-4000:] + done.stderr[-2000:]

@@ -137,7 +137,7 @@ def test_known(n):
     assert n < 10, "known bug: big n"
 
 
-@settings(max_examples=20, deadline=None, database=None)
+@settings(max_examples=20, deadline=None, database=None, print_blob=True)
 @given(st.integers(0, 100))
 def test_unlisted(n):
     assert n < 10, "a new bug"
@@ -223,6 +223,7 @@ def test_expected_failures_and_the_report(tmp_path: Path) -> None:
     assert known["cases"][0]["known_hits"]["count"] >= 1
     (new,) = by["test_known_bugs.py::test_unlisted"]["cases"][0]["failures"]
     assert new["counterexample"] == "Failing test case: test_unlisted(\n    n=10,\n)"  # shrunk
+    assert "@reproduce_failure(" in new["reproduce"]  # print_blob's line, on its own
     (mixed,) = by["test_known_bugs.py::test_known_and_new"]["cases"][0]["failures"]
     assert mixed["error"].startswith("AssertionError: a new bug")  # the known one filtered out
     n = int(mixed["counterexample"].split("n=")[1].split(",")[0])
