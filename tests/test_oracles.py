@@ -203,6 +203,32 @@ def check_within_estimate(est: Estimate, truth: Any, like: tuple[Any, ...], case
 # ----------------------------------------------------------------------------- finite differences
 
 
+@pytest.mark.parametrize(
+    ("kind", "func", "x"),
+    [
+        ("jacobian", lambda x: x**3, 0.0),  # J = 0, the step gives -h**2 = -1e-40
+        ("hessian", lambda x: (x**2) ** 2, 0.0),  # the conformance run's draw: H = 0, -4e-40
+        ("hessian", lambda x: torch.tanh(x.logsumexp(-1)), [0.0]),  # its other draw
+        ("jacobian", lambda x: torch.sin(x) - x, 0.0),  # J = 0 from cancelling terms
+    ],
+)
+def test_complex_step_bounds_its_truncation_where_the_derivative_is_zero(
+    kind: str, func: Callable[[torch.Tensor], torch.Tensor], x: object
+) -> None:
+    """A derivative of exactly 0 is off by the step's O(h**2) truncation alone; the estimate
+    must cover it (it was 1e-54 against a value of -4e-40, so an exact 0 failed)."""
+    point = torch.tensor(x, dtype=torch.float64)
+    if kind == "jacobian":
+        est = fd_jacobian(func, (point,), 0, scheme="complex_step")
+        exact = oracles.loop_jacobian(func, (point,), 0)
+    else:
+        est = fd_hessian(func, (point,), 0, scheme="complex_step")
+        exact = oracles.loop_hessian(func, (point,), 0)
+    assert bool((exact == 0).all()), exact
+    assert bool(((est.value - exact).abs() <= est.error).all()), (est, exact)
+    assert float(est.error.max()) < 1e-30  # a truncation bound, not a blanket tolerance
+
+
 @pytest.mark.parametrize("scheme", oracles.SCHEMES)
 @given(data=st.data())
 def test_fd_jacobian_within_its_error_estimate(

@@ -14,9 +14,6 @@ import torch
 import torch.autograd.functional as AF
 from torch.func import hessian, jacfwd, jacrev, jvp
 
-import derivs
-from derivs import oracles
-
 pytestmark = pytest.mark.skipif(
     not torch.__version__.startswith("2.13."), reason="pinned on torch 2.13.0; re-measure first"
 )
@@ -107,17 +104,3 @@ def test_autograd_functional_hessian_needs_a_scalar_function() -> None:
     x = torch.ones(2)
     with pytest.raises(RuntimeError, match="single element"):
         AF.hessian(torch.sin, x)
-
-
-def test_suite_complex_step_hessian_underestimates_its_error_at_zero() -> None:
-    """Not upstream: the suite's own false alarm, found by the torch.autograd.functional run.
-
-    At x = 0 the complex-step Hessian of x**4 is -4e-40 (the step's O(h**2) truncation,
-    h ~ 1e-20) with an error estimate of 1.8e-54, and every scale around it is 0, so an exact
-    Hessian of 0 (derivs' too) fails against it. The tolerance-floor work on the oracles
-    removes it; then this test and the expected-failure entry that names it go.
-    """
-    zero = torch.tensor(0.0, dtype=torch.float64)
-    est = oracles.fd_hessian(lambda x: (x**2) ** 2, (zero,), 0, scheme="complex_step")
-    assert est.value != 0 and abs(est.value) > 1e6 * est.error
-    assert derivs.hessian(lambda x: (x**2) ** 2)(zero) == 0

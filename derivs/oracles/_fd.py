@@ -191,7 +191,9 @@ def fd_jacobian(
       smallest estimated error wins, the error being the spread of the last extrapolants
       plus the propagated rounding. 12 evaluations.
     * ``"complex_step"``: ``Im f(x + ih) / h`` with a tiny ``h``: exact to rounding for
-      real-analytic functions that accept complex input. 1 evaluation, plus 24 in total
+      real-analytic functions that accept complex input. 2 evaluations (``h`` and ``2h``:
+      their difference bounds the ``O(h**2)`` truncation, all there is where the
+      derivative is exactly 0), plus 24 in total
       for a guard that checks the result against Richardson along a random direction (a
       non-holomorphic op such as ``abs`` or ``conj`` raises instead of giving a wrong
       answer), and 2 that check func maps real values to real values. Real tensors that
@@ -305,7 +307,8 @@ def fd_hessian(
     With ``scheme="complex_step"`` the gradient is taken at the complex point
     ``x + ih e_j`` (``func`` must be holomorphic in complex torch arithmetic; autograd
     returns the conjugate derivative there, which is undone) and ``H[:, j] = Im g / h``:
-    exact to rounding, one gradient per input element, plus the same Richardson guard as
+    exact to rounding, two gradients per input element (at ``h`` and ``2h``, for the
+    truncation bound), plus the same Richardson guard as
     :func:`fd_jacobian`.
 
     Args:
