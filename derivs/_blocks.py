@@ -15,6 +15,7 @@ import torch
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from derivs import _validate
+from derivs._compiled import identity
 
 Blocks = list[list[torch.Tensor]]  # blocks[k][i]: d out_leaf[k] / d args[argnums[i]]
 
@@ -39,7 +40,7 @@ def standard_basis(start: int, stop: int, like: Sequence[torch.Tensor]) -> list[
     rows = stop - start
     if len(like) == 1 and start == 0 and stop == like[0].numel():
         t = like[0]
-        return [torch.eye(rows, dtype=t.dtype, device=t.device).reshape((rows, *t.shape))]
+        return [identity(rows, t.dtype, t.device).reshape((rows, *t.shape))]
     pieces = []
     offset = 0
     for t in like:
@@ -136,14 +137,21 @@ def columns_to_blocks(
     leaves: list[torch.Tensor], pieces: list[list[torch.Tensor]], diff: list[torch.Tensor]
 ) -> Blocks:
     """The Jacobian by columns, from forward mode's ``pieces[chunk][k]``: ``(chunk rows, *out_k)``."""
+    # NOTE: eager calls return the transposed view of the columns (no copy). Under
+    # torch.compile the layout decides how Inductor loops over the fused kernel that
+    # computes the columns: in row-major order along the outputs it reads operands laid out
+    # by the outputs contiguously (the tall Jacobian 50 -> 40 us, the tall 32->2048 Hessian
+    # 1.74 -> 0.21 ms), but where the inputs dominate it loses (the tutorial's 512->32
+    # Hessian 21 -> 58 ms). Measured rule (docs/performance.md): row-major when the output
+    # has more elements than the square of the input count.
+    compiling = torch.compiler.is_compiling()
     blocks: Blocks = []
     for k, o in enumerate(leaves):
         cols = concat([p[k] for p in pieces]) if pieces else o.new_zeros((0, *o.shape))
-        blocks.append(
-            [
-                c.movedim(0, -1).reshape((*o.shape, *x.shape))
-                # NOTE: Tensor.split is unannotated in torch/_tensor.py.
-                for c, x in zip(cols.split([x.numel() for x in diff]), diff, strict=True)  # type: ignore[no-untyped-call]
-            ]
-        )
+        row = []
+        # NOTE: Tensor.split is unannotated in torch/_tensor.py.
+        for c, x in zip(cols.split([x.numel() for x in diff]), diff, strict=True):  # type: ignore[no-untyped-call]
+            block = c.movedim(0, -1).reshape((*o.shape, *x.shape))
+            row.append(block.contiguous() if compiling and o.numel() > x.numel() ** 2 else block)
+        blocks.append(row)
     return blocks

@@ -31,6 +31,7 @@ hessian_mod = sys.modules["derivs.hessian"]
 jacobian_mod = sys.modules["derivs.jacobian"]
 products_mod = sys.modules["derivs.products"]
 memory_mod = sys.modules["derivs._memory"]
+compiled_mod = sys.modules["derivs._compiled"]
 
 
 class Variant(NamedTuple):
@@ -687,6 +688,35 @@ def compiled_auto_remembers_sizes() -> None:
     _wrap(jacobian_mod, "_auto_traced", make)
 
 
+def compiled_diagonal_read_as_identity() -> None:
+    """The compiled pass takes ``diag(v)`` for the identity: ``mm(diag(v), B) -> B``."""
+
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        diagonal = compiled_mod._diagonal
+
+        def g(node: Any, n: int) -> bool:
+            return bool(f(node, n)) or diagonal(node, n) is not None
+
+        return g
+
+    _wrap(compiled_mod, "_is_identity", make)
+
+
+def compiled_keeps_the_identity_operand() -> None:
+    """The compiled pass replaces ``I @ B`` (or ``A @ I``) by the identity, not the other operand."""
+
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        def g(graph: Any, target: Any, args: tuple[Any, ...], like: Any) -> Any:
+            if target is torch.ops.aten.clone.default:
+                a, b = like.args
+                args = (b if args[0] is a else a,)
+            return f(graph, target, args, like)
+
+        return g
+
+    _wrap(compiled_mod, "_insert", make)
+
+
 PERF_VARIANTS: dict[str, Variant] = {
     "hvp-auto-first-primal-only": Variant(
         "hvp/vhp auto (eager) builds <grad f, v> from the first primal only",
@@ -704,6 +734,14 @@ PERF_VARIANTS: dict[str, Variant] = {
     "compiled-auto-remembers-sizes": Variant(
         "jacobian auto caches output sizes under torch.compile (recompiles)",
         compiled_auto_remembers_sizes,
+    ),
+    "compiled-diagonal-read-as-identity": Variant(
+        "the compiled pass rewrites diag(v) @ B to B (drops the scale)",
+        compiled_diagonal_read_as_identity,
+    ),
+    "compiled-keeps-the-identity-operand": Variant(
+        "the compiled pass rewrites I @ B to I (keeps the wrong operand)",
+        compiled_keeps_the_identity_operand,
     ),
 }
 VARIANTS.update(PERF_VARIANTS)

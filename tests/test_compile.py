@@ -120,3 +120,90 @@ def test_no_recompile_on_new_values(name: str) -> None:
             args = make(seed)
             assert_close(compiled(*args), fn(*args), context=f"torch.compile({name}) vs eager")
     assert counter.frame_count == 1
+
+
+# ----------------------------------------------------------------------------- inductor
+# NOTE: these compile with inductor (a C++ build per graph, about a second each): the pass
+# that drops the identity products (derivs/_compiled.py) runs only there.
+
+
+class _Products:
+    """A post-grad pass that counts the matrix products Inductor will compute."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        mms = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
+        self.counts.append(sum(node.target in mms for node in graph.nodes))
+
+    def uuid(self) -> None:
+        return None  # no FX graph cache: every graph is compiled, and counted
+
+
+def _inductor(fn: Callable[..., Any], *args: torch.Tensor) -> tuple[Any, list[int]]:
+    from torch._inductor import config
+
+    products = _Products()
+    with config.patch(post_grad_custom_post_pass=products, fx_graph_cache=False):
+        out = torch.compile(fn, fullgraph=True)(*args)
+    return out, products.counts
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if name.startswith("jacobian")])
+def test_inductor_computes_only_the_forward_product(name: str) -> None:
+    """No identity product (``I @ W.T``, ``diag(1 - y**2) @ W``), no zero-tangent product:
+    the one matrix product left is ``F.linear``'s own, as in the closed form."""
+    build, make = CASES[name]
+    weight, bias, x = args = make(0)
+    jac, counts = _inductor(build(), *args)
+    assert counts == [1], f"torch.compile({name}): matrix products per graph {counts}"
+    y = F.linear(x, weight, bias).tanh()
+    assert_close(jac, (1 - y**2)[:, None] * weight, context=f"torch.compile({name})")
+
+
+def test_inductor_keeps_a_users_identity_product() -> None:
+    """Graphs without derivs' basis are not rewritten: ``torch.eye(n) @ W`` stays a product
+    (it differs from ``W`` where ``W`` holds inf: ``0 * inf`` is nan)."""
+    weight = torch.randn(8, 8)
+    out, counts = _inductor(lambda w: torch.eye(8) @ w, weight)
+    assert counts == [1]
+    assert torch.equal(out, weight)
+
+
+def _shapes_case(form: str) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]:
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    cases: dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]] = {
+        "W @ x": (lambda x: torch.tanh(w @ x), (torch.randn(5, generator=gen, dtype=w.dtype),)),
+        "x @ W": (lambda x: torch.sin(x @ w), (torch.randn(6, generator=gen, dtype=w.dtype),)),
+        "W @ X": (lambda x: torch.tanh(w @ x), (torch.randn(5, 3, generator=gen, dtype=w.dtype),)),
+        "X @ W": (lambda x: torch.sin(x @ w), (torch.randn(3, 6, generator=gen, dtype=w.dtype),)),
+        "W.T @ (W @ x)": (
+            lambda x: w.T @ torch.tanh(w @ x),
+            (torch.randn(5, generator=gen, dtype=w.dtype),),
+        ),
+        "two arguments": (
+            lambda x, z: torch.tanh(w @ x) * z.sum(),
+            (
+                torch.randn(5, generator=gen, dtype=w.dtype),
+                torch.randn(2, generator=gen, dtype=w.dtype),
+            ),
+        ),
+    }
+    return cases[form]
+
+
+@pytest.mark.parametrize("method", ["vjp_vmap", "fwd"])
+@pytest.mark.parametrize(
+    "form", ["W @ x", "x @ W", "W @ X", "X @ W", "W.T @ (W @ x)", "two arguments"]
+)
+def test_inductor_rewrites_keep_the_jacobian(form: str, method: str) -> None:
+    """Products with the basis on either side, in both modes, one or two arguments."""
+    func, args = _shapes_case(form)
+    argnums = tuple(range(len(args))) if len(args) > 1 else 0
+    jac = derivs.jacobian(func, argnums=argnums, method=method)
+    compiled, _ = _inductor(jac, *args)
+    assert_close(
+        compiled, jac(*args), context=f"torch.compile(jacobian({form}, method={method!r}))"
+    )

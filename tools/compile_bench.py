@@ -90,11 +90,13 @@ def jacobian_closed(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -
 
 
 def jacobian_bound(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The closed form plus the one product with an identity that AD cannot avoid.
+    """The closed form plus the one product with an identity a dense basis push computes.
 
     Forward mode pushes the identity over the inputs through the first linear map
     (``I @ W.T``), reverse mode the identity over the outputs through its transpose
-    (``diag(1 - y**2) @ W``): the cheapest graph a basis-pushing Jacobian can compile to.
+    (``diag(1 - y**2) @ W``): the cheapest graph a Jacobian that pushes a dense identity
+    can compile to. derivs' compiled path goes below it: its basis is ``derivs::identity``,
+    whose products a post-grad pass rewrites (``derivs/_compiled.py``).
     """
     y = predict(weight, bias, x)
     if prefers_forward(y.numel(), x.numel(), x.device):
@@ -247,11 +249,12 @@ def render(result: dict[str, Any]) -> str:
         "Hessians of the tutorial's `predict(W, b, x) = F.linear(x, W, b).tanh()` with respect "
         'to `x` (`method="auto"`), `hvp` of `x.sin().sum()` (default method); closed forms '
         "`(1 - y**2)[:, None] * W`, `-2 y (1 - y**2) W_i W_i^T` and `-sin(x) * v`. "
-        "AD bound: the closed form plus the one identity product any basis-pushing Jacobian "
-        "computes (`I @ W.T` in forward mode, `diag(1 - y**2) @ W` in reverse), compiled.",
+        "Dense-basis bound: the closed form plus the one identity product a dense basis push "
+        "computes (`I @ W.T` in forward mode, `diag(1 - y**2) @ W` in reverse), compiled; "
+        "derivs' rewrite of its `derivs::identity` products takes it below that.",
         "",
         "| case | derivs compiled | closed compiled | closed eager | derivs eager | "
-        "compiled / closed compiled | compiled / closed eager | AD bound / closed compiled | "
+        "compiled / closed compiled | compiled / closed eager | dense-basis bound / closed compiled | "
         "graphs (breaks) | graphs after 3 calls | compile |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
