@@ -5,9 +5,11 @@ The contents: every module of every package (a directory with an ``__init__.py``
 depth) under ``derivs/``, ``strategies/`` (shipped as ``derivs.strategies``) and
 ``pytest_derivs/``, and every other file there (``py.typed``, the expected-failure lists),
 derived from the source tree, so a subpackage or data file the build configuration forgets
-fails the test. The installation: builds the wheel from a copy of the sources, creates a venv (``python -m venv``), runs
-``pip install --no-index 'derivs-*.whl[test]'`` in it, then, from a directory outside the
-repository, imports ``derivs.strategies``, ``derivs.conformance`` and ``pytest_derivs``
+fails the test.
+
+The installation: builds the wheel from a copy of the sources, creates a venv (``python -m
+venv``), runs ``pip install --no-index 'derivs-*.whl[test]'`` in it, then, from a directory
+outside the repository, imports ``derivs.strategies``, ``derivs.conformance`` and ``pytest_derivs``
 (checking they come from the venv) and runs a user's pytest suite that uses the plugin's
 fixtures and the strategies.
 
