@@ -1,15 +1,45 @@
 """Sphinx configuration of the derivs documentation site.
 
-Build: ``tox -e docs``, or ``pip install -e '.[docs]'`` and
+Build: ``tox -e docs``, or ``pip install -e '.[docs,test]'`` and
 ``sphinx-build -E -W --keep-going -n -b html docs docs/_build/html``.
 Why Sphinx + MyST + furo (not MkDocs): ``docs/development.md``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
-import derivs
+ROOT = Path(__file__).resolve().parents[1]
+# NOTE: the site documents the checkout it is built from, whatever derivs is installed (an
+# editable install maps the names to the checkout it was made from).
+sys.path.insert(0, str(ROOT))
+
+import derivs  # noqa: E402 (after the path)
+
+
+def _strategies_as_installed() -> None:
+    """Import the checkout's ``strategies/`` as ``derivs.strategies``, the name the wheel gives it.
+
+    NOTE: the repository keeps the strategies at the top level and the wheel ships the same
+    files as ``derivs.strategies`` (a package-dir mapping); the reference documents them under
+    the installed name, with their submodules (``derivs.strategies._basic``, ...).
+    """
+    spec = importlib.util.spec_from_file_location(
+        "derivs.strategies",
+        ROOT / "strategies" / "__init__.py",
+        submodule_search_locations=[str(ROOT / "strategies")],
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["derivs.strategies"] = module
+    spec.loader.exec_module(module)
+    derivs.strategies = module
+
+
+_strategies_as_installed()
 
 project = "derivs"
 author = "the derivs authors"
@@ -51,6 +81,8 @@ intersphinx_mapping = (
     {
         "python": ("https://docs.python.org/3", None),
         "torch": ("https://docs.pytorch.org/docs/stable", None),
+        "pytest": ("https://docs.pytest.org/en/stable", None),
+        "hypothesis": ("https://hypothesis.readthedocs.io/en/latest", None),
     }
     if os.environ.get("DERIVS_DOCS_INTERSPHINX") == "1"
     else {}
@@ -58,12 +90,13 @@ intersphinx_mapping = (
 
 # Every cross-reference must resolve (-n). Sphinx itself lets builtins and typing names pass;
 # the only other names without a target here are those documented in another project's
-# inventory (see intersphinx above): collections.abc's and torch's, as they appear in the
-# type hints of the signatures.
+# inventory (see intersphinx above): collections.abc's, torch's, pytest's and Hypothesis',
+# as they appear in the type hints of the signatures and the Raises sections.
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:class", r"collections\.abc\.\w+"),
     (r"py:(class|func|data|obj)", r"torch(\.\w+)+"),
+    (r"py:(class|exc)", r"(pytest|hypothesis)(\.\w+)+"),
 ]
 
 html_theme = "furo"

@@ -2,12 +2,15 @@
 
 Options (all runs; nothing is imported until one is used):
 
-``--impl NAME``                 the implementation under test: ``derivs`` (default),
-                                ``torch.func``, ``torch.autograd.functional`` or
-                                ``package.module:object`` (env ``DERIVS_IMPL``)
-``--devices cpu,cuda``          devices to run on (default: every device present)
-``--expected-failures PATH``    an expected-failure file (array-api-tests' format), repeatable
-``--conformance-report PATH``   write the conformance report as JSON (and PATH.md)
+``--impl NAME``
+    the implementation under test: ``derivs`` (default), ``torch.func``,
+    ``torch.autograd.functional`` or ``package.module:object`` (env ``DERIVS_IMPL``)
+``--devices cpu,cuda``
+    devices to run on (default: every device present)
+``--expected-failures PATH``
+    an expected-failure file (array-api-tests' format), repeatable
+``--conformance-report PATH``
+    write the conformance report as JSON (and PATH.md)
 
 Fixtures: ``derivs_impl`` (the implementation under test, a :class:`SuiteImpl`),
 ``derivs_adapter`` (its adapter), ``derivs_devices`` (the device list), and the

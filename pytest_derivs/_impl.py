@@ -106,6 +106,7 @@ class SuiteImpl:
         raise KeyError(f"{self.name} declares no Hessian method {outer}({inner})")
 
     def supports(self, feature: str, operator: str, method: str | None = None) -> bool:
+        """Whether ``method`` of ``operator`` (any method when None) declares ``feature``."""
         return bool(self.features.supports(feature, operator, method))
 
     def need(self, operator: str, feature: str | None = None, method: str | None = None) -> None:
@@ -117,6 +118,7 @@ class SuiteImpl:
             pytest.skip(self.reason(operator, feature, method))
 
     def need_device(self, device: str) -> None:
+        """Skip the running test unless the adapter declares ``device``'s type."""
         if not self.features.supports_device(device):
             pytest.skip(f"{self.name} declares devices {self.features.devices}, not {device!r}")
 
@@ -150,6 +152,11 @@ class SuiteImpl:
         method: str | None = None,
         **extras: Any,
     ) -> Callable[..., Any]:
+        """The adapter's ``jacobian(func, argnums, method=...)``, the call counted.
+
+        ``method=None`` is the adapter's default (its first declared method); ``has_aux`` and
+        ``chunk_size`` are passed on where declared, and skip the running test otherwise.
+        """
         method, passed = self._call("jacobian", method, extras)
         return self.adapter.jacobian(func, argnums, method=method, **passed)  # type: ignore[no-any-return]
 
@@ -161,6 +168,8 @@ class SuiteImpl:
         method: str | None = None,
         **extras: Any,
     ) -> Callable[..., Any]:
+        """The adapter's ``hessian(func, argnums, method=...)``; ``chunk_size`` as for
+        :meth:`jacobian`."""
         method, passed = self._call("hessian", method, extras)
         return self.adapter.hessian(func, argnums, method=method, **passed)  # type: ignore[no-any-return]
 
@@ -172,6 +181,8 @@ class SuiteImpl:
         method: str | None = None,
         **extras: Any,
     ) -> Callable[..., Any]:
+        """The adapter's ``batch_jacobian(func, argnums, method=...)``; ``in_dims`` other than 0
+        and ``chunk_size`` are passed only where declared."""
         method, passed = self._call("batch_jacobian", method, extras)
         return self.adapter.batch_jacobian(func, argnums, method=method, **passed)  # type: ignore[no-any-return]
 
@@ -183,18 +194,22 @@ class SuiteImpl:
         method: str | None = None,
         **extras: Any,
     ) -> Callable[..., Any]:
+        """The adapter's ``batch_hessian(func, argnums, method=...)``; ``in_dims`` as for
+        :meth:`batch_jacobian`."""
         method, passed = self._call("batch_hessian", method, extras)
         return self.adapter.batch_hessian(func, argnums, method=method, **passed)  # type: ignore[no-any-return]
 
     def hvp(
         self, func: Callable[..., Any], primals: Any, tangents: Any, *, method: str | None = None
     ) -> Any:
+        """The adapter's ``hvp(func, primals, tangents, method=...)``: ``H @ v``."""
         method, _ = self._call("hvp", method, {})
         return self.adapter.hvp(func, primals, tangents, method=method)
 
     def vhp(
         self, func: Callable[..., Any], primals: Any, cotangents: Any, *, method: str | None = None
     ) -> Any:
+        """The adapter's ``vhp(func, primals, cotangents, method=...)``: ``v @ H``."""
         method, _ = self._call("vhp", method, {})
         return self.adapter.vhp(func, primals, cotangents, method=method)
 

@@ -1,8 +1,15 @@
-"""The wheel, installed into a fresh virtual environment, gives users derivs.strategies and the plugin.
+"""The wheel holds every package and data file of the sources, and, installed into a fresh
+virtual environment, gives users derivs.strategies and the plugin.
 
-Builds the wheel from a copy of the sources, creates a venv (``python -m venv``), runs
-``pip install --no-index 'derivs-*.whl[test]'`` in it, then, from a directory outside the
-repository, imports ``derivs.strategies``, ``derivs.conformance`` and ``pytest_derivs``
+The contents: every module of every package (a directory with an ``__init__.py``, at any
+depth) under ``derivs/``, ``strategies/`` (shipped as ``derivs.strategies``) and
+``pytest_derivs/``, and every other file there (``py.typed``, the expected-failure lists),
+derived from the source tree, so a subpackage or data file the build configuration forgets
+fails the test.
+
+The installation: builds the wheel from a copy of the sources, creates a venv (``python -m
+venv``), runs ``pip install --no-index 'derivs-*.whl[test]'`` in it, then, from a directory
+outside the repository, imports ``derivs.strategies``, ``derivs.conformance`` and ``pytest_derivs``
 (checking they come from the venv) and runs a user's pytest suite that uses the plugin's
 fixtures and the strategies.
 
@@ -21,12 +28,20 @@ import site
 import subprocess
 import sys
 import textwrap
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "derivs", "strategies", "pytest_derivs")
+# each source directory -> where its files go in the wheel
+PACKAGE_ROOTS = {
+    "derivs": "derivs",
+    "strategies": "derivs/strategies",
+    "pytest_derivs": "pytest_derivs",
+}
 
 pytestmark = pytest.mark.wheel
 
@@ -39,7 +54,8 @@ def run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def build_wheel(tmp: Path) -> Path:
+def build_wheel(tmp: Path, edit_pyproject: Callable[[str], str] | None = None) -> Path:
+    """The wheel of a copy of the sources (``edit_pyproject`` changes that copy's pyproject)."""
     src = tmp / "src"
     for name in SOURCES:
         if (ROOT / name).is_dir():
@@ -47,6 +63,9 @@ def build_wheel(tmp: Path) -> Path:
         else:
             src.mkdir(exist_ok=True)
             shutil.copy(ROOT / name, src / name)
+    if edit_pyproject is not None:
+        pyproject = src / "pyproject.toml"
+        pyproject.write_text(edit_pyproject(pyproject.read_text()))
     run(
         sys.executable,
         "-m",
@@ -62,6 +81,90 @@ def build_wheel(tmp: Path) -> Path:
     )
     (wheel,) = (tmp / "dist").glob("derivs-*.whl")
     return wheel
+
+
+def _is_cache(path: Path) -> bool:
+    return "__pycache__" in path.parts or path.suffix == ".pyc"
+
+
+def packages(root: str) -> list[Path]:
+    """The package directories under source directory ``root`` (relative to it), any depth.
+
+    A directory counts only if it and every directory above it up to ``root`` has an
+    ``__init__.py`` (what ``import`` can reach).
+    """
+    base = ROOT / root
+    found = []
+    for init in sorted(base.rglob("__init__.py")):
+        rel = init.parent.relative_to(base)
+        chain = [base / Path(*rel.parts[:i]) for i in range(len(rel.parts) + 1)]
+        if not _is_cache(rel) and all((d / "__init__.py").is_file() for d in chain):
+            found.append(rel)
+    return found
+
+
+def expected_files() -> set[str]:
+    """Wheel paths the source tree says the wheel must hold: every module of every package,
+    and every other (data) file below a package, at any depth."""
+    expected = set()
+    for root, dest in PACKAGE_ROOTS.items():
+        base = ROOT / root
+        for rel in packages(root):
+            expected |= {f"{dest}/{(rel / m.name).as_posix()}" for m in (base / rel).glob("*.py")}
+        for path in base.rglob("*"):
+            if path.is_file() and path.suffix != ".py" and not _is_cache(path.relative_to(base)):
+                expected.add(f"{dest}/{path.relative_to(base).as_posix()}")
+    return expected
+
+
+def missing_from(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        held = set(archive.namelist())
+    return sorted(expected_files() - held)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def test_wheel_holds_every_package_and_data_file(wheel: Path) -> None:
+    expected = expected_files()
+    # NOTE: the derivation itself must see nested packages, the mapped strategies and the data.
+    assert {
+        "derivs/__init__.py",
+        "derivs/check/__init__.py",
+        "derivs/strategies/__init__.py",
+        "pytest_derivs/__init__.py",
+        "derivs/py.typed",
+        "derivs/conformance/expected_failures/torch.func.txt",
+    } <= expected, sorted(expected)
+    assert not missing_from(wheel), f"missing from the wheel: {missing_from(wheel)}"
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(entry_points).decode()
+    assert "[pytest11]\npytest_derivs = pytest_derivs" in text, text
+    assert not [n for n in names if n.startswith("strategies/")]  # no second copy
+
+
+def test_a_forgotten_subpackage_or_data_file_fails_the_check(tmp_path: Path) -> None:
+    """The check above, on a wheel whose build configuration forgets a subpackage and the data."""
+    nested = [rel for rel in packages("derivs") if rel.parts]
+    assert nested, "derivs has no subpackage to leave out"
+    left_out = "derivs." + ".".join(nested[0].parts)
+
+    def forget(text: str) -> str:
+        package, data = (
+            f'    "{left_out}",\n',
+            '"derivs.conformance" = ["expected_failures/*.txt"]\n',
+        )
+        assert package in text and data in text, "pyproject.toml changed: update this test"
+        return text.replace(package, "").replace(data, "")
+
+    missing = missing_from(build_wheel(tmp_path, forget))
+    assert f"{left_out.replace('.', '/')}/__init__.py" in missing, missing
+    assert "derivs/conformance/expected_failures/torch.func.txt" in missing, missing
 
 
 def overlay(tmp: Path) -> Path:
@@ -104,8 +207,7 @@ def test_a_property_with_the_installed_strategies(derivs_impl, problem):
 """
 
 
-def test_wheel_installs_strategies_and_plugin(tmp_path: Path) -> None:
-    wheel = build_wheel(tmp_path)
+def test_wheel_installs_strategies_and_plugin(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     # NOTE: without its own pip and setuptools (the bundled setuptools is older than torch
     # requires); the running pip installs into it with --python.

@@ -58,12 +58,15 @@ class Features:
     A property that needs a feature the adapter does not declare is skipped with the reason;
     a declared feature that fails, fails.
 
+    The eight optional features (``vmap``, ``forward_mode``, ``reverse_mode``, ``has_aux``,
+    ``chunk_size``, ``in_dims``, ``whole_batch``, ``vector_hessians``; ``FEATURES`` says what
+    each promises) each say which methods have it: True for every method, False (the
+    default) for none, or a mapping operator -> True or method names. After construction
+    each is that mapping, operator -> tuple of methods.
+
     Args:
         methods: operator -> method names, the first being the default; an operator left out
             (or given no methods) is absent, and every property of it is skipped.
-        vmap, forward_mode, reverse_mode, has_aux, chunk_size, in_dims, whole_batch,
-            vector_hessians: which methods have the feature (see ``FEATURES``): True for
-            every method, False for none, or a mapping operator -> True or method names.
         devices: device types the implementation supports (``"meta"`` for shape-only
             runs); None for any device.
         dtypes: floating dtypes it supports, as names (``"float32"``).
@@ -131,6 +134,7 @@ class Features:
         )
 
     def supports_device(self, device: str) -> bool:
+        """Whether ``device`` (``"cuda:1"``: its type) is among the declared devices."""
         kind = device.split(":")[0]
         return self.devices is None or kind in self.devices
 
