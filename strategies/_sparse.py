@@ -181,7 +181,7 @@ def _check_kinds(kinds: Any, scalar: Any) -> tuple[str, ...]:
 def sparse_functions(
     *, kinds: Sequence[str] | None = None, scalar: bool | None = None
 ) -> st.SearchStrategy[SparseFunction]:
-    """``SparseFunction``s of the given ``kinds`` (default all; ``scalar`` filters them).
+    """``SparseFunction`` objects of the given ``kinds`` (default all; ``scalar`` filters them).
 
     Inputs have at most ``MAX_ELEMENTS`` elements in all, so dense Jacobians and Hessians
     stay cheap oracles. Shrinks toward the first kind of ``SPARSE_KINDS`` allowed, small.

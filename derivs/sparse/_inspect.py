@@ -84,7 +84,7 @@ def hessian_sparsity(
 ) -> Callable[..., SparsityPattern]:
     """Return a function giving the (symmetric) Hessian sparsity pattern of a scalar ``func``.
 
-    Args: as for :func:`jacobian_sparsity`; ``func`` returns a 0-d tensor.
+    The arguments are those of :func:`jacobian_sparsity`; ``func`` returns a 0-d tensor.
 
     Returns:
         A function of ``func``'s arguments returning a symmetric :class:`SparsityPattern`
