@@ -366,6 +366,30 @@ def test_complex_step_refuses_a_func_whose_leaves_change_with_complex_input() ->
         fd_jacobian(f, (torch.tensor([0.5, -0.3], dtype=torch.float64),), scheme="complex_step")
 
 
+@pytest.mark.parametrize("scheme", oracles.SCHEMES)
+def test_fd_error_estimate_scales_with_a_tiny_function(scheme: str) -> None:
+    """A linear map of slope 1e-33 (normal in float32): the estimate is relative to it.
+
+    The estimate's absolute floor is the dtype's subnormal spacing, far below such values;
+    an estimate at the slope's own size would certify any answer.
+    """
+    c = 1e-33
+    x = torch.tensor([0.5, -0.3])
+    est = fd_jacobian(lambda x: c * x, (x,), scheme=scheme, compute_dtype=torch.float32)
+    assert float(est.error.max()) <= 1e-2 * c
+    assert bool(((est.value - c * torch.eye(2)).abs() <= est.error).all())
+
+
+def test_fd_richardson_is_accurate_and_its_estimate_tight_on_exp() -> None:
+    """Richardson's extrapolation in float64: far beyond central's eps**(2/3), and says so."""
+    x = torch.tensor([0.5, -0.3, 1.2], dtype=torch.float64)
+    est = fd_jacobian(torch.exp, (x,))
+    truth = torch.diag(torch.exp(x))
+    scale = float(truth.abs().max())
+    assert float((est.value - truth).abs().max()) <= 1e-11 * scale
+    assert float(est.error.max()) <= 1e-9 * scale
+
+
 def test_fd_richardson_survives_a_domain_edge() -> None:
     """Steps that leave the domain give NaN there; the other windows are used."""
     x = torch.tensor([0.05, 2.0], dtype=torch.float64)
