@@ -366,16 +366,22 @@ def test_complex_step_refuses_a_func_whose_leaves_change_with_complex_input() ->
         fd_jacobian(f, (torch.tensor([0.5, -0.3], dtype=torch.float64),), scheme="complex_step")
 
 
+@pytest.mark.parametrize("compute_dtype", [torch.float32, None], ids=["float32", "float64"])
 @pytest.mark.parametrize("scheme", oracles.SCHEMES)
-def test_fd_error_estimate_scales_with_a_tiny_function(scheme: str) -> None:
+def test_fd_error_estimate_scales_with_a_tiny_function(
+    scheme: str, compute_dtype: torch.dtype | None
+) -> None:
     """A linear map of slope 1e-33 (normal in float32): the estimate is relative to it.
 
-    The estimate's absolute floor is the dtype's subnormal spacing, far below such values;
-    an estimate at the slope's own size would certify any answer.
+    Computed in float32, or in float64 and cast to float32 (the cast's rounding is added,
+    raised by float32's smallest subnormal): the estimate's absolute floor is a subnormal
+    spacing, far below such values; an estimate at the slope's own size would certify
+    any answer.
     """
     c = 1e-33
     x = torch.tensor([0.5, -0.3])
-    est = fd_jacobian(lambda x: c * x, (x,), scheme=scheme, compute_dtype=torch.float32)
+    est = fd_jacobian(lambda x: c * x, (x,), scheme=scheme, compute_dtype=compute_dtype)
+    assert est.value.dtype == torch.float32
     assert float(est.error.max()) <= 1e-2 * c
     assert bool(((est.value - c * torch.eye(2)).abs() <= est.error).all())
 
@@ -410,6 +416,12 @@ def test_fd_jacobian_pytree_output_and_non_float_args() -> None:
     loop = loop_jacobian(f, (x, idx, 3.0))
     assert list(est.value) == ["perm", "pair"] and isinstance(est.value["pair"], tuple)
     assert list(est.error) == ["perm", "pair"] and isinstance(est.error["pair"], tuple)
+    # with several argnums each output leaf holds a tuple of blocks, in value and error
+    y = torch.tensor([0.5], dtype=torch.float32)
+    two = fd_jacobian(lambda x, y: {"a": x * y, "b": (x.sum() + y,)}, (x, y), argnums=(0, 1))
+    for part in (two.value, two.error):
+        assert list(part) == ["a", "b"] and isinstance(part["b"], tuple)
+        assert isinstance(part["a"], tuple) and len(part["a"]) == 2
     assert_close(loop, est.value, error=est.error, context="fd vs loop on a dict output")
 
 
