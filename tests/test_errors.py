@@ -451,6 +451,11 @@ for name, P in PRODUCTS.items():
 H = r"derivs\.hessian: "
 
 
+def _with_budget(nbytes: int, call: Callable[[], Any]) -> Any:
+    with derivs.memory_budget(nbytes):
+        return call()
+
+
 def _over_budget(call: Callable[[], Any]) -> Callable[[], Any]:
     def run() -> Any:
         with derivs.memory_budget(2**16):
@@ -491,6 +496,37 @@ case(
     _over_budget(lambda: derivs.batch_hessian(scalar)(torch.ones(8, 60))),
     ValueError,
     r"derivs\.batch_hessian: the Hessian would need 112\.5 KiB \(28,800 elements\)",
+)
+# NOTE: sizes in GiB and TiB: the need is n * n float32 elements (n = 2**14: 1 GiB; n = 2**20:
+# 4 TiB), refused at the first evaluation, before anything of that size is allocated.
+case(
+    "jacobian-over-budget-gib",
+    lambda: _with_budget(2**29, lambda: derivs.jacobian(vector)(torch.ones(2**14))),
+    ValueError,
+    J + r"the Jacobian would need 1\.0 GiB \(268,435,456 elements\), above the memory budget"
+    r" of 512\.0 MiB",
+)
+case(
+    "jacobian-over-budget-tib",
+    lambda: _with_budget(2**40, lambda: derivs.jacobian(vector)(torch.ones(2**20))),
+    ValueError,
+    J + r"the Jacobian would need 4\.0 TiB \(1,099,511,627,776 elements\), above the memory"
+    r" budget of 1\.0 TiB",
+)
+case(
+    "hessian-peak-over-budget",
+    _over_budget(lambda: derivs.hessian(scalar)(torch.ones(60))),
+    ValueError,
+    H + r"hessian\(method='auto'\), which runs '\w+', would need about [0-9.]+ KiB at its peak"
+    r" \(predicted\), above the memory budget of 64\.0 KiB; ",
+)
+case(
+    "sparse-jacobian-pattern-shape",
+    lambda: derivs.sparse_jacobian(vector, pattern=torch.ones(2, 5, dtype=torch.bool))(
+        torch.ones(2, 3)
+    ),
+    ValueError,
+    r"derivs\.sparse_jacobian: pattern has shape \(2, 5\), expected \(2, 3, 2, 3\) or \(6, 6\)",
 )
 case(
     "set-memory-budget-zero",

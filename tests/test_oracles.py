@@ -298,6 +298,104 @@ def test_fd_step_override_is_used() -> None:
     assert float(coarse.error) >= abs(float(coarse.value) - math.exp(0.5))
 
 
+def test_complex_step_override_is_used() -> None:
+    """Im((x + ih)**3) / h = 3 x**2 - h**2: a step of 0.1 is visibly coarse, and bounded."""
+    x = torch.tensor([0.5, -0.3], dtype=torch.float64)
+    h = 0.1
+    est = fd_jacobian(lambda x: x**3, (x,), scheme="complex_step", step=h)
+    assert_close(est.value, torch.diag(3 * x**2 - h**2))
+    exact = torch.diag(3 * x**2)
+    assert bool(((est.value - exact).abs() <= est.error).all())
+
+
+def test_fd_hessian_central_differences_the_gradient() -> None:
+    """Central differences of the gradient exp(x) with step h: exp(x) sinh(h) / h."""
+    x = torch.tensor([0.5, -0.3], dtype=torch.float64)
+    h = 0.1
+    est = fd_hessian(lambda x: torch.exp(x).sum(), (x,), scheme="central", step=h)
+    assert_close(est.value, torch.diag(torch.exp(x) * math.sinh(h) / h))
+
+
+def test_complex_step_computes_in_the_complex_dtype_of_compute_dtype() -> None:
+    seen: list[torch.dtype] = []
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.dtype)
+        return torch.sin(x)
+
+    x = torch.tensor([0.5, -0.3])
+    est = fd_jacobian(f, (x,), scheme="complex_step", compute_dtype=torch.float32)
+    assert torch.complex64 in seen and torch.complex128 not in seen
+    assert_close(est.value, torch.diag(torch.cos(x)), error=est.error)
+
+
+def test_fd_jacobian_of_an_empty_output() -> None:
+    x = torch.tensor([0.5, -0.3], dtype=torch.float64)
+    for scheme in oracles.SCHEMES:
+        est = fd_jacobian(lambda x: x[:0], (x,), scheme=scheme)
+        assert est.value.shape == (0, 2) and est.error.shape == (0, 2)
+
+
+def test_complex_step_through_a_convolution_with_a_keyword_bias() -> None:
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(6, generator=g, dtype=torch.float64) - 0.5
+    k = torch.rand(1, 1, 3, generator=g, dtype=torch.float64) - 0.5
+    b = torch.tensor([0.25], dtype=torch.float64)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(torch.nn.functional.conv1d(x[None, None], k, bias=b)).reshape(-1)
+
+    est = fd_jacobian(f, (x,), scheme="complex_step")
+    truth = loop_jacobian(f, (x,))
+    scale = float(k.abs().sum())
+    assert float((est.value - truth).abs().max()) <= TRUTH_SLACK * F64_EPS * scale
+    # the bias moves the point tanh is taken at: without it the Jacobian differs
+    unbiased = loop_jacobian(
+        lambda x: torch.tanh(torch.nn.functional.conv1d(x[None, None], k)).reshape(-1), (x,)
+    )
+    assert float((truth - unbiased).abs().max()) > 1e3 * TRUTH_SLACK * F64_EPS * scale
+
+
+def test_complex_step_refuses_a_func_whose_leaves_change_with_complex_input() -> None:
+    """One output leaf for real input, two for complex: refused, not silently truncated."""
+
+    def f(x: torch.Tensor) -> Any:
+        return (torch.sin(x), torch.cos(x)) if x.is_complex() else (torch.sin(x),)
+
+    with pytest.raises(ValueError):
+        fd_jacobian(f, (torch.tensor([0.5, -0.3], dtype=torch.float64),), scheme="complex_step")
+
+
+@pytest.mark.parametrize("compute_dtype", [torch.float32, None], ids=["float32", "float64"])
+@pytest.mark.parametrize("scheme", oracles.SCHEMES)
+def test_fd_error_estimate_scales_with_a_tiny_function(
+    scheme: str, compute_dtype: torch.dtype | None
+) -> None:
+    """A linear map of slope 1e-33 (normal in float32): the estimate is relative to it.
+
+    Computed in float32, or in float64 and cast to float32 (the cast's rounding is added,
+    raised by float32's smallest subnormal): the estimate's absolute floor is a subnormal
+    spacing, far below such values; an estimate at the slope's own size would certify
+    any answer.
+    """
+    c = 1e-33
+    x = torch.tensor([0.5, -0.3])
+    est = fd_jacobian(lambda x: c * x, (x,), scheme=scheme, compute_dtype=compute_dtype)
+    assert est.value.dtype == torch.float32
+    assert float(est.error.max()) <= 1e-2 * c
+    assert bool(((est.value - c * torch.eye(2)).abs() <= est.error).all())
+
+
+def test_fd_richardson_is_accurate_and_its_estimate_tight_on_exp() -> None:
+    """Richardson's extrapolation in float64: far beyond central's eps**(2/3), and says so."""
+    x = torch.tensor([0.5, -0.3, 1.2], dtype=torch.float64)
+    est = fd_jacobian(torch.exp, (x,))
+    truth = torch.diag(torch.exp(x))
+    scale = float(truth.abs().max())
+    assert float((est.value - truth).abs().max()) <= 1e-11 * scale
+    assert float(est.error.max()) <= 1e-9 * scale
+
+
 def test_fd_richardson_survives_a_domain_edge() -> None:
     """Steps that leave the domain give NaN there; the other windows are used."""
     x = torch.tensor([0.05, 2.0], dtype=torch.float64)
@@ -317,6 +415,13 @@ def test_fd_jacobian_pytree_output_and_non_float_args() -> None:
     est = fd_jacobian(f, (x, idx, 3.0))
     loop = loop_jacobian(f, (x, idx, 3.0))
     assert list(est.value) == ["perm", "pair"] and isinstance(est.value["pair"], tuple)
+    assert list(est.error) == ["perm", "pair"] and isinstance(est.error["pair"], tuple)
+    # with several argnums each output leaf holds a tuple of blocks, in value and error
+    y = torch.tensor([0.5], dtype=torch.float32)
+    two = fd_jacobian(lambda x, y: {"a": x * y, "b": (x.sum() + y,)}, (x, y), argnums=(0, 1))
+    for part in (two.value, two.error):
+        assert list(part) == ["a", "b"] and isinstance(part["b"], tuple)
+        assert isinstance(part["a"], tuple) and len(part["a"]) == 2
     assert_close(loop, est.value, error=est.error, context="fd vs loop on a dict output")
 
 
@@ -720,6 +825,81 @@ BAD_ARGUMENTS = [
         "different batch sizes",
     ),
     ("output-not-tensor", "loop_jacobian", (lambda x: 1.0, (_X,)), {}, TypeError, "is a float"),
+    (
+        "args-a-bare-tensor",
+        "fd_jacobian",
+        (_SIN, _X),
+        {},
+        TypeError,
+        "args must be a tuple of positional arguments, got Tensor (wrap a single tensor as (x,))",
+    ),
+    ("args-not-tuple-batch", "loop_batch_jacobian", (_SIN, [_X]), {}, TypeError, "got list"),
+    (
+        "integer-input-fd",
+        "fd_jacobian",
+        (_SIN, (torch.arange(3),)),
+        {},
+        TypeError,
+        "args[0] has dtype torch.int64; only floating-point tensors can be differentiated"
+        " (cast it first, e.g. x.double())",
+    ),
+    (
+        "complex-output",
+        "fd_jacobian",
+        (lambda x: x.to(torch.complex64), (_X,)),
+        {},
+        TypeError,
+        "output is complex (torch.complex64); the oracles differentiate real-valued functions only",
+    ),
+    (
+        "complex-output-hessian",
+        "fd_hessian",
+        (lambda x: x.sum().to(torch.complex64), (_X,)),
+        {},
+        TypeError,
+        "output is complex (torch.complex64); the oracles differentiate real-valued functions only",
+    ),
+    (
+        "complex-dict-leaf",
+        "fd_jacobian",
+        (lambda x: {"a": x, "b": x.to(torch.complex64)}, (_X,)),
+        {},
+        TypeError,
+        "output['b'] is complex",
+    ),
+    (
+        "unknown-scheme-hints",
+        "fd_hessian",
+        (_SIN, (_X,)),
+        {"scheme": "foo"},
+        ValueError,
+        "(richardson: most accurate for any smooth function; central: cheapest;"
+        " complex_step: exact to rounding, for functions that accept complex input)",
+    ),
+    (
+        "complex-step-imaginary-output",
+        "fd_jacobian",
+        (lambda x: x + 1j if x.is_complex() else x, (_X,)),
+        {"scheme": "complex_step"},
+        ValueError,
+        "given real values as complex input, func returned non-zero imaginary parts",
+    ),
+    (
+        "in-dims-string",
+        "loop_batch_jacobian",
+        (_SIN, (_X,)),
+        {"in_dims": "0"},
+        TypeError,
+        "in_dims must be an int or a tuple of ints/None, got str",
+    ),
+    (
+        "in-dims-non-tensor",
+        "loop_batch_jacobian",
+        (torch.add, (_X, 2.0)),
+        {"in_dims": (0, 0)},
+        TypeError,
+        "in_dims[1]=0 batches args[1], which is a float, not a tensor (use None for unbatched",
+    ),
     ("hessian-tuple-output", "loop_hessian", (lambda x: (x, x), (_X,)), {}, TypeError, "tuple"),
 ]
 

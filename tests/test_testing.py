@@ -364,3 +364,94 @@ def test_complex_blocks_compare_both_parts(cdtype: torch.dtype) -> None:
     assert "values differ" in message and "3 of 3" in message
     message = failure(z + torch.tensor([0, 0.001j, 0], dtype=cdtype), z)
     assert "1 of 3" in message and "worst at index (1,)" in message and "-0.5j" in message
+
+
+# ----------------------------------------------------------------------------- messages
+# NOTE: the failure message is the suite's interface to a person: these examples pin the
+# parts a mutation campaign (tools/mutation.py run testing) showed no other test reads.
+
+
+def _tolerance_line(message: str) -> str:
+    return next(ln for ln in message.splitlines() if ln.startswith("  tolerance: "))
+
+
+def test_message_says_which_tolerances_were_given() -> None:
+    x = torch.tensor([1.0, 100.0], dtype=torch.float64)
+    y = x * (1 + 1e-6)
+    head = "  tolerance: |actual - expected| <= atol + rtol*|expected|; "
+    neither = _tolerance_line(failure(y, x))
+    assert neither.startswith(head + "atol=") and "(given)" not in neither
+    assert "default" not in neither
+    only_rtol = _tolerance_line(failure(y, x, rtol=1e-7))
+    assert only_rtol.startswith(head + "rtol=1e-07 (given); default atol=")
+    only_atol = _tolerance_line(failure(y, x, atol=0.0))
+    assert only_atol.startswith(head + "atol=0 (given); default atol=")
+    both = _tolerance_line(failure(y, x, rtol=1e-7, atol=0.0))
+    assert both == head + "atol=0 (given), rtol=1e-07 (given)"
+
+
+def test_message_names_the_error_estimate_beside_the_default_derivation() -> None:
+    x = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    line = _tolerance_line(failure(x + 1e-9, x, error=torch.full_like(x, 1e-10)))
+    assert line.startswith("  tolerance: |actual - expected| <= atol + rtol*|expected| + 2*error; ")
+    assert line.endswith("eps of float64; oracle error estimate here 1e-10")
+    assert "32*eps*sqrt(numel)*max|expected|" in line
+
+
+def test_message_of_a_nan_mismatch_and_of_an_error_at_expected_one() -> None:
+    x = torch.tensor([1.0, 4.0, 2.0])
+    y = x.clone()
+    y[1] = math.nan
+    assert "max abs error inf at" in failure(y, x)
+    # the relative error at an expected value of exactly 1 is the absolute one
+    message = failure(torch.tensor([1.5, 4.0, 2.0]), x)
+    assert "max rel error 0.5 at (0,)" in message
+
+
+def test_message_of_a_block_without_a_finite_expected_value_states_scale_0() -> None:
+    message = failure(torch.ones(2), torch.full((2,), math.inf))
+    assert "(max|expected| 0 < tiny)" in message
+
+
+def test_integer_blocks_have_no_underflow_floor() -> None:
+    zeros = torch.zeros(3, dtype=torch.int64)
+    message = failure(zeros + 1, zeros)
+    assert "underflow floor" not in message and "*sqrt(3)*0)" in message
+
+
+def test_error_estimate_of_the_wrong_kind_or_shape_is_named() -> None:
+    x = torch.ones(2, dtype=torch.float64)
+    assert "error is a float, expected a Tensor" in failure(x, x, error=1e-3)
+    message = failure(x, x, error=torch.ones(3, dtype=torch.float64))
+    assert "error has shape (3,), which does not broadcast to (2,)" in message
+    message = failure((x, x), (x, x), error=(x,))
+    assert "error does not have the structure of expected" in message
+
+
+def test_lists_dicts_and_none_leaves_compare() -> None:
+    x = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    assert_close([x, (x,)], [x.clone(), (x.clone(),)])
+    assert_close((x, None), (x.clone(), None))
+    assert "actual is a float, expected is a Tensor" in failure(1.0, x)
+    assert "actual and expected are float (only tensors" in failure(1.0, 1.0)
+    # a dict block takes its own error estimate, and its path is named
+    y = x + 1e-9
+    assert_close({"a": y}, {"a": x}, error={"a": torch.full_like(x, 1e-9)})
+    assert "actual['a'] is a tuple, expected['a'] is a Tensor" in failure({"a": (x,)}, {"a": x})
+    assert "values differ in block['a']" in failure({"a": y}, {"a": x})
+
+
+def test_every_failing_block_is_listed() -> None:
+    x = torch.ones(2)
+    message = failure((x + 1, x, x + 1, x + 1), (x, x, x, x))
+    lines = message.splitlines()
+    assert lines[0].startswith("values differ in block[0]")
+    assert lines[-1] == "  (also failing: [2], [3])"
+
+
+@pytest.mark.parametrize("name", ["rtol", "atol"])
+def test_bad_tolerances_are_refused_by_name(name: str) -> None:
+    x = torch.ones(2)
+    for bad in (-1, True, "1e-3", math.nan):
+        with pytest.raises(ValueError, match=rf"^derivs\.testing\.assert_close: {name}="):
+            assert_close(x, x, **{name: bad})
