@@ -308,6 +308,11 @@ def call_complex(api: str, scheme: str, thunk: Callable[[], Any]) -> Any:
 
 
 def check_complex_out(api: str, scheme: str, outs: list[Any], reals: list[Tensor]) -> None:
+    if len(outs) != len(reals):
+        raise ValueError(
+            f"{api}: scheme={scheme!r}: func returned {len(outs)} output tensors for complex"
+            f" input but {len(reals)} for real input"
+        )
     for o, r in zip(outs, reals, strict=True):
         if not isinstance(o, torch.Tensor) or not o.is_complex():
             kind = o.dtype if isinstance(o, torch.Tensor) else type(o).__name__
