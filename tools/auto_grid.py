@@ -326,6 +326,30 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def run_facts(args: argparse.Namespace, load: str) -> dict[str, Any]:
+    """What every measurement tool records about its run: torch, device, machine load, clock."""
+    return {
+        "torch": torch.__version__,
+        "device": args.device,
+        "device_name": device_name(args.device),
+        "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load": load,
+        "rounds": args.rounds,
+        "clock": args.clock,
+    }
+
+
+def write_outputs(result: dict[str, Any], text: str, out: str, *, json_too: bool = True) -> None:
+    """``out.json`` (the measurements) and ``out.md`` (the rendered tables); print the tables."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if json_too:
+        path.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    path.with_suffix(".md").write_text(text)
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -365,25 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = measure(sizes, args.device, rounds=args.rounds, block_s=args.block, clock=clock)
         shapes = measure_shapes(args.device, rounds=args.rounds, block_s=args.block, clock=clock)
         result = {
-            "torch": torch.__version__,
-            "device": args.device,
-            "device_name": device_name(args.device),
-            "threads": torch.get_num_threads(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "load": load,
-            "rounds": args.rounds,
-            "clock": args.clock,
+            **run_facts(args, load),
             "seconds": round(time.perf_counter() - start, 1),
             "cells": cells,
             "shapes": shapes,
         }
-    text = render(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.rescore:
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    write_outputs(result, render(result), args.out, json_too=not args.rescore)
     return 0
 
 

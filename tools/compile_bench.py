@@ -19,8 +19,6 @@ Writes ``docs/bench/compile.{json,md}`` by default.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import time
@@ -52,7 +50,13 @@ import torch.nn.functional as F  # noqa: E402
 
 import derivs  # noqa: E402
 from derivs.jacobian import prefers_forward  # noqa: E402
-from auto_grid import CLOCKS, _sync, device_name, time_interleaved  # noqa: E402
+from auto_grid import (  # noqa: E402
+    CLOCKS,
+    _sync,
+    run_facts,
+    time_interleaved,
+    write_outputs,
+)
 
 # isort: on
 
@@ -314,24 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     result = {
-        "torch": torch.__version__,
+        **run_facts(args, load),
         "derivs_from": str(Path(derivs.__file__).parent),
-        "device": args.device,
-        "device_name": device_name(args.device),
         "backend": args.backend,
-        "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "load": load,
-        "rounds": args.rounds,
-        "clock": args.clock,
         "cases": found,
     }
-    text = render(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    write_outputs(result, render(result), args.out)
     return 0
 
 

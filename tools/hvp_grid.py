@@ -19,7 +19,6 @@ method on every cell.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -35,7 +34,13 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from auto_grid import CLOCKS, _sync, device_name, time_interleaved  # noqa: E402
+from auto_grid import (  # noqa: E402
+    CLOCKS,
+    _sync,
+    run_facts,
+    time_interleaved,
+    write_outputs,
+)
 
 import derivs  # noqa: E402
 
@@ -259,24 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             problems=args.functions.split(","),
         )
         result = {
-            "torch": torch.__version__,
-            "device": args.device,
-            "device_name": device_name(args.device),
-            "threads": torch.get_num_threads(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "load": load,
-            "rounds": args.rounds,
-            "clock": args.clock,
+            **run_facts(args, load),
             "seconds": round(time.perf_counter() - start, 1),
             "cells": cells,
         }
-    text = render(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.rescore:
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    write_outputs(result, render(result), args.out, json_too=not args.rescore)
     return 0
 
 

@@ -25,8 +25,6 @@ Writes ``docs/bench/products_at_scale.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import subprocess
 import sys
@@ -39,7 +37,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import torch  # noqa: E402
-from auto_grid import CLOCKS, _sync, device_name, time_interleaved  # noqa: E402
+from auto_grid import (  # noqa: E402
+    CLOCKS,
+    _sync,
+    run_facts,
+    time_interleaved,
+    write_outputs,
+)
 from hvp_grid import PROBLEMS  # noqa: E402
 
 import derivs  # noqa: E402
@@ -203,24 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for name in args.functions.split(",")
     ]
-    result = {
-        "torch": torch.__version__,
-        "device": args.device,
-        "device_name": device_name(args.device),
-        "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "load": load,
-        "rounds": args.rounds,
-        "clock": args.clock,
-        "n": args.n,
-        "rows": rows,
-    }
-    text = render(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    result = {**run_facts(args, load), "n": args.n, "rows": rows}
+    write_outputs(result, render(result), args.out)
     return 0
 
 
