@@ -44,6 +44,7 @@ from derivs.oracles import (
     loop_hessian,
     loop_jacobian,
 )
+from derivs.oracles._differences import _FLOOR, _RICHARDSON_BASE, _RICHARDSON_EXPONENT, _ROUNDING
 from derivs.testing import assert_close
 
 ORACLES_DIR = Path(oracles.__file__).parent
@@ -394,6 +395,42 @@ def test_fd_richardson_is_accurate_and_its_estimate_tight_on_exp() -> None:
     scale = float(truth.abs().max())
     assert float((est.value - truth).abs().max()) <= 1e-11 * scale
     assert float(est.error.max()) <= 1e-9 * scale
+
+
+def test_fd_richardson_estimate_is_the_rounding_model_where_truncation_vanishes() -> None:
+    """``2 x`` on a point where every difference is exact: the estimate is pure rounding.
+
+    Each quotient is exactly 2 (``x + h`` and ``x - h`` are within a factor of two, so their
+    difference is exact, and doubling is exact), so both extrapolations and every spread are
+    0, and what Richardson reports is the rounding model of the module's NOTE alone: each
+    evaluation off by ``_ROUNDING eps max|f|``, a quotient of span ``d`` by twice that over
+    ``d``, propagated through ``R2 = (64 D_k - 20 D_{k-1} + D_{k-2}) / 45`` at the first
+    window (the widest spans, the smallest bound), raised by the block floor.
+    """
+    x = torch.tensor([0.5], dtype=torch.float64)
+    est = fd_jacobian(lambda x: 2 * x, (x,))
+    assert float(est.value) == 2.0
+    eps = torch.finfo(torch.float64).eps
+    h0 = _RICHARDSON_BASE * eps**_RICHARDSON_EXPONENT
+    spans = [float((x + h0 * 2.0**-k) - (x - h0 * 2.0**-k)) for k in range(3)]
+    worst_f = 2 * float(x + h0)
+    delta = _ROUNDING * eps * worst_f  # one evaluation's rounding, by the model
+    coefficients = (1, 20, 64)  # |weights| of D_0, D_1, D_2 in R2, times 45
+    bound = sum(c * 2 * delta / d for c, d in zip(coefficients, spans, strict=True)) / 45
+    assert math.isclose(float(est.error), bound * (1 + _FLOOR), rel_tol=1e-12)
+
+
+def test_complex_step_guard_sees_a_small_wrong_part_beside_a_large_constant() -> None:
+    """``1e10 + x + 0.05 |x|**2``: the complex step misses ``0.1 x``; the guard must not.
+
+    The constant puts rounding noise of ``eps 1e10`` into every real evaluation the guard's
+    Richardson makes, so its tolerance depends on its base step: at Richardson's own step
+    the wrong part (about 0.1) is many times the tolerance; at a step 64 times smaller the
+    noise it propagates would hide it.
+    """
+    x = torch.tensor([1.0, 0.8], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"not holomorphic"):
+        fd_jacobian(lambda x: 1e10 + x + 0.05 * x.abs() ** 2, (x,), scheme="complex_step")
 
 
 def test_fd_richardson_survives_a_domain_edge() -> None:
