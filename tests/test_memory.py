@@ -146,6 +146,38 @@ def test_the_hinted_chunk_size_fits() -> None:
     assert measured <= budget
 
 
+def _hinted_chunk(refusal: pytest.ExceptionInfo[ValueError]) -> int:
+    return int(str(refusal.value).split("chunk_size=")[1].split()[0])
+
+
+def test_a_refused_chunk_size_is_answered_with_a_smaller_one() -> None:
+    """A given chunk_size that does not fit: the hint is the largest smaller one that does."""
+    args = _args(predict, 20, 28)
+    peaks = {
+        c: hessian_mod.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=c) for c in (4, 8)
+    }
+    assert peaks[4] is not None and peaks[8] is not None and peaks[4] < peaks[8]
+    with derivs.memory_budget(peaks[8] - 1):
+        with pytest.raises(ValueError, match=r"chunk_size=(\d+)") as info:
+            derivs.hessian(predict, argnums=2, method="rev_rev", chunk_size=8)(*args)
+        assert _hinted_chunk(info) == 4
+        measured, _ = _memory.measured_peak(
+            lambda: derivs.hessian(predict, argnums=2, method="rev_rev", chunk_size=4)(*args)
+        )
+    assert measured <= peaks[8] - 1
+
+
+def test_a_budget_only_one_vector_at_a_time_fits_hints_chunk_size_1() -> None:
+    """The smallest chunk is a hint too: at the peak of chunk_size=1, that is what it says."""
+    args = _args(predict, 20, 28)
+    one = hessian_mod.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=1)
+    two = hessian_mod.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=2)
+    assert one is not None and two is not None and one < two
+    with derivs.memory_budget(one), pytest.raises(ValueError, match=r"chunk_size=(\d+)") as info:
+        derivs.hessian(predict, argnums=2, method="rev_rev")(*args)
+    assert _hinted_chunk(info) == 1
+
+
 def test_refused_inside_a_transform_at_the_first_evaluation() -> None:
     """Under vmap the probe cannot run; the screen refuses at the first evaluation."""
     w, b, _ = _args(predict, 20, 28)

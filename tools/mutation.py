@@ -87,7 +87,11 @@ CAMPAIGNS = {
         OPERATOR_TESTS,
         "operator properties",
     ),
-    "hessian": Campaign(["derivs/hessian.py"], OPERATOR_TESTS, "operator properties"),
+    "hessian": Campaign(
+        ["derivs/hessian.py"],
+        [*OPERATOR_TESTS, "tests/test_memory.py"],
+        "operator properties and the memory guard's tests",
+    ),
     "products": Campaign(["derivs/products.py"], OPERATOR_TESTS, "operator properties"),
     "batch": Campaign(["derivs/batch.py"], OPERATOR_TESTS, "operator properties"),
 }
@@ -187,8 +191,14 @@ def cmd_run(opts: argparse.Namespace) -> int:
     return cmd_report(argparse.Namespace(campaigns=[opts.campaign]))
 
 
-def _sync_tests(where: pathlib.Path) -> None:
-    """Copy the project's current tests, strategies and conftest into the working copy."""
+def _sync_tests(where: pathlib.Path, name: str) -> None:
+    """Copy the project's current tests, strategies and conftest into the working copy.
+
+    The campaign's test selection is narrowed again too, so tests added to it since the
+    first run are run (mutmut collects coverage stats for tests it has not seen).
+    """
+    pyproject = where / "pyproject.toml"
+    pyproject.write_text(_narrow_config((ROOT / "pyproject.toml").read_text(), CAMPAIGNS[name]))
     for rel in _project_files():
         if rel.startswith(("tests/", "strategies/")) or rel == "conftest.py":
             for base in (where, where / "mutants"):
@@ -200,7 +210,7 @@ def _sync_tests(where: pathlib.Path) -> None:
 def cmd_rerun(opts: argparse.Namespace) -> int:
     """After new tests: re-test the survivors (named, so mutmut runs them again)."""
     where = workdir(opts.campaign)
-    _sync_tests(where)
+    _sync_tests(where, opts.campaign)
     names = [n for n, s in results(where).items() if s in ("survived", "no tests")]
     started = time.time()
     for i in range(0, len(names), 200):
