@@ -362,6 +362,35 @@ def test_auto_unused_inputs_and_constant_outputs(
         )
 
 
+@pytest.mark.derivs_only("auto's traced path")
+@pytest.mark.parametrize("shape", SHAPES)
+def test_auto_traced_path_run_eagerly_matches_the_loop(
+    device: str, dtype: torch.dtype, shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The branch auto takes while torch.compile traces, run eagerly: same Jacobian and aux.
+
+    It reads the output size from a plain evaluation and picks forward (tall) or reverse
+    (wide) mode. NOTE: tests/test_compile.py runs it compiled, but mutation runs deselect
+    compile tests (torch.compile traces through mutmut's trampolines); this reaches it without.
+    """
+    n_in, n_out = SHAPES[shape]
+    x = torch.linspace(-1, 1, n_in, dtype=dtype, device=device)
+    y = torch.linspace(0.5, 1.5, n_in, dtype=dtype, device=device)
+
+    def f(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = _tiled(x.sin() * y, n_out)
+        return out, out.sum()
+
+    expected = {a: derivs.jacobian(f, a, has_aux=True, method="loop")(x, y) for a in (0, (0, 1))}
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    got = {a: derivs.jacobian(f, a, has_aux=True)(x, y) for a in (0, (0, 1))}
+    monkeypatch.undo()
+    for a in got:
+        assert_close(
+            got[a], expected[a], values=(x, y), context=f"{shape} traced auto, argnums={a}"
+        )
+
+
 @pytest.mark.derivs_only("auto's eager path")
 @pytest.mark.parametrize("shape", SHAPES)
 def test_auto_under_no_grad_and_aux_detached(device: str, dtype: torch.dtype, shape: str) -> None:
