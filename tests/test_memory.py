@@ -129,6 +129,10 @@ def test_runs_at_the_predicted_peak() -> None:
     assert measured <= predicted
 
 
+def _hinted_chunk(refusal: pytest.ExceptionInfo[ValueError]) -> int:
+    return int(str(refusal.value).split("chunk_size=")[1].split()[0])
+
+
 def test_the_hinted_chunk_size_fits() -> None:
     """The chunk_size the refusal suggests runs within the same budget."""
     args = _args(predict, 20, 28)
@@ -138,16 +142,12 @@ def test_the_hinted_chunk_size_fits() -> None:
     with derivs.memory_budget(budget):
         with pytest.raises(ValueError, match=r"chunk_size=(\d+)") as info:
             derivs.hessian(predict, argnums=2, method="rev_rev")(*args)
-        chunk = int(str(info.value).split("chunk_size=")[1].split()[0])
+        chunk = _hinted_chunk(info)
         measured, result = _memory.measured_peak(
             lambda: derivs.hessian(predict, argnums=2, method="rev_rev", chunk_size=chunk)(*args)
         )
     assert result.shape == (28, 20, 20)
     assert measured <= budget
-
-
-def _hinted_chunk(refusal: pytest.ExceptionInfo[ValueError]) -> int:
-    return int(str(refusal.value).split("chunk_size=")[1].split()[0])
 
 
 def test_a_refused_chunk_size_is_answered_with_a_smaller_one() -> None:

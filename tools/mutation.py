@@ -131,9 +131,14 @@ def workdir(name: str, fresh: bool = False) -> pathlib.Path:
             target = where / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, target)
-        pyproject = where / "pyproject.toml"
-        pyproject.write_text(_narrow_config(pyproject.read_text(), CAMPAIGNS[name]))
+        _write_config(where, name)
     return where
+
+
+def _write_config(where: pathlib.Path, name: str) -> None:
+    """The working copy's pyproject.toml: the project's, narrowed to campaign ``name``."""
+    text = (ROOT / "pyproject.toml").read_text()
+    (where / "pyproject.toml").write_text(_narrow_config(text, CAMPAIGNS[name]))
 
 
 def _env() -> dict[str, str]:
@@ -201,8 +206,7 @@ def _sync_tests(where: pathlib.Path, name: str) -> None:
     name "not checked" again (seen on the hessian campaign): ``report`` then counts the
     rerun's mutants only, so note the first run's figures before such a rerun.
     """
-    pyproject = where / "pyproject.toml"
-    pyproject.write_text(_narrow_config((ROOT / "pyproject.toml").read_text(), CAMPAIGNS[name]))
+    _write_config(where, name)
     for rel in _project_files():
         if rel.startswith(("tests/", "strategies/")) or rel == "conftest.py":
             for base in (where, where / "mutants"):
