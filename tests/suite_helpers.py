@@ -79,6 +79,42 @@ def assert_close(
     )
 
 
+# NOTE: the probe's step. A relative step h in float64 estimates |dR/d log t| with a
+# truncation error of order h (relative) and a rounding error of order eps64 / h: 2**-26
+# (1.5e-8) keeps both near 1e-8, far below the factor-of-a-few precision a scale needs.
+SENSITIVITY_STEP = 2.0**-26
+
+
+def sensitivity(run: Callable[..., Any], tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """How far ``run``'s result moves per unit relative change of its inputs: a rounding scale.
+
+    NOTE: a computation whose two sides round their intermediates differently (views vs
+    contiguous copies, vmap vs a per-sample loop, compiled vs eager code) differs by each
+    intermediate's rounding, of the order of eps times that intermediate, carried to the
+    result by the result's sensitivity to it. The magnitudes of the inputs and output bound
+    that only for a well-conditioned function: tanh(sin(x.sum() * y.sum())) with the product
+    near -2 pi moves its hvp by 100 eps (relative) for one eps of relative change in a sum,
+    past the 32 eps sqrt(numel) the default allows (seed 343 of the false-alarm sweep, in
+    float32). A relative change of an input moves the intermediates computed from it by a
+    relative amount of the same order (exactly so for sums and products of it), so the
+    result's change per unit relative change of each input, summed over the inputs,
+
+        S = sum_k |R(t_k * (1 + h)) - R(t)| / h        (float64, on the CPU)
+
+    is the magnitude its rounding is relative to: passed in ``values``, it takes the place of
+    max|values| where it is larger, with the default's count of roundings unchanged. It is
+    evaluated by ``run(*tensors64)``, a one-sided difference per input: 1 + len(tensors) calls.
+    """
+    base = [t.detach().to("cpu", torch.float64).contiguous() for t in tensors]
+    ref = _leaves(run(*base))
+    total = [torch.zeros_like(r) for r in ref]
+    for k in range(len(base)):
+        bumped = [*base[:k], base[k] * (1 + SENSITIVITY_STEP), *base[k + 1 :]]
+        for acc, r, b in zip(total, ref, _leaves(run(*bumped)), strict=True):
+            acc += (b - r).abs() / SENSITIVITY_STEP
+    return total
+
+
 def call_repr(api: str, func: object, **kwargs: Any) -> str:
     """``jacobian(f, argnums=(0, 1), method='fwd')``: the call a failure message ends with."""
     shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
@@ -160,6 +196,19 @@ def contract(H: Any, vs: Sequence[torch.Tensor], *, left: bool) -> tuple[torch.T
     return tuple(
         sum(torch.tensordot(H[i][j], vs[j], dims=vs[j].dim()) for j in range(n)) for i in range(n)
     )
+
+
+def oracle_result(
+    api: str, func: Callable[..., Any], args: tuple[Any, ...], argnums: Any, v: Any = None
+) -> Any:
+    """What ``api`` ("jacobian", "hessian", "hvp", "vhp") returns, by the naive-loop oracles:
+    independent of the implementation under test (hvp/vhp: every argument, vectors ``v``)."""
+    if api == "jacobian":
+        return oracles.loop_jacobian(func, args, argnums)
+    if api == "hessian":
+        return oracles.loop_hessian(func, args, argnums)
+    H = oracles.loop_hessian(func, args, tuple(range(len(args))))
+    return contract(H, v, left=api == "vhp")
 
 
 def values_of(problem: Any) -> tuple[Any, ...]:

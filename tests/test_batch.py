@@ -16,7 +16,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import IMPL, Snapshot, assert_close, call_repr
+from suite_helpers import IMPL, Snapshot, assert_close, call_repr, sensitivity
 
 import derivs
 import strategies as gs
@@ -58,8 +58,18 @@ def draw(
     return p, dims, batched
 
 
-def values(p: gs.BatchedProblem) -> tuple[Any, ...]:
-    return (p.args, torch.func.vmap(p.func, in_dims=p.in_dims)(*p.args))
+ORACLES = {
+    "batch_jacobian": oracles.loop_batch_jacobian,
+    "batch_hessian": oracles.loop_batch_hessian,
+}
+
+
+def values(p: gs.BatchedProblem, api: str, argnums: Any) -> tuple[Any, ...]:
+    """The magnitudes the result's rounding is relative to: inputs, outputs and, since vmap
+    and the loop round differently, the oracle's sensitivity (suite_helpers.sensitivity)."""
+    oracle = ORACLES[api]
+    scale = sensitivity(lambda *args: oracle(p.func, args, argnums, in_dims=p.in_dims), p.args)
+    return (p.args, torch.func.vmap(p.func, in_dims=p.in_dims)(*p.args), scale)
 
 
 def whole(api: str, method: str) -> bool:
@@ -97,7 +107,7 @@ def test_batch_jacobian_matches_per_sample_oracle(
     ctx = call_repr("batch_jacobian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
     snap.check(ctx)
     expected = oracles.loop_batch_jacobian(p.func, p.args, argnums, in_dims=p.in_dims)
-    assert_close(result, expected, values=values(p), context=ctx)
+    assert_close(result, expected, values=values(p, "batch_jacobian", argnums), context=ctx)
 
 
 @pytest.mark.parametrize("method", IMPL.params("batch_hessian"))
@@ -112,7 +122,7 @@ def test_batch_hessian_matches_per_sample_oracle(
     ctx = call_repr("batch_hessian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
     snap.check(ctx)
     expected = oracles.loop_batch_hessian(p.func, p.args, argnums, in_dims=p.in_dims)
-    assert_close(result, expected, values=values(p), context=ctx)
+    assert_close(result, expected, values=values(p, "batch_hessian", argnums), context=ctx)
 
 
 @given(data=st.data())
@@ -125,13 +135,14 @@ def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(
     method = data.draw(st.sampled_from(METHODS), label="method")
     argnums = pick_argnums(data, p, "batch_jacobian", method, batched)
     result = call("batch_jacobian", p, dims, argnums, method)
+    scales = values(p, "batch_jacobian", argnums)
     for b in range(p.batch_size):
         single = oracles.loop_jacobian(p.func, p.sample(b), argnums)
         got = tuple(r[b] for r in result) if isinstance(result, tuple) else result[b]
         assert_close(
             got,
             single,
-            values=values(p),
+            values=scales,
             context=f"{call_repr('batch_jacobian', p.func, argnums=argnums, in_dims=p.in_dims, method=method)}[{b}] vs jacobian(sample {b})",
         )
 
