@@ -17,6 +17,12 @@ In a listed Hypothesis test, an example that hits a listed bug (its exception ma
 some example hit the bug and every other one passed, and it fails, shrunk as usual, on
 anything new. So a bug that some inputs hit (an expanded view, a negative argnum) does not
 hide the rest of the property.
+
+An entry with ``*`` (any run of characters, ``::`` and brackets included) is a pattern, for
+a bug that any test may meet when its draws do (``tests/*`` for the whole suite): it needs a
+``match`` and lists no test. A covered test whose failures all match it is ``xfailed``, as
+is one that passed because the matching examples were filtered out; a covered test that
+never met the bug is simply ``passed``, not ``xpassed``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,26 @@ class Entry:
     source: str  # path:line
     match: str | None = None
     repro: str | None = None
+
+    @property
+    def pattern(self) -> bool:
+        """Whether the entry is a pattern over test ids (a bug class), not a listing."""
+        return "*" in self.prefix
+
+    def covers(self, nodeid: str) -> bool:
+        if self.pattern:
+            return _glob(self.prefix, nodeid)
+        return nodeid.startswith(self.prefix)
+
+    def may_cover_file(self, path: str) -> bool:
+        """Whether a test in ``path`` could be covered (for the stale-entry warning)."""
+        head = self.prefix.split("::")[0]
+        return _glob(head, path) if self.pattern else head == path
+
+
+def _glob(pattern: str, text: str) -> bool:
+    """``*`` matches any run of characters; everything else, brackets included, itself."""
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), text, re.DOTALL) is not None
 
 
 EXPECTED = pytest.StashKey[tuple[Entry, ...]]()
@@ -73,15 +99,20 @@ def parse(path: Path) -> list[Entry]:
         }
         text = [c for c in comments if c and not c.startswith(("match:", "repro:"))]
         reason = trailing.strip() or " ".join(text) or "listed"
-        entries.append(
-            Entry(
-                prefix.strip(),
-                reason,
-                f"{path}:{lineno}",
-                directives.get("match"),
-                directives.get("repro"),
-            )
+        entry = Entry(
+            prefix.strip(),
+            reason,
+            f"{path}:{lineno}",
+            directives.get("match"),
+            directives.get("repro"),
         )
+        if entry.pattern and entry.match is None:
+            raise pytest.UsageError(
+                f"--expected-failures: {entry.source}: the pattern {entry.prefix!r} needs a"
+                " '# match: REGEX' line above it (a pattern covers tests that are not known"
+                " to fail; only the failures its match names are expected)"
+            )
+        entries.append(entry)
     return entries
 
 
@@ -90,14 +121,14 @@ def apply(items: list[pytest.Item], paths: list[str]) -> None:
     entries = [e for p in paths for e in parse(Path(p))]
     matched: set[Entry] = set()
     for item in items:
-        mine = tuple(e for e in entries if item.nodeid.startswith(e.prefix))
+        mine = tuple(e for e in entries if e.covers(item.nodeid))
         if mine:
             matched.update(mine)
             item.stash[EXPECTED] = mine
     collected_files = {item.nodeid.split("::")[0] for item in items}
     for entry in entries:
         # NOTE: only entries whose file was collected: a run of one file stays quiet about the rest.
-        if entry not in matched and entry.prefix.split("::")[0] in collected_files:
+        if entry not in matched and any(entry.may_cover_file(f) for f in collected_files):
             warnings.warn(
                 pytest.PytestWarning(
                     f"{entry.source}: expected failure {entry.prefix!r} matches no collected test"
@@ -127,6 +158,8 @@ def adjust(item: pytest.Item, report: pytest.TestReport, failures: list[dict[str
     if not entries or report.when != "call":
         return
     hits = item.stash.get(HITS, [])
+    if report.passed and not hits and all(e.pattern for e in entries):
+        return  # covered by a bug class it never met: a plain pass
     seen = hits + [f["error"] for f in failures]
     # the entries whose bug this run met (all of them for entries without a match)
     met = [e for e in entries if e.match is None or any(re.search(e.match, m) for m in seen)]

@@ -240,6 +240,69 @@ def test_expected_failures_and_the_report(tmp_path: Path) -> None:
     assert "| `test_known_bugs.py::test_known` | xfailed (1 xfailed of 1) |" in md
 
 
+BUG_CLASS = """
+import pytest
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(st.integers(0, 100))
+def test_meets_it(n):
+    if n > 10:
+        raise RuntimeError("the upstream bug")
+
+
+@pytest.mark.parametrize("kind", ["clean", "other"])
+def test_never_meets_it(kind):
+    assert kind == "clean", "a new bug"
+
+
+def test_fails_with_it():
+    raise RuntimeError("the upstream bug, again")
+"""
+
+PATTERN = """
+# An upstream bug any test may meet when its draws do.
+# match: the upstream bug
+test_bug_class.py::*
+"""
+
+
+def test_a_pattern_entry_is_a_bug_class_not_a_listing(tmp_path: Path) -> None:
+    (tmp_path / "expected.txt").write_text(PATTERN)
+    done = run_pytest(
+        tmp_path,
+        {"test_bug_class.py": BUG_CLASS},
+        "--impl",
+        "torch.autograd.functional",
+        "--expected-failures",
+        "expected.txt",
+    )
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr  # the unrelated failure still fails
+    assert "XFAIL test_bug_class.py::test_meets_it - " in out  # examples hit it, rest passed
+    assert "XFAIL test_bug_class.py::test_fails_with_it" in out
+    assert "PASSED test_bug_class.py::test_never_meets_it[clean]" in out  # not XPASS
+    assert "FAILED test_bug_class.py::test_never_meets_it[other]" in out
+    assert "XPASS" not in out and "matches no collected test" not in out
+
+
+def test_a_pattern_entry_needs_a_match(tmp_path: Path) -> None:
+    (tmp_path / "expected.txt").write_text("# no match line\ntest_bug_class.py::*\n")
+    done = run_pytest(
+        tmp_path,
+        {"test_bug_class.py": BUG_CLASS},
+        "--impl",
+        "torch.autograd.functional",
+        "--expected-failures",
+        "expected.txt",
+    )
+    assert done.returncode == 4, done.stdout + done.stderr  # a usage error
+    assert "expected.txt:2: the pattern 'test_bug_class.py::*' needs a '# match: REGEX'" in (
+        done.stdout + done.stderr
+    )
+
+
 # The derivs suite itself under another implementation: its own tests are skipped, not failed.
 
 CONFORMANCE_MARK = re.compile(r"^pytestmark = pytest\.mark\.conformance$", re.MULTILINE)
