@@ -211,6 +211,16 @@ def oracle_result(
     return contract(H, v, left=api == "vhp")
 
 
+def oracle_sensitivity(
+    api: str, func: Callable[..., Any], args: tuple[Any, ...], argnums: Any, v: Any = None
+) -> list[torch.Tensor]:
+    """:func:`sensitivity` of :func:`oracle_result`: the rounding scale of ``api``'s result
+    where two sides round differently, from the oracle, so that a wrong method cannot widen
+    its own tolerance (the vectors ``v`` of hvp/vhp are held fixed, in float64)."""
+    v64 = None if v is None else tuple(t.to("cpu", torch.float64) for t in v)
+    return sensitivity(lambda *a: oracle_result(api, func, a, argnums, v64), args)
+
+
 def values_of(problem: Any) -> tuple[Any, ...]:
     """A problem's inputs and output: the magnitudes its derivatives' rounding is relative to."""
     return (problem.args, problem.func(*problem.args))

@@ -14,8 +14,7 @@ from suite_helpers import (
     IMPL,
     Snapshot,
     assert_close,
-    oracle_result,
-    sensitivity,
+    oracle_sensitivity,
     values_of,
 )
 
@@ -40,13 +39,6 @@ def run_api(
         assert v is not None
         return IMPL.operator(api)(p.func, p.args, v, method=method)
     return IMPL.operator(api)(p.func, argnums, method=method)(*p.args)
-
-
-def sensitivity_of(api: str, p: gs.Problem, argnums: Any, v: Any) -> list[torch.Tensor]:
-    """The result's rounding scale when rounding changes (suite_helpers.sensitivity), from the
-    oracle, so that a wrong method cannot widen its own tolerance."""
-    v64 = None if v is None else tuple(t.to("cpu", torch.float64) for t in v)
-    return sensitivity(lambda *args: oracle_result(api, p.func, args, argnums, v64), p.args)
 
 
 APIS = IMPL.api_params(("jacobian", "hessian", "hvp", "vhp"))
@@ -121,7 +113,7 @@ def test_layout_does_not_change_values(
     assert_close(
         run_api(api, method, p, argnums, v),
         run_api(api, method, dense, argnums, v),
-        values=(*values_of(p), sensitivity_of(api, p, argnums, v)),
+        values=(*values_of(p), oracle_sensitivity(api, p.func, p.args, argnums, v)),
         context=f"{api}(method={method!r}) on {layout} views vs contiguous copies",
     )
 
