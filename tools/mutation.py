@@ -73,7 +73,11 @@ class Campaign(NamedTuple):
 # bad-input table): a wrong oracle must be caught without the operators it checks. The
 # operator modules are killed by the operator properties.
 CAMPAIGNS = {
-    "oracles": Campaign(["derivs/oracles/*"], ["tests/test_oracles.py"], "oracle meta-tests"),
+    "oracles": Campaign(
+        ["derivs/oracles/*"],
+        ["tests/test_oracles.py", "tests/test_oracle_noise.py"],
+        "oracle meta-tests",
+    ),
     "testing": Campaign(
         ["derivs/testing.py"], ["tests/test_testing.py"], "assert_close meta-tests"
     ),

@@ -14,7 +14,8 @@ random inputs (numpy, seeded), and reports:
 * worst error/estimate: the largest elementwise |value - true| / error over all draws;
 * tightness: the median over draws of max(error) / max|value - true| (1 = exact estimate);
 * cost: evaluations of func (fd_jacobian) or of its autograd gradient (fd_hessian) per
-  input element, fixed costs (the reference call and the complex-step guard) excluded.
+  input element, fixed costs (the reference call, the noise measurement and the
+  complex-step guard) excluded.
 
 The accuracy table in docs/oracles.md was produced by this script.
 """
@@ -34,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from derivs import oracles
+from derivs.oracles._noise import _DRAWS as NOISE_DRAWS
 
 # A case: func, its args (float64 tensors holding values exact in the compute dtype) and
 # the closed-form derivative, computed in numpy's long double (80-bit on x86: eps 1e-19) so
@@ -126,8 +128,9 @@ def measure(draws: int, seed: int) -> list[dict[str, Any]]:
                         s["ratio"].append(float((err / np.maximum(bound, L(1e-300))).max()))
                         if float(err.max()) > 0:
                             s["tight"].append(float(bound.max()) / float(err.max()))
-                        # the reference call; for complex step also the probe and the guard
-                        fixed = 1 + (1 + 4 * 6 if scheme == "complex_step" else 0)
+                        # the reference call, the noise measurement (a plain run and the
+                        # jittered ones); for complex step also the probe and the guard
+                        fixed = 2 + NOISE_DRAWS + (1 + 4 * 6 if scheme == "complex_step" else 0)
                         s["cost"].append((counted.calls - fixed) / n)
                 for name, s in stats.items():
                     rows.append(

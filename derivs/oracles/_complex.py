@@ -35,6 +35,7 @@ from derivs.oracles._differences import (
     _Eval,
     _Line,
     _richardson,
+    _Rounding,
 )
 
 # complex step: Im f(x + ih) / h has no subtractive cancellation, so h can be tiny; the
@@ -244,7 +245,7 @@ def guard_complex_step(
     values: list[list[Tensor]],
     errors: list[list[Tensor]],
     eps: list[float],
-    rounding: float,
+    rounding: _Rounding,
 ) -> None:
     """Cross-check the complex-step columns against Richardson along a random direction.
 

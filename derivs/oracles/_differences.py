@@ -34,10 +34,12 @@ _CENTRAL_EXPONENT = 1.0 / 3.0
 _RICHARDSON_STEPS = 6
 _RICHARDSON_BASE = 8.0
 _RICHARDSON_EXPONENT = 1.0 / 7.0
-# Rounding model: one evaluation of f is taken to be off by _ROUNDING * eps * max|f| (the
-# max over the output leaf), so a difference quotient with span d is off by
-# 2 * _ROUNDING * eps * max|f| / d. Functions that cancel heavily are off by more; the
-# empirical spread terms above and the floor below catch most of that.
+# Rounding model: one evaluation of f is taken to be off by
+# _ROUNDING * max(eps * max|f|, noise) (the max over the output leaf), so a difference
+# quotient with span d is off by twice that over d. max|f| is the size of the result; noise
+# is the largest deviation of f when every operand of every operation is moved one ulp
+# (_noise.measured_noise), the size of the roundings of a function whose terms cancel,
+# which max|f| does not show (x @ S @ x summing terms of 5.6 to 0).
 _ROUNDING = 4.0
 # Norm-wise floor: every element's error estimate is raised by _FLOOR times the largest
 # estimate in its block. Rounding noise in f is set by the magnitudes of f's intermediate
@@ -75,6 +77,17 @@ def _compute_dtype(api: str, xs: Sequence[Tensor], requested: object) -> torch.d
         return requested
     # NOTE: float64 everywhere except mps, which has none (there: float32, wider errors).
     return torch.float32 if any(x.device.type == "mps" for x in xs) else torch.float64
+
+
+class _Rounding(NamedTuple):
+    """The rounding of one evaluation of f, per output leaf: see _ROUNDING."""
+
+    factor: float  # _ROUNDING, widened on mps
+    noise: list[Tensor]  # per leaf, 0-d: the measured deviation of one evaluation
+
+    def of(self, leaf: int, eps: float, magnitude: Tensor) -> Tensor:
+        """How far one evaluation of output ``leaf`` may be off, ``magnitude`` its max |f|."""
+        return self.factor * torch.maximum(eps * magnitude, self.noise[leaf])
 
 
 class _Line(NamedTuple):
@@ -144,22 +157,21 @@ def _nan_to_inf(t: Tensor) -> Tensor:
 
 
 def _central(
-    evaluate: _Eval, line: _Line, step: float | None, eps: list[float], rounding: float
+    evaluate: _Eval, line: _Line, step: float | None, eps: list[float], rounding: _Rounding
 ) -> tuple[list[Tensor], list[Tensor]]:
     h = step if step is not None else line.scale * eps[0] ** _CENTRAL_EXPONENT
     d1, m1, s1 = _difference_quotients(evaluate, line, h)
     d2, m2, _ = _difference_quotients(evaluate, line, 2 * h)
     values, errors = [], []
-    for q1, q2, a, b, e in zip(d1, d2, m1, m2, eps, strict=True):
+    for leaf, (q1, q2, a, b, e) in enumerate(zip(d1, d2, m1, m2, eps, strict=True)):
         truncation = (q2 - q1).abs()
-        magnitude = torch.maximum(a, b)
         values.append(q1)
-        errors.append(truncation + 2 * rounding * e * magnitude / s1)
+        errors.append(truncation + 2 * rounding.of(leaf, e, torch.maximum(a, b)) / s1)
     return values, errors
 
 
 def _richardson(
-    evaluate: _Eval, line: _Line, step: float | None, eps: list[float], rounding: float
+    evaluate: _Eval, line: _Line, step: float | None, eps: list[float], rounding: _Rounding
 ) -> tuple[list[Tensor], list[Tensor]]:
     h0 = (
         step if step is not None else line.scale * _RICHARDSON_BASE * eps[0] ** _RICHARDSON_EXPONENT
@@ -184,7 +196,7 @@ def _richardson(
             truncation = torch.maximum((r2[k] - r1[k]).abs(), (r2[k] - r2[neighbour]).abs())
             # R2_k = (64 D_k - 20 D_{k-1} + D_{k-2}) / 45, and |rounding of D_k| <= 2 delta / span_k
             amplification = (64 / spans[k] + 20 / spans[k - 1] + 1 / spans[k - 2]) * 2 / 45
-            err = _nan_to_inf(truncation + rounding * e * magnitude * amplification)
+            err = _nan_to_inf(truncation + rounding.of(leaf, e, magnitude) * amplification)
             better = err < best_error
             best_value = torch.where(better, r2[k], best_value)
             best_error = torch.where(better, err, best_error)

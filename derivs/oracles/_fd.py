@@ -40,8 +40,10 @@ from derivs.oracles._differences import (
     _Eval,
     _finish,
     _richardson,
+    _Rounding,
     _with_floor,
 )
+from derivs.oracles._noise import measured_noise
 
 # Outputs at given points of the differentiated arguments, the others taken from call_args.
 _Outputs = Callable[[list[Tensor], list[Any]], list[Tensor]]
@@ -122,7 +124,8 @@ def _fd_blocks(
         max(torch.finfo(cdtype).eps, torch.finfo(o.dtype).eps if o.is_floating_point() else 0.0)
         for o in leaves
     ]
-    rounding = _ROUNDING * (_MPS_WIDENING if base[0].device.type == "mps" else 1.0)
+    factor = _ROUNDING * (_MPS_WIDENING if base[0].device.type == "mps" else 1.0)
+    rounding = _Rounding(factor, measured_noise(evaluate, base))
     values = [
         [leaf.new_zeros((leaf.numel(), x.numel()), dtype=cdtype) for x in base] for leaf in leaves
     ]
