@@ -193,6 +193,14 @@ def fd_jacobian(
       extrapolated twice over every window of three; per element the window with the
       smallest estimated error wins, the error being the spread of the last extrapolants
       plus the propagated rounding. 12 evaluations.
+
+    The rounding term of both takes each evaluation to be off by
+    ``4 * max(eps * max|f|, noise)``, where ``noise`` is measured once per call: ``func``
+    runs 4 more times with every floating operand of every aten operation moved one ulp
+    up or down (a fixed pseudo-random draw), and ``noise`` is the largest deviation seen.
+    It is the size of the roundings where ``f``'s terms cancel (``x @ S @ x`` summing terms
+    of 5 to about 0), which ``|f|`` does not show. A ``func`` that cannot run under a
+    ``TorchDispatchMode`` keeps the ``eps * max|f|`` model alone.
     * ``"complex_step"``: ``Im f(x + ih) / h`` with a tiny ``h``: exact to rounding for
       real-analytic functions that accept complex input. 2 evaluations (``h`` and ``2h``:
       their difference bounds the ``O(h**2)`` truncation, all there is where the
