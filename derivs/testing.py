@@ -38,9 +38,10 @@ Tensor = torch.Tensor
 # smooth random functions of that size, far below any real bug. In float64 the same
 # formula allows 256 eps = 6e-14: a relative error of 1e-6 fails by eight orders of
 # magnitude. ERROR_SAFETY = 2 multiplies the oracle's own error estimate: the estimates
-# of derivs.oracles are built conservative (median 10-50x the true error), but away from
-# saturation an element made small by cancellation escaped its estimate by up to 2.3x
-# (docs/oracles.md); the factor 2 together with the eps-based atol above absorbs that.
+# of derivs.oracles are built conservative (median 15-50x the true error) and, with the
+# rounding noise measured, central and Richardson covered every draw measured
+# (docs/oracles.md); the complex step's can undershoot at elements far below the block's
+# largest, which the eps-based atol above covers, and the factor 2 is margin on the rest.
 #
 # NOTE: the underflow floor. The model above, "a rounding is off by eps/2 of the value it
 # rounds", fails below the smallest normal number tiny: there the floats are evenly spaced
