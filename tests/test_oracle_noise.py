@@ -40,6 +40,8 @@ from derivs.oracles import fd_hessian, fd_jacobian, loop_jacobian
 from derivs.oracles._differences import _ROUNDING
 from derivs.oracles._noise import measured_noise
 
+F32_EPS = torch.finfo(torch.float32).eps
+
 
 def compute_dtype(device: str) -> torch.dtype:
     """The oracles' default compute dtype there (mps has no float64)."""
@@ -113,7 +115,9 @@ def _seed_439(dtype: torch.dtype) -> Case:
 def _seed_404(dtype: torch.dtype) -> Case:
     W = torch.tensor([[0.5, 0.5]], dtype=dtype)
     b = torch.tensor([0.5], dtype=dtype)
-    x = torch.tensor([-0.484375, -0.484375] if dtype == torch.float64 else [-0.4921875] * 2, dtype=dtype)
+    x = torch.tensor(
+        [-0.484375, -0.484375] if dtype == torch.float64 else [-0.4921875] * 2, dtype=dtype
+    )
     truth = sech2(f64(W.double() @ x.double() + b.double()))[:, None] * W.double()
     return Case("tanh(W x + b) wrt x", predict, (W, b, x), 2, truth)
 
@@ -174,6 +178,20 @@ def test_a_later_factor_amplifies_the_noise() -> None:
     x = torch.tensor([1.0 + 2**-40, 1.0], dtype=torch.float64)
     noise = noise_of(lambda x: 1e6 * (x[0] - x[1]), x)
     assert noise >= 1e6 * F64_EPS / 2
+
+
+def test_a_cast_to_float32_inside_func_is_measured_in_float32_ulps() -> None:
+    """``sin(x)`` rounded to float32 inside a float64 func: the noise is float32's (the cast's
+    ``dtype`` is a keyword of ``aten._to_copy``), and it covers the central difference's
+    error, about float32's eps over the step."""
+
+    def func(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x).to(torch.float32).to(torch.float64)
+
+    x = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64)
+    assert noise_of(func, x) >= F32_EPS / 2 * float(torch.sin(x).abs().max())
+    est = fd_jacobian(func, (x,), scheme="central")
+    assert bool(((est.value - torch.diag(torch.cos(x))).abs() <= est.error).all())
 
 
 def test_views_and_in_place_writes_keep_their_meaning_under_the_jitter() -> None:
