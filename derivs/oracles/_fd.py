@@ -193,14 +193,6 @@ def fd_jacobian(
       extrapolated twice over every window of three; per element the window with the
       smallest estimated error wins, the error being the spread of the last extrapolants
       plus the propagated rounding. 12 evaluations.
-
-    The rounding term of both takes each evaluation to be off by
-    ``4 * max(eps * max|f|, noise)``, where ``noise`` is measured once per call: ``func``
-    runs 4 more times with every floating operand of every aten operation moved one ulp
-    up or down (a fixed pseudo-random draw), and ``noise`` is the largest deviation seen.
-    It is the size of the roundings where ``f``'s terms cancel (``x @ S @ x`` summing terms
-    of 5 to about 0), which ``|f|`` does not show. A ``func`` that cannot run under a
-    ``TorchDispatchMode`` keeps the ``eps * max|f|`` model alone.
     * ``"complex_step"``: ``Im f(x + ih) / h`` with a tiny ``h``: exact to rounding for
       real-analytic functions that accept complex input. 2 evaluations (``h`` and ``2h``:
       their difference bounds the ``O(h**2)`` truncation, all there is where the
@@ -212,6 +204,14 @@ def fd_jacobian(
       the other multilinear ops that do not promote by themselves: while ``func`` runs on
       complex input, those ops cast their real operands to the complex dtype. A ``func``
       that is not complex-capable (relu, comparisons, sort) is refused with a ``TypeError``.
+
+    The rounding term of central and Richardson takes each evaluation to be off by
+    ``4 * max(eps * max|f|, noise)``, where ``noise`` is measured once per call: ``func``
+    runs 4 more times with every floating operand of every aten operation moved one ulp
+    up or down (a fixed pseudo-random draw), and ``noise`` is the largest deviation seen.
+    It is the size of the roundings where ``f``'s terms cancel (``x @ S @ x`` summing terms
+    of 5 to about 0), which ``|f|`` does not show. A ``func`` that cannot run under a
+    ``TorchDispatchMode`` keeps the ``eps * max|f|`` model alone.
 
     Args:
         func: called as ``func(*args)``; returns a real tensor or a tuple/list/dict of them.
@@ -320,7 +320,8 @@ def fd_hessian(
     returns the conjugate derivative there, which is undone) and ``H[:, j] = Im g / h``:
     exact to rounding, two gradients per input element (at ``h`` and ``2h``, for the
     truncation bound), plus the same Richardson guard as
-    :func:`fd_jacobian`.
+    :func:`fd_jacobian`. The rounding noise of central and Richardson is measured as there,
+    on the gradient: the backward pass's operations are moved one ulp too.
 
     Args:
         func: called as ``func(*args)``; returns a real tensor of any shape.
