@@ -21,6 +21,7 @@ from hypothesis.control import currently_in_test_context
 from hypothesis.extra import numpy as hnp
 
 from derivs.oracles import Estimate
+from derivs.testing import tolerance
 
 F64_EPS = torch.finfo(torch.float64).eps
 # the closed forms' own rounding, in ulps of their largest magnitude (norm-wise)
@@ -62,7 +63,9 @@ class Case:
     # NOTE: the magnitude the derivative's rounding is relative to, where it exceeds the
     # truth's: the Hessian of tanh(W x + b) is W^T diag(-2 tanh(u) sech(u)**2) W, which
     # cancels to nearly 0 at u ~ 0 while every term is of order max|W|**2 (the false-alarm
-    # sweep found the complex step 1.5x over 8 ulps of a truth of 0.026 there).
+    # sweep found the complex step 1.5x over 8 ulps of a truth of 0.026 there); the gradient
+    # of x @ S @ x, (S + S^T) x, sums terms of (|S| + |S^T|) |x| (seed 532: 2.9x over 8 ulps
+    # of a truth of 0.031), its Hessian S + S^T terms of |S| + |S^T|.
     scale: float = 0.0
 
     def __repr__(self) -> str:
@@ -91,6 +94,14 @@ def mixed(x: torch.Tensor, y: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return torch.sin(x).sum() + x @ A @ y
 
 
+def quadratic_gradient_case(x: Any, S: Any, device: str, dtype: torch.dtype) -> Case:
+    """``x @ S @ x`` wrt ``x``: the truth ``(S + S^T) x`` sums terms of ``(|S| + |S^T|) |x|``."""
+    S64, x64 = f64(S), f64(x)
+    terms = float(((S64.abs() + S64.T.abs()) @ x64.abs()).max())
+    args = (tensor(x, device, dtype), tensor(S, device, dtype))
+    return Case("x @ S @ x", quadratic, args, 0, (S64 + S64.T) @ x64, terms)
+
+
 @st.composite
 def jacobian_cases(draw: st.DrawFn, device: str, dtype: torch.dtype) -> Case:
     kind = draw(st.sampled_from(["linear", "sin", "quadratic", "predict_x", "predict_wb"]))
@@ -107,8 +118,7 @@ def jacobian_cases(draw: st.DrawFn, device: str, dtype: torch.dtype) -> Case:
         return Case("A @ x + b", linear, (t(x), t(A), t(b)), (0, -1), truth)
     if kind == "quadratic":
         x, S = draw(arrays(n, WIDE)), draw(arrays((n, n), WIDE))
-        S64 = f64(S)
-        return Case("x @ S @ x", quadratic, (t(x), t(S)), 0, (S64 + S64.T) @ f64(x))
+        return quadratic_gradient_case(x, S, device, dtype)
     W, b, x = draw(arrays((m, n), HALF)), draw(arrays(m, HALF)), draw(arrays(n))
     d = sech2(f64(W) @ f64(x) + f64(b))
     if kind == "predict_x":
@@ -126,7 +136,9 @@ def hessian_cases(draw: st.DrawFn, device: str, dtype: torch.dtype) -> Case:
     t = lambda a: tensor(a, device, dtype)  # noqa: E731
     if kind == "quadratic":
         x, S = draw(arrays(n, WIDE)), draw(arrays((n, n), WIDE))
-        return Case("x @ S @ x", quadratic, (t(x), t(S)), 0, f64(S) + f64(S).T)
+        S64 = f64(S)
+        terms = float((S64.abs() + S64.T.abs()).max())
+        return Case("x @ S @ x", quadratic, (t(x), t(S)), 0, S64 + S64.T, terms)
     if kind == "sum_sin":
         shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
         x = draw(arrays(shape, WIDE))
@@ -175,3 +187,24 @@ def check_within_estimate(est: Estimate, truth: Any, like: tuple[Any, ...], case
             f"{case}: block {k}: true error exceeds the estimate by {worst:.3g}x"
             f" (max true error {float(err.max()):.3g}, max estimate {float(e.max()):.3g})"
         )
+
+
+def check_complex_step(est: Estimate, case: Case) -> None:
+    """The complex step within ``TRUTH_SLACK`` ulps (float64) of the closed form's scale, the
+    larger of max|truth| and the magnitude of its terms (``Case.scale``)."""
+    for v, t in zip(leaves(est.value), leaves(case.truth), strict=True):
+        scale = max(float(t.abs().max()) if t.numel() else 0.0, case.scale)
+        err = float((v.cpu() - t).abs().max()) if t.numel() else 0.0
+        if currently_in_test_context():
+            note(f"max error {err / F64_EPS / max(scale, 1e-300):.2f} ulps of the scale")
+        assert err <= TRUTH_SLACK * F64_EPS * scale, (case, err, scale)
+
+
+def truth_atol(case: Case, dtype: torch.dtype, blocks: list[torch.Tensor]) -> float | None:
+    """The atol of a comparison with ``case``'s closed form: None (the default, scaled by the
+    truth) unless the case names a larger magnitude of terms (``Case.scale``)."""
+    if not case.scale:
+        return None
+    numel = max(b.numel() for b in blocks)
+    top = max((float(b.abs().max()) for b in blocks if b.numel()), default=0.0)
+    return tolerance(dtype, numel, max(top, case.scale)).atol

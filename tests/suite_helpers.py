@@ -10,6 +10,7 @@ from hypothesis import assume, note
 
 import pytest_derivs
 from derivs import oracles
+from derivs.oracles._noise import measured_noise
 from derivs.testing import assert_close as _assert_close
 from derivs.testing import tolerance
 
@@ -113,6 +114,32 @@ def sensitivity(run: Callable[..., Any], tensors: Sequence[torch.Tensor]) -> lis
         for acc, r, b in zip(total, ref, _leaves(run(*bumped)), strict=True):
             acc += (b - r).abs() / SENSITIVITY_STEP
     return total
+
+
+def measured_rounding(
+    run: Callable[..., Any], tensors: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The rounding of ``run``'s result, measured: a magnitude, per leaf (0-d tensors).
+
+    NOTE: :func:`sensitivity` moves the inputs, so it misses an intermediate whose rounding
+    is not induced by them: ``logsumexp`` of one element computes ``exp(x - x) = 1`` and a
+    softmax of 1 whose second derivative ``1 - 1`` rounds relative to 1 whatever ``x`` is
+    (seed 539: the Hessian of ``tanh(x.logsumexp(-1)) W`` at ``x = 0.0039``, vmap vs the loop
+    4.9e-17 apart in float64 against a tolerance of 4.6e-17 scaled by the values, 0.005, and a
+    sensitivity of 0.01). derivs.oracles measures a function's rounding noise by moving every
+    operand of every operation one ulp (``measured_noise``, docs/oracles.md); that noise over
+    eps is the magnitude the roundings are relative to. Float64, on the CPU: 5 calls of run.
+    """
+    base = [t.detach().to("cpu", torch.float64).contiguous() for t in tensors]
+    noise = measured_noise(lambda points: _leaves(run(*points)), base)
+    return [n / torch.finfo(torch.float64).eps for n in noise]
+
+
+def rounding_scale(run: Callable[..., Any], tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The magnitudes ``run``'s result rounds relative to where two sides of a comparison
+    round differently: its :func:`sensitivity` to the inputs and its :func:`measured_rounding`
+    (pass it in ``values``; the largest counts)."""
+    return [*sensitivity(run, tensors), *measured_rounding(run, tensors)]
 
 
 def call_repr(api: str, func: object, **kwargs: Any) -> str:
@@ -219,6 +246,22 @@ def oracle_sensitivity(
     its own tolerance (the vectors ``v`` of hvp/vhp are held fixed, in float64)."""
     v64 = None if v is None else tuple(t.to("cpu", torch.float64) for t in v)
     return sensitivity(lambda *a: oracle_result(api, func, a, argnums, v64), args)
+
+
+def oracle_rounding_scale(
+    api: str, func: Callable[..., Any], args: tuple[Any, ...], argnums: Any, v: Any = None
+) -> list[torch.Tensor]:
+    """:func:`rounding_scale` of :func:`oracle_result`, as :func:`oracle_sensitivity` is."""
+    v64 = None if v is None else tuple(t.to("cpu", torch.float64) for t in v)
+    return rounding_scale(lambda *a: oracle_result(api, func, a, argnums, v64), args)
+
+
+def batched_values(problem: Any, oracle: Callable[..., Any], argnums: Any) -> tuple[Any, ...]:
+    """The magnitudes a batched result's rounding is relative to: the inputs, the outputs and,
+    since vmap and the per-sample loop round differently, the loop oracle's rounding scale."""
+    p = problem
+    scale = rounding_scale(lambda *args: oracle(p.func, args, argnums, in_dims=p.in_dims), p.args)
+    return (p.args, torch.func.vmap(p.func, in_dims=p.in_dims)(*p.args), scale)
 
 
 def values_of(problem: Any) -> tuple[Any, ...]:

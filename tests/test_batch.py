@@ -16,7 +16,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import IMPL, Snapshot, assert_close, call_repr, sensitivity
+from suite_helpers import IMPL, Snapshot, assert_close, batched_values, call_repr
 
 import derivs
 import strategies as gs
@@ -65,11 +65,8 @@ ORACLES = {
 
 
 def values(p: gs.BatchedProblem, api: str, argnums: Any) -> tuple[Any, ...]:
-    """The magnitudes the result's rounding is relative to: inputs, outputs and, since vmap
-    and the loop round differently, the oracle's sensitivity (suite_helpers.sensitivity)."""
-    oracle = ORACLES[api]
-    scale = sensitivity(lambda *args: oracle(p.func, args, argnums, in_dims=p.in_dims), p.args)
-    return (p.args, torch.func.vmap(p.func, in_dims=p.in_dims)(*p.args), scale)
+    """The magnitudes the result's rounding is relative to (suite_helpers.batched_values)."""
+    return batched_values(p, ORACLES[api], argnums)
 
 
 def whole(api: str, method: str) -> bool:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import IMPL, assert_close, values_of
+from suite_helpers import IMPL, assert_close, batched_values, values_of
 
 import strategies as gs
 from derivs import oracles
@@ -64,7 +64,7 @@ def test_vmap_over_the_transform(
     assert_close(
         result,
         oracle(p.func, p.args, argnums, in_dims=p.in_dims),
-        values=(p.args,),
+        values=batched_values(p, oracle, argnums),
         context=f"vmap({api}({p.func.__name__}, argnums={argnums!r}, method={method!r}), in_dims={p.in_dims!r})",
     )
 

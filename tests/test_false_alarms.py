@@ -3,20 +3,33 @@
 Each draw failed a correct implementation, and each failure was a tolerance derived from
 the wrong magnitudes, not a bug in the code under test: seed 343's layout comparison
 scaled by the values of an ill-conditioned function (fixed by suite_helpers.sensitivity),
-seed 353's roundings meta-test scaled by a sum that cancels. Each test here passes with the
-mended derivation and fails without it on the draw itself.
+seed 353's roundings meta-test scaled by a sum that cancels, seed 539's vmap comparison
+blind to an intermediate its inputs do not move (fixed by suite_helpers.measured_rounding),
+seed 532's complex-step meta-test scaled by a closed form whose terms cancel (Case.scale).
+Each test here passes with the mended derivation and fails without it on the draw itself.
+(The sweep's oracle failures of seeds 404 and 439 are pinned in tests/test_oracle_noise.py.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import torch
-from suite_helpers import IMPL, assert_close, magnitude, oracle_sensitivity
+from oracle_cases import F64_EPS, TRUTH_SLACK, check_complex_step, quadratic_gradient_case
+from suite_helpers import (
+    IMPL,
+    assert_close,
+    batched_values,
+    magnitude,
+    measured_rounding,
+    oracle_sensitivity,
+    sensitivity,
+)
 
 import derivs
-from derivs import testing
+from derivs import oracles, testing
 
 # The draw of seed 343 of the false-alarm sweep: tanh(sin(x0.sum() * x1.sum())) with the
 # product near -2 pi, on sliced views (x0 every other element, x1 a slice of a (4, 2, 1, 3)).
@@ -131,3 +144,48 @@ def test_cancelling_sum_is_scaled_by_its_intermediates_seed_353() -> None:
         testing.assert_close(a * b + c, exact)
     scale = float((a.double() * b.double()).abs().max())
     testing.assert_close(a * b + c, exact, atol=testing.tolerance(torch.float32, 1, scale).atol)
+
+
+def seed_539() -> SimpleNamespace:
+    """``tanh(x0.logsumexp(-1))[..., None] * W1`` at one sample ``x0 = 0.00390625``: the
+    logsumexp of one element computes ``exp(x - x) = 1``, and its second derivative, a softmax
+    times ``1 - softmax``, cancels 1 against 1 whatever ``x0`` is."""
+    W1 = torch.randn((1,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def f(x0: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x0.logsumexp(-1))[..., None] * W1
+
+    x0 = torch.tensor([[0.00390625]], dtype=torch.float64)
+    return SimpleNamespace(func=f, args=(x0,), in_dims=0)
+
+
+@pytest.mark.parametrize("method", IMPL.params("hessian", "vmap"))
+def test_vmap_comparison_scaled_by_the_measured_rounding_seed_539(method: str) -> None:
+    """Seed 539's draw of test_composition.py::test_vmap_over_the_transform (float64, every
+    Hessian method but the loop): vmap and the per-sample loop 4.86e-17 apart, against a
+    tolerance of 4.59e-17 from the values (0.005) and a sensitivity (0.01) that both miss
+    the cancelling 1s. Their measured rounding is larger, and covers the difference."""
+    p = seed_539()
+    oracle = oracles.loop_batch_hessian
+    reference = oracle(p.func, p.args, 0, in_dims=0)
+    result = torch.func.vmap(IMPL.hessian(p.func, 0, method=method), in_dims=0)(*p.args)
+    run = lambda *a: oracle(p.func, a, 0, in_dims=0)  # noqa: E731
+    before = (p.args, torch.func.vmap(p.func)(*p.args), sensitivity(run, p.args))
+    assert magnitude(measured_rounding(run, p.args)) > 10 * magnitude(*before)
+    context = f"vmap(hessian(f, method={method!r})) on the seed-539 draw"
+    if not torch.equal(result, reference):  # methods that happen to round alike pass either way
+        with pytest.raises(AssertionError, match="values differ"):
+            assert_close(result, reference, values=before, context=context)
+    assert_close(result, reference, values=batched_values(p, oracle, 0), context=context)
+
+
+def test_complex_step_scaled_by_the_terms_of_its_closed_form_seed_532() -> None:
+    """Seed 532's draw of test_complex_step_within_a_few_ulps_in_float64[jacobian]: x @ S @ x
+    at x = (1, 1), S = [[0, 1.5], [-1.46875, 0]], whose gradient (S + S^T) x = 0.03125 sums
+    terms of 1.5: the complex step is off by 1.6e-16, 2.9 times 8 ulps of the truth, and far
+    inside 8 ulps of the terms."""
+    case = quadratic_gradient_case([1.0, 1.0], [[0.0, 1.5], [-1.46875, 0.0]], "cpu", torch.float64)
+    est = oracles.fd_jacobian(case.func, case.args, case.argnums, scheme="complex_step")
+    check_complex_step(est, case)
+    err = float((est.value - case.truth).abs().max())
+    assert err > TRUTH_SLACK * F64_EPS * float(case.truth.abs().max())
