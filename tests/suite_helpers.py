@@ -125,8 +125,8 @@ def measured_rounding(
     is not induced by them: ``logsumexp`` of one element computes ``exp(x - x) = 1`` and a
     softmax of 1 whose second derivative ``1 - 1`` rounds relative to 1 whatever ``x`` is
     (seed 539: the Hessian of ``tanh(x.logsumexp(-1)) W`` at ``x = 0.0039``, vmap vs the loop
-    4.9e-17 apart in float64 against a tolerance of 4.6e-17 scaled by the values, 0.005, and a
-    sensitivity of 0.01). derivs.oracles measures a function's rounding noise by moving every
+    4.9e-17 apart in float64 against a tolerance of 4.6e-17 scaled by the values and the
+    sensitivity, both 0.005; the measured rounding is 2.0). derivs.oracles measures a function's rounding noise by moving every
     operand of every operation one ulp (``measured_noise``, docs/oracles.md); that noise over
     eps is the magnitude the roundings are relative to. Float64, on the CPU: 5 calls of run.
     """
