@@ -126,12 +126,14 @@ def measured_rounding(
     softmax of 1 whose second derivative ``1 - 1`` rounds relative to 1 whatever ``x`` is
     (seed 539: the Hessian of ``tanh(x.logsumexp(-1)) W`` at ``x = 0.0039``, vmap vs the loop
     4.9e-17 apart in float64 against a tolerance of 4.6e-17 scaled by the values and the
-    sensitivity, both 0.005; the measured rounding is 2.0). derivs.oracles measures a function's rounding noise by moving every
-    operand of every operation one ulp (``measured_noise``, docs/oracles.md); that noise over
-    eps is the magnitude the roundings are relative to. Float64, on the CPU: 5 calls of run.
+    sensitivity, both 0.005; the measured rounding is 2.0). derivs.oracles measures a
+    function's rounding noise by moving every operand of every operation one ulp
+    (``measured_noise``, docs/oracles.md); that noise over eps is the magnitude the
+    roundings are relative to. Float64, on the CPU: 5 calls of run.
     """
     base = [t.detach().to("cpu", torch.float64).contiguous() for t in tensors]
-    noise = measured_noise(lambda points: _leaves(run(*points)), base)
+    evaluate = lambda points: _leaves(run(*points))  # noqa: E731
+    noise = measured_noise(evaluate, base, evaluate(base))
     return [n / torch.finfo(torch.float64).eps for n in noise]
 
 
@@ -238,22 +240,15 @@ def oracle_result(
     return contract(H, v, left=api == "vhp")
 
 
-def oracle_sensitivity(
-    api: str, func: Callable[..., Any], args: tuple[Any, ...], argnums: Any, v: Any = None
-) -> list[torch.Tensor]:
-    """:func:`sensitivity` of :func:`oracle_result`: the rounding scale of ``api``'s result
-    where two sides round differently, from the oracle, so that a wrong method cannot widen
-    its own tolerance (the vectors ``v`` of hvp/vhp are held fixed, in float64)."""
+def oracle_run(
+    api: str, func: Callable[..., Any], argnums: Any, v: Any = None
+) -> Callable[..., Any]:
+    """``args -> oracle_result(api, func, args, ...)``, for :func:`sensitivity` and
+    :func:`rounding_scale`: the rounding scale of ``api``'s result where two sides round
+    differently, taken from the oracle so that a wrong method cannot widen its own
+    tolerance (the vectors ``v`` of hvp/vhp are held fixed, in float64)."""
     v64 = None if v is None else tuple(t.to("cpu", torch.float64) for t in v)
-    return sensitivity(lambda *a: oracle_result(api, func, a, argnums, v64), args)
-
-
-def oracle_rounding_scale(
-    api: str, func: Callable[..., Any], args: tuple[Any, ...], argnums: Any, v: Any = None
-) -> list[torch.Tensor]:
-    """:func:`rounding_scale` of :func:`oracle_result`, as :func:`oracle_sensitivity` is."""
-    v64 = None if v is None else tuple(t.to("cpu", torch.float64) for t in v)
-    return rounding_scale(lambda *a: oracle_result(api, func, a, argnums, v64), args)
+    return lambda *args: oracle_result(api, func, args, argnums, v64)
 
 
 def batched_values(problem: Any, oracle: Callable[..., Any], argnums: Any) -> tuple[Any, ...]:

@@ -24,7 +24,7 @@ from suite_helpers import (
     batched_values,
     magnitude,
     measured_rounding,
-    oracle_sensitivity,
+    oracle_run,
     sensitivity,
 )
 
@@ -107,7 +107,7 @@ def test_sensitivity_matches_its_closed_form() -> None:
     for block in blocks:
         grads = torch.autograd.grad(block, s, retain_graph=True)
         expected.append(((s[0] * grads[0]).abs() + (s[1] * grads[1]).abs()).detach())
-    got = oracle_sensitivity("hvp", f, args, None, v)
+    got = sensitivity(oracle_run("hvp", f, None, v), args)
     assert len(got) == 2
     for block, value in zip(got, expected, strict=True):
         testing.assert_close(block, value.expand_as(block), rtol=1e-6)
@@ -120,7 +120,7 @@ def test_layout_comparison_scaled_by_sensitivity_seed_343() -> None:
     sensitivity is over 100 times the values and bounds the difference."""
     f, args, v = seed_343()
     dense = tuple(a.contiguous() for a in args)
-    scale = oracle_sensitivity("hvp", f, args, None, v)
+    scale = sensitivity(oracle_run("hvp", f, None, v), args)
     assert magnitude(scale) > 100 * magnitude(args, f(*args), v)
     for method in IMPL.methods("hvp"):
         assert_close(

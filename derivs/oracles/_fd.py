@@ -125,7 +125,8 @@ def _fd_blocks(
         for o in leaves
     ]
     factor = _ROUNDING * (_MPS_WIDENING if base[0].device.type == "mps" else 1.0)
-    rounding = _Rounding(factor, measured_noise(evaluate, base))
+    plain = [leaf.detach().to(cdtype) for leaf in leaves]  # evaluate(base), already run
+    rounding = _Rounding(factor, measured_noise(evaluate, base, plain))
     values = [
         [leaf.new_zeros((leaf.numel(), x.numel()), dtype=cdtype) for x in base] for leaf in leaves
     ]

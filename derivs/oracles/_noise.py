@@ -66,14 +66,16 @@ class _UlpJitter(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
 
 def measured_noise(
-    evaluate: Callable[[list[Tensor]], list[Tensor]], points: list[Tensor]
+    evaluate: Callable[[list[Tensor]], list[Tensor]],
+    points: list[Tensor],
+    reference: list[Tensor],
 ) -> list[Tensor]:
-    """Per output leaf of ``evaluate(points)``: the largest ``|f_jittered - f|``, 0-d.
+    """Per output leaf of ``reference = evaluate(points)``, the plain evaluation the caller
+    already has: the largest ``|f_jittered - f|``, 0-d.
 
     Where ``func`` cannot run under a dispatch mode at all (it raises there and only there),
     the measurement is skipped and the rules keep their model: zero noise is returned.
     """
-    reference = evaluate(points)
     noise = [r.new_zeros(()) for r in reference]
     for draw in range(_DRAWS):
         try:
@@ -83,6 +85,7 @@ def measured_noise(
             return [r.new_zeros(()) for r in reference]
         for leaf, (j, r) in enumerate(zip(jittered, reference, strict=True)):
             if r.numel():
-                deviation = torch.where(torch.isfinite(j - r), (j - r).abs(), 0.0).amax()
+                deviation = (j - r).abs()
+                deviation = torch.where(deviation.isfinite(), deviation, 0.0).amax()
                 noise[leaf] = torch.maximum(noise[leaf], deviation)
     return noise
