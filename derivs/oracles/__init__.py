@@ -18,6 +18,11 @@ Two families:
   :func:`fd_hessian`, with the schemes ``"central"`` and ``"richardson"``
   (``_differences``) and ``"complex_step"`` (``_complex``).
 
+Finite differences compute in float64: the arguments are cast to it, and the
+lower-precision tensors ``func`` closes over (a float32 module's parameters) are raised to
+it while ``func`` runs, the user's tensors untouched (``_promote``); :func:`evaluation` says
+what was raised.
+
 Conventions shared by every oracle: ``args`` is the tuple of positional arguments of
 ``func``; ``argnums`` (an int or a tuple of ints, negative ones allowed) says which are
 differentiated; a Jacobian block has shape ``(*out_shape, *in_shape)`` and the dtype and
@@ -37,10 +42,13 @@ from derivs.oracles._loops import (
     loop_hessian,
     loop_jacobian,
 )
+from derivs.oracles._promote import Evaluation, evaluation
 
 __all__ = [
     "SCHEMES",
     "Estimate",
+    "Evaluation",
+    "evaluation",
     "fd_hessian",
     "fd_jacobian",
     "loop_batch_hessian",

@@ -44,6 +44,7 @@ from derivs.oracles._differences import (
     _with_floor,
 )
 from derivs.oracles._noise import measured_noise
+from derivs.oracles._promote import Raising
 
 # Outputs at given points of the differentiated arguments, the others taken from call_args.
 _Outputs = Callable[[list[Tensor], list[Any]], list[Tensor]]
@@ -59,6 +60,7 @@ class _Setup(NamedTuple):
     cdtype: torch.dtype
     cargs: list[Any]  # every floating argument cast to cdtype
     base: list[Tensor]  # the differentiated ones among cargs, contiguous
+    mode: Raising  # func's lower-precision tensors raised to cdtype while it runs
 
 
 class _ComplexSide(NamedTuple):
@@ -82,7 +84,8 @@ def _setup(
     originals = [targs[a] for a in nums]
     cdtype = _compute_dtype(api, originals, compute_dtype)
     cargs = _cast_args(targs, cdtype)
-    return _Setup(nums, single, h, originals, cdtype, cargs, [cargs[a].contiguous() for a in nums])
+    base = [cargs[a].contiguous() for a in nums]
+    return _Setup(nums, single, h, originals, cdtype, cargs, base, Raising(cdtype))
 
 
 def _substitute(call_args: list[Any], nums: tuple[int, ...], points: list[Tensor]) -> list[Any]:
@@ -242,16 +245,18 @@ def fd_jacobian(
     api = "derivs.oracles.fd_jacobian"
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
 
-    reference, spec = _flatten(func(*_substitute(s.cargs, s.nums, s.base)))
+    raised = s.mode.wrap(func)
+    reference, spec = _flatten(raised(*_substitute(s.cargs, s.nums, s.base)))
     leaves = [_check_out_leaf(api, o, _leaf_path(spec, i)) for i, o in enumerate(reference)]
-    real = _outputs(func, s.nums)
+    real = _outputs(raised, s.nums)
 
     def evaluate(points: list[Tensor]) -> list[Tensor]:
         return [o.detach().to(s.cdtype) for o in real(points, s.cargs)]
 
     side = None
     if scheme == "complex_step":
-        side = _complex_side(api, s, _outputs(promoting_real_operands(func), s.nums), leaves)
+        promoted = s.mode.wrap(promoting_real_operands(func))
+        side = _complex_side(api, s, _outputs(promoted, s.nums), leaves)
     values, errors = _finish_rows(*_fd_blocks(api, scheme, evaluate, side, s, leaves), s.originals)
     if s.single:
         return Estimate(
@@ -267,15 +272,18 @@ def _gradients(
     points: list[Tensor],
     call_args: list[Any],
     real: bool,
+    mode: Raising,
 ) -> list[Tensor]:
     """The autograd gradient of every output element of ``func`` at ``points``.
 
     One block per differentiated argument, of shape ``(*out_shape, *x.shape)``; at complex
     points (``real=False``) the conjugate autograd returns for holomorphic ``func`` is undone.
+    ``func`` and its backward run under ``mode``, in one session.
     """
-    with torch.enable_grad():
+    with torch.enable_grad(), mode.session():
         xs = [x.detach().requires_grad_() for x in points]
-        out = func(*_substitute(call_args, nums, xs))
+        with mode:
+            out = func(*_substitute(call_args, nums, xs))
         if real:
             _check_out_leaf(api, out, "")
         elif not isinstance(out, torch.Tensor):
@@ -285,9 +293,10 @@ def _gradients(
         if out.requires_grad:
             for k in range(flat.numel()):
                 one = torch.ones_like(flat[k])
-                gs = torch.autograd.grad(
-                    flat[k], xs, grad_outputs=one, retain_graph=True, allow_unused=True
-                )
+                with mode:
+                    gs = torch.autograd.grad(
+                        flat[k], xs, grad_outputs=one, retain_graph=True, allow_unused=True
+                    )
                 for row, g in zip(grads, gs, strict=True):
                     if g is not None:
                         # autograd gives conj(f'(z)) for holomorphic f; undo it
@@ -348,20 +357,18 @@ def fd_hessian(
     """
     api = "derivs.oracles.fd_hessian"
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
+    promoted = promoting_real_operands(func)
 
     def evaluate(points: list[Tensor]) -> list[Tensor]:
-        return _gradients(api, func, s.nums, points, s.cargs, True)
+        return _gradients(api, func, s.nums, points, s.cargs, True, s.mode)
+
+    def evaluate_complex(points: list[Tensor], call_args: list[Any]) -> list[Tensor]:
+        return _gradients(api, promoted, s.nums, points, call_args, False, s.mode)
 
     leaves = evaluate(s.base)
     side = None
     if scheme == "complex_step":
-        promoted = promoting_real_operands(func)
-        side = _complex_side(
-            api,
-            s,
-            lambda points, call_args: _gradients(api, promoted, s.nums, points, call_args, False),
-            leaves,
-        )
+        side = _complex_side(api, s, evaluate_complex, leaves)
     values, errors = _finish_rows(*_fd_blocks(api, scheme, evaluate, side, s, leaves), s.originals)
     if s.single:
         return Estimate(values[0][0], errors[0][0])
