@@ -21,18 +21,15 @@ Sparse Jacobians and Hessians (detection, colouring, compressed evaluation)::
 loops) and ``derivs.testing.assert_close`` the comparison helper the suite uses.
 """
 
-from derivs import batch as _batch_mod
-from derivs import hessian as _hessian_mod
-from derivs import jacobian as _jacobian_mod
 from derivs import oracles, testing
-from derivs import products as _products_mod
 from derivs import sparse as _sparse_mod
+from derivs._batch import batch_hessian, batch_jacobian
 from derivs._config import get_memory_budget, memory_budget, set_memory_budget
-from derivs.batch import batch_hessian, batch_jacobian
+from derivs._hessian import hessian
+from derivs._jacobian import jacobian, prefers_forward
+from derivs._products import hvp, vhp
+from derivs._registry import OPERATORS as _OPERATORS
 from derivs.check import CheckFailure, CheckReport, check
-from derivs.hessian import hessian
-from derivs.jacobian import jacobian
-from derivs.products import hvp, vhp
 from derivs.sparse import (
     Coloring,
     SparsePlan,
@@ -47,16 +44,8 @@ from derivs.sparse import (
 
 __version__ = "0.1.0"
 
-# NOTE: the modules derivs.jacobian and derivs.hessian are shadowed by the functions of the
-# same name, so the valid methods of each API are gathered here, in the order documented.
-METHODS: dict[str, tuple[str, ...]] = {
-    "jacobian": tuple(_jacobian_mod.METHODS),
-    "hessian": tuple(_hessian_mod.METHODS),
-    "hvp": tuple(_products_mod.HVP_METHODS),
-    "vhp": tuple(_products_mod.VHP_METHODS),
-    "batch_jacobian": tuple(_batch_mod.METHODS),
-    "batch_hessian": tuple(_batch_mod.METHODS),
-}
+#: operator -> its valid methods, in the order documented (the default first).
+METHODS: dict[str, tuple[str, ...]] = {op: tuple(ms) for op, ms in _OPERATORS.items()}
 
 # NOTE: the sparse transforms choose a colouring mode rather than a method.
 SPARSE_MODES: dict[str, tuple[str, ...]] = {
@@ -87,6 +76,7 @@ __all__ = [
     "jacobian_sparsity",
     "memory_budget",
     "oracles",
+    "prefers_forward",
     "set_memory_budget",
     "sparse_hessian",
     "sparse_jacobian",

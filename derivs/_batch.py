@@ -9,15 +9,11 @@ import torch
 
 from derivs import _validate
 from derivs._blocks import standard_basis, with_diff
-from derivs.hessian import checked_for_hessian, hessian_blocks, nest
-from derivs.jacobian import _name, jacobian_blocks
+from derivs._hessian import checked_for_hessian, hessian_blocks, nest
+from derivs._jacobian import jacobian_blocks
+from derivs._registry import OPERATORS
 
-METHODS = {
-    "vmap": "torch.func.vmap over the per-sample transform; always valid (the default)",
-    "loop": "a Python loop over samples; slow, a reference",
-    "sum": "the sum trick: differentiate the batch-summed output of func applied to the whole "
-    "batch; fastest, valid only if samples do not interact (checked)",
-}
+METHODS = OPERATORS["batch_jacobian"]
 
 # NOTE: the coupling probe's tangent values come from a fixed generator so that a refusal is
 # reproducible; their values are irrelevant as long as no entry is zero.
@@ -218,9 +214,7 @@ def batch_jacobian(
             )
         return result[0] if single else tuple(result)
 
-    batch_jacobian_fn.__name__ = f"batch_jacobian_of_{_name(func)}_wrt_argnums_{argnums}".replace(
-        " ", ""
-    )
+    batch_jacobian_fn.__name__ = _validate.transform_name("batch_jacobian", func, argnums)
     return batch_jacobian_fn
 
 
@@ -281,9 +275,7 @@ def batch_hessian(
         )
         return nest(stacked, single)
 
-    batch_hessian_fn.__name__ = f"batch_hessian_of_{_name(func)}_wrt_argnums_{argnums}".replace(
-        " ", ""
-    )
+    batch_hessian_fn.__name__ = _validate.transform_name("batch_hessian", func, argnums)
     return batch_hessian_fn
 
 

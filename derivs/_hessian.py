@@ -8,19 +8,13 @@ from typing import Any
 import torch
 
 from derivs import _config, _memory, _validate, oracles
+from derivs._jacobian import jacobian_blocks, prefers_forward
+from derivs._registry import OPERATORS
 from derivs._validate import Argnums
-from derivs.jacobian import _name, jacobian_blocks, prefers_forward
 
 API = "derivs.hessian"
 
-METHODS = {
-    "auto": "forward over the method jacobian's 'auto' picks for the gradient (the usual best)",
-    "fwd_rev": "jacfwd(jacrev(f)), what torch.func.hessian does: forward over reverse",
-    "rev_rev": "jacrev(jacrev(f)): all reverse mode; works where forward-mode AD is missing",
-    "fwd_fwd": "jacfwd(jacfwd(f)): all forward mode; good when outputs outnumber inputs",
-    "rev_fwd": "jacrev(jacfwd(f)): reverse over forward",
-    "loop": "one torch.autograd.grad per gradient entry; slow, not composable with vmap",
-}
+METHODS = OPERATORS["hessian"]
 
 # method -> (outer, inner) jacobian methods; the outer one differentiates the inner Jacobian.
 # NOTE: 'auto' keeps the outer mode forward: the inner Jacobian has out*N elements for N
@@ -78,7 +72,7 @@ def check_peak(api: str, method: str, sizes: _memory.Sizes, device: torch.device
     budget = _config.get_memory_budget()
     if need <= budget:
         return
-    fmt = _validate._fmt_bytes
+    fmt = _validate.fmt_bytes
     hints = []
     # NOTE: the other methods by the screen: their second-order passes were not probed.
     screened = sizes._replace(d=0)
@@ -282,8 +276,9 @@ def hessian(
         blocks = hessian_blocks(checked, args, nums, method, chunk_size=chunk_size)
         return nest(blocks, not isinstance(argnums, tuple))
 
-    hessian_fn.__name__ = f"hessian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    hessian_fn.__name__ = _validate.transform_name("hessian", func, argnums)
     hessian_fn.__doc__ = (
-        f"Hessian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+        f"Hessian of {_validate.func_name(func)} with respect to argnums={argnums!r} "
+        f"(method={method!r})."
     )
     return hessian_fn

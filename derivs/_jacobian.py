@@ -24,21 +24,12 @@ from derivs._blocks import (
     unflatten,
     with_diff,
 )
+from derivs._registry import OPERATORS
 from derivs._validate import Argnums
 
 API = "derivs.jacobian"
 
-METHODS = {
-    "auto": "forward mode when the output has more elements than the differentiated inputs "
-    "and enough of them (measured per device: see prefers_forward), else reverse; in plain "
-    "eager code both come from one autograd graph (vmap over torch.autograd.grad), skipping "
-    "torch.func's fixed cost per call",
-    "rev": "torch.func.jacrev: one vector-Jacobian product per output element (wide functions)",
-    "fwd": "vmap over torch.func.jvp: one Jacobian-vector product per input element (tall functions)",
-    "vjp_vmap": "the tutorial's vmap(vjp_fn)(unit_vectors); reverse mode built by hand",
-    "loop": "one torch.autograd.grad per output element; slow, not composable with vmap, "
-    "but the simplest thing that can work",
-}
+METHODS = OPERATORS["jacobian"]
 
 
 def prefers_forward(out_numel: int, in_numel: int, device: str | torch.device = "cpu") -> bool:
@@ -324,10 +315,6 @@ def jacobian_blocks(
     return blocks, spec, aux
 
 
-def _name(func: object) -> str:
-    return getattr(func, "__name__", type(func).__name__)
-
-
 def jacobian(
     func: Callable[..., Any],
     argnums: Argnums = 0,
@@ -402,8 +389,9 @@ def jacobian(
         )
         return (jac, aux) if has_aux else jac
 
-    jacobian_fn.__name__ = f"jacobian_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+    jacobian_fn.__name__ = _validate.transform_name("jacobian", func, argnums)
     jacobian_fn.__doc__ = (
-        f"Jacobian of {_name(func)} with respect to argnums={argnums!r} (method={method!r})."
+        f"Jacobian of {_validate.func_name(func)} with respect to argnums={argnums!r} "
+        f"(method={method!r})."
     )
     return jacobian_fn

@@ -9,22 +9,11 @@ import torch
 from torch.autograd.graph import get_gradient_edge
 
 from derivs import _eager, _validate
-from derivs.hessian import checked_for_hessian, hessian_blocks
+from derivs._hessian import checked_for_hessian, hessian_blocks
+from derivs._registry import OPERATORS
 
-HVP_METHODS = {
-    "auto": "reverse over reverse, measured the fastest (tools/hvp_grid.py); in plain eager code "
-    "by torch.autograd, freeing the gradient before the second pass, else torch.func's vjp "
-    "of grad",
-    "fwd_rev": "jvp of grad: forward over reverse (the tutorial's hvp)",
-    "rev_rev": "vjp of grad: reverse over reverse; works where forward-mode AD is missing",
-    "dense": "materialise the Hessian and multiply; only for small inputs (a reference)",
-}
-VHP_METHODS = {
-    "auto": "reverse over reverse; in plain eager code by torch.autograd, freeing the "
-    "gradient before the second pass, else torch.func's vjp of grad",
-    "rev_rev": "vjp of grad: reverse over reverse",
-    "dense": "materialise the Hessian and multiply; only for small inputs (a reference)",
-}
+HVP_METHODS = OPERATORS["hvp"]
+VHP_METHODS = OPERATORS["vhp"]
 
 Vectors = tuple[torch.Tensor, ...]
 

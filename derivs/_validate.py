@@ -29,6 +29,16 @@ def describe(value: object) -> str:
     )
 
 
+def func_name(func: object) -> str:
+    """The name of the user's ``func`` for the names of the transforms made from it."""
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def transform_name(kind: str, func: object, argnums: object) -> str:
+    """The ``__name__`` of a transform of ``func``: ``jacobian_of_f_wrt_argnums_(0,1)``."""
+    return f"{kind}_of_{func_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+
+
 def check_callable(api: str, func: object, name: str = "func") -> None:
     if not callable(func):
         raise TypeError(f"{api}: {name} must be callable, got {describe(func)}")
@@ -156,8 +166,8 @@ def check_size(api: str, what: str, numel: int, itemsize: int, hint: str) -> Non
     need = numel * itemsize
     if need > budget:
         raise ValueError(
-            f"{api}: {what} would need {_fmt_bytes(need)} ({numel:,} elements), above the memory "
-            f"budget of {_fmt_bytes(budget)}; {hint} (or raise the budget with "
+            f"{api}: {what} would need {fmt_bytes(need)} ({numel:,} elements), above the memory "
+            f"budget of {fmt_bytes(budget)}; {hint} (or raise the budget with "
             f"derivs.set_memory_budget / DERIVS_MEMORY_BUDGET)"
         )
 
@@ -167,13 +177,14 @@ def check_peak(api: str, what: str, nbytes: int, hint: str) -> None:
     budget = _config.get_memory_budget()
     if nbytes > budget:
         raise ValueError(
-            f"{api}: {what} would need about {_fmt_bytes(nbytes)} at its peak (predicted), above "
-            f"the memory budget of {_fmt_bytes(budget)}; {hint} (or raise the budget with "
+            f"{api}: {what} would need about {fmt_bytes(nbytes)} at its peak (predicted), above "
+            f"the memory budget of {fmt_bytes(budget)}; {hint} (or raise the budget with "
             f"derivs.set_memory_budget / DERIVS_MEMORY_BUDGET)"
         )
 
 
-def _fmt_bytes(n: int) -> str:
+def fmt_bytes(n: int) -> str:
+    """``n`` bytes for a message: ``381.5 MiB``."""
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"

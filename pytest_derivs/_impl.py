@@ -8,13 +8,39 @@ feature is never skipped: if it fails, the property fails.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 # the value and id of the one parameter a property gets when an operator has no method
 ABSENT = "absent"
+
+
+def _registry_operators() -> tuple[str, ...]:
+    """derivs' operators, from ``derivs/_registry.py`` loaded by its file.
+
+    NOTE: ``import derivs._registry`` would run ``derivs/__init__.py``, which imports torch,
+    and this module loads with every pytest run of any project that has derivs installed;
+    the registry imports nothing, so its file is run alone (``find_spec`` of a top-level
+    package locates it without importing it).
+    """
+    package = importlib.util.find_spec("derivs")
+    folders = [] if package is None else list(package.submodule_search_locations or [])
+    if not folders:
+        raise ImportError("pytest_derivs: the derivs package is not installed")
+    path = Path(folders[0]) / "_registry.py"
+    spec = importlib.util.spec_from_file_location("pytest_derivs._registry", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"pytest_derivs: cannot load {path}")
+    registry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(registry)
+    return tuple(registry.OPERATORS)
+
+
+OPERATORS = _registry_operators()
 
 
 class SuiteImpl:
@@ -215,6 +241,6 @@ class SuiteImpl:
 
     def operator(self, name: str) -> Callable[..., Any]:
         """The operator called ``name`` (``getattr(derivs, api)`` in the suite's tables)."""
-        if name not in ("jacobian", "hessian", "batch_jacobian", "batch_hessian", "hvp", "vhp"):
+        if name not in OPERATORS:
             raise ValueError(f"SuiteImpl.operator: unknown operator {name!r}")
         return getattr(self, name)  # type: ignore[no-any-return]

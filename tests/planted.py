@@ -21,17 +21,17 @@ from typing import Any, NamedTuple
 
 import torch
 
-import derivs  # noqa: F401  (imports the submodules looked up in sys.modules below)
-
-# NOTE: derivs.jacobian and derivs.hessian name the functions, so the modules come from sys.modules.
-blocks_mod = sys.modules["derivs._blocks"]
-eager_mod = sys.modules["derivs._eager"]
-batch_mod = sys.modules["derivs.batch"]
-hessian_mod = sys.modules["derivs.hessian"]
-jacobian_mod = sys.modules["derivs.jacobian"]
-products_mod = sys.modules["derivs.products"]
-memory_mod = sys.modules["derivs._memory"]
-compiled_mod = sys.modules["derivs._compiled"]
+import derivs._batch as batch_mod
+import derivs._blocks as blocks_mod
+import derivs._compiled as compiled_mod
+import derivs._eager as eager_mod
+import derivs._hessian as hessian_mod
+import derivs._jacobian as jacobian_mod
+import derivs._memory as memory_mod
+import derivs._products as products_mod
+import derivs.sparse._coloring as coloring_mod
+import derivs.sparse._detect as detect_mod
+import derivs.sparse._greedy as greedy_mod
 
 
 class Variant(NamedTuple):
@@ -528,10 +528,6 @@ VARIANTS: dict[str, Variant] = {
 
 
 # --- sparse (derivs.sparse) ---------------------------------------------------------------
-
-detect_mod = sys.modules["derivs.sparse._detect"]
-coloring_mod = sys.modules["derivs.sparse._coloring"]
-greedy_mod = sys.modules["derivs.sparse._greedy"]
 
 
 def sparse_detect_drops_pair() -> None:

@@ -3,15 +3,14 @@
 Peaks are measured by ``derivs._memory.measured_peak``: the CPU allocator's allocations and
 frees while the Hessian is computed, from torch.profiler's memory events. That counts the
 tensors the call allocates and nothing else, so it is the same on a loaded 2-core CI machine
-as on a quiet one. The sizes keep every peak to a few MiB; ``tools/hessian_memory.py`` runs
-the larger grid (and, with ``--big``, the tutorial's 32 x 512) behind the model's
+as on a quiet one. The sizes keep every peak to a few MiB; ``python -m bench.hessian_memory``
+runs the larger grid (and, with ``--big``, the tutorial's 32 x 512) behind the model's
 coefficients.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,25 +18,13 @@ import pytest
 import torch
 
 import derivs
+from bench.problems import mlp, predict, softplus
+from derivs import _hessian as hessian_mod
 from derivs import _memory
-
-hessian_mod = sys.modules["derivs.hessian"]
 
 # NOTE: the model's documented bound (docs/performance.md): at most twice the measured peak,
 # except rev_fwd, whose per-vector cost the probe reads least well (2.5x on tanh networks).
 LIMIT = {"rev_fwd": 2.5}
-
-
-def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.linear(x, weight, bias).tanh()
-
-
-def mlp(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.tanh(w2 @ torch.tanh(w1 @ x))
-
-
-def softplus(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (w2 @ torch.nn.functional.softplus(w1 @ x)).sin()
 
 
 def _args(func: Callable[..., Any], n: int, m: int, h: int = 0) -> tuple[torch.Tensor, ...]:

@@ -87,17 +87,17 @@ CAMPAIGNS = {
         "the bad-input table and the operators that call it",
     ),
     "jacobian": Campaign(
-        ["derivs/jacobian.py", "derivs/_eager.py", "derivs/_blocks.py"],
+        ["derivs/_jacobian.py", "derivs/_eager.py", "derivs/_blocks.py"],
         OPERATOR_TESTS,
         "operator properties",
     ),
     "hessian": Campaign(
-        ["derivs/hessian.py"],
+        ["derivs/_hessian.py"],
         [*OPERATOR_TESTS, "tests/test_memory.py"],
         "operator properties and the memory guard's tests",
     ),
-    "products": Campaign(["derivs/products.py"], OPERATOR_TESTS, "operator properties"),
-    "batch": Campaign(["derivs/batch.py"], OPERATOR_TESTS, "operator properties"),
+    "products": Campaign(["derivs/_products.py"], OPERATOR_TESTS, "operator properties"),
+    "batch": Campaign(["derivs/_batch.py"], OPERATOR_TESTS, "operator properties"),
 }
 
 

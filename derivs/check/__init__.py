@@ -19,19 +19,21 @@ reference with ``*``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from derivs import _validate
-from derivs.batch import batch_hessian, batch_jacobian
-from derivs.check import _judge, _methods, _setup
+from derivs._batch import batch_hessian, batch_jacobian
+from derivs._hessian import hessian
+from derivs._jacobian import jacobian
+from derivs._products import hvp, vhp
+from derivs._config import get_memory_budget
+from derivs.check import _judge, _limits, _methods, _projected, _setup
 from derivs.check._references import References
 from derivs.check._report import CheckFailure, CheckReport, CheckRow
 from derivs.check._setup import OPERATORS, ORACLES
-from derivs.hessian import hessian
-from derivs.jacobian import jacobian
-from derivs.products import hvp, vhp
 
 __all__ = ["OPERATORS", "ORACLES", "CheckFailure", "CheckReport", "CheckRow", "check"]
 
@@ -53,6 +55,7 @@ def check(
     rtol: float | None = None,
     atol: float | None = None,
     raise_exception: bool = True,
+    mode: str = "auto",
 ) -> CheckReport:
     """Check every derivative operator of ``func`` at ``args`` by every method and oracle.
 
@@ -92,6 +95,14 @@ def check(
             finite-difference error estimate).
         raise_exception: raise :class:`CheckFailure` (an ``AssertionError`` carrying the
             report) when a row fails or errors, instead of returning the report.
+        mode: ``"dense"`` (full Jacobians and Hessians, as above), ``"projected"`` (products
+            along seeded random directions, for large inputs: ``jvp`` rows compare ``J u``
+            with finite differences of ``t -> func(x + t u)``, ``vjp`` rows ``<J^T w, u>``
+            with ``<w, J u>`` and those differences, ``hvp`` rows ``H u`` with differences of
+            the gradient, ``uHv`` rows ``<u_i, H u_j>``; the batch forms are not checked) or
+            ``"auto"``: projected past ``DENSE_MAX_INPUTS`` (512) differentiated elements or
+            when the dense Jacobian/Hessian would exceed the memory budget.
+            ``report.mode`` says which ran, a note how the directions were drawn.
 
     Returns:
         A :class:`CheckReport`: ``print(report)`` gives the table and the verdict,
@@ -121,20 +132,27 @@ def check(
         rtol=rtol,
         atol=atol,
         raise_exception=raise_exception,
+        mode=mode,
     )
     case = _setup.evaluate(func, args, opts)
-    refs = References(func, argnums, opts.oracles)
+    mode_used = _projected.resolve(opts.mode, case, get_memory_budget())
     # NOTE: the operators are this module's globals, read at each call, so a test can plant
     # a bug in one (monkeypatch derivs.check's jacobian) and see check blame it.
-    operators = {
-        **_methods.jacobian_sources(case, refs, jacobian),
-        **_methods.hessian_sources(case, refs, hessian),
-        **_methods.product_sources(case, refs, hvp, vhp),
-        **_methods.batch_sources(case, refs, batch_jacobian, batch_hessian),
-    }
-    notes = {**_methods.unchecked_notes(case), **refs.notes}
-    judged = _judge.judge(operators, opts.rtol, opts.atol, case.value_scale)
+    if mode_used == "projected":
+        operators, notes = _projected.projected_sources(case, hvp)
+    else:
+        refs = References(func, argnums, opts.oracles)
+        operators = {
+            **_methods.jacobian_sources(case, refs, jacobian),
+            **_methods.hessian_sources(case, refs, hessian),
+            **_methods.product_sources(case, refs, hvp, vhp),
+            **_methods.batch_sources(case, refs, batch_jacobian, batch_hessian),
+        }
+        notes = {**_methods.unchecked_notes(case), **refs.notes}
+    _limits.Limits(_limits.custom_functions(func, case.point, opts.nums)).apply(operators)
+    judged = _judge.judge(operators, opts.rtol, opts.atol, case.value_scale, case)
     report = _judge.build_report(case, operators, judged, notes, started)
+    report = dataclasses.replace(report, mode=mode_used)
     if raise_exception and not report.passed:
         raise CheckFailure(report)
     return report

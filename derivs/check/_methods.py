@@ -11,10 +11,10 @@ import torch
 
 from derivs import _validate
 from derivs._config import get_memory_budget
+from derivs._jacobian import prefers_forward
 from derivs.check._references import References, contracted
 from derivs.check._setup import Case, Options, sample
 from derivs.check._sources import Operator, Source, run
-from derivs.jacobian import prefers_forward
 
 Tensor = torch.Tensor
 Transform = Callable[..., Any]
@@ -246,6 +246,6 @@ def _reverse_outer_refusal(method: str, out_numel: int, diff: Sequence[Tensor]) 
         return ""
     return (
         f"not run: reverse mode over this {out_numel}-output Jacobian would materialise about "
-        f"{_validate._fmt_bytes(need)} of intermediates (~4 (out*in)**2 values), above the memory "
-        f"budget of {_validate._fmt_bytes(budget)} (raise it with derivs.set_memory_budget to run it)"
+        f"{_validate.fmt_bytes(need)} of intermediates (~4 (out*in)**2 values), above the memory "
+        f"budget of {_validate.fmt_bytes(budget)} (raise it with derivs.set_memory_budget to run it)"
     )

@@ -9,26 +9,15 @@ from typing import Any
 
 import torch
 
-from derivs import _validate
-from derivs.batch import METHODS as BATCH_METHODS
+from derivs import _registry, _validate
 from derivs.check._compare import magnitude
-from derivs.hessian import METHODS as HESSIAN_METHODS
-from derivs.jacobian import METHODS as JACOBIAN_METHODS
-from derivs.products import HVP_METHODS, VHP_METHODS
 
 API = "derivs.check"
 Tensor = torch.Tensor
 InDims = int | tuple[int | None, ...]
 
 #: operator -> its methods (name -> hint), in the order the report lists them.
-OPERATORS: dict[str, dict[str, str]] = {
-    "jacobian": JACOBIAN_METHODS,
-    "hessian": HESSIAN_METHODS,
-    "hvp": HVP_METHODS,
-    "vhp": VHP_METHODS,
-    "batch_jacobian": BATCH_METHODS,
-    "batch_hessian": BATCH_METHODS,
-}
+OPERATORS: dict[str, dict[str, str]] = _registry.OPERATORS
 ORACLES = {
     "loop": "naive loops of torch.autograd.grad (exact, but share the function's backward "
     "with the rev-mode methods)",
@@ -51,6 +40,7 @@ class Options:
     size: int  # the batch size (0 without batched)
     rtol: float | None
     atol: float | None
+    mode: str = "auto"  # "auto", "dense" or "projected" (derivs.check._projected.MODES)
 
     @property
     def single(self) -> bool:
@@ -70,6 +60,7 @@ def parse(
     rtol: float | None,
     atol: float | None,
     raise_exception: bool,
+    mode: str = "auto",
 ) -> Options:
     """Validate ``check``'s arguments, in the order of its signature."""
     _validate.check_callable(API, func)
@@ -79,10 +70,13 @@ def parse(
     chosen = _check_oracles(oracles)
     rtol_, atol_ = _check_tol("rtol", rtol), _check_tol("atol", atol)
     _validate.check_bool(API, "raise_exception", raise_exception)
+    _check_mode(mode)
     nums = _validate.normalize_argnums(API, argnums, len(args))
     _validate.check_diff_args(API, args, nums)
     dims, size = (None, 0) if batched is None else _check_batched(batched, args)
-    return Options(argnums, nums, order, selected, chosen, batched, dims, size, rtol_, atol_)
+    return Options(
+        argnums, nums, order, selected, chosen, batched, dims, size, rtol_, atol_, mode=mode
+    )
 
 
 def _check_order(order: object) -> None:
@@ -145,6 +139,26 @@ def _check_oracles(value: object) -> tuple[str, ...]:
             )
         out.append(item)
     return tuple(dict.fromkeys(out))
+
+
+#: check's modes (name -> what it does), in the order the docs list them.
+MODES = {
+    "auto": "dense up to DENSE_MAX_INPUTS differentiated elements (and while the dense "
+    "Jacobian or Hessian fits the memory budget), projected past it",
+    "dense": "full Jacobians and Hessians by every method, against dense oracles",
+    "projected": "Jacobian and Hessian products along seeded random directions, against "
+    "directional finite differences (for large inputs)",
+}
+
+
+def _check_mode(mode: object) -> None:
+    if not isinstance(mode, str):
+        raise TypeError(
+            f"{API}: mode must be one of {list(MODES)}, got {_validate.describe(mode)}"
+        )
+    if mode not in MODES:
+        listing = "; ".join(f"{k!r}: {v}" for k, v in MODES.items())
+        raise ValueError(f"{API}: mode={mode!r} is not one of {list(MODES)} ({listing})")
 
 
 def _check_tol(name: str, value: object) -> float | None:

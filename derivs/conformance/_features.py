@@ -6,9 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
+from derivs import _registry
+
 API = "derivs.conformance.Features"
 
-OPERATORS = ("jacobian", "hessian", "batch_jacobian", "batch_hessian", "hvp", "vhp")
+OPERATORS = tuple(_registry.OPERATORS)
 
 # feature -> what declaring it promises (the pytest header and the docs print these)
 FEATURES = {

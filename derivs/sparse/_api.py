@@ -11,7 +11,6 @@ import torch
 
 from derivs import _validate
 from derivs._validate import Argnums
-from derivs.jacobian import _name
 from derivs.sparse import _coloring, _detect
 from derivs.sparse._coloring import Coloring
 from derivs.sparse._pattern import Shape, SparsityPattern, given_pattern
@@ -90,9 +89,10 @@ class SparseTransform:
         self.guard = guard
         self._plans: dict[Any, SparsePlan] = {}
         what = "hessian" if hessian else "jacobian"
-        self.__name__ = f"sparse_{what}_of_{_name(func)}_wrt_argnums_{argnums}".replace(" ", "")
+        self.__name__ = _validate.transform_name(f"sparse_{what}", func, argnums)
         self.__doc__ = (
-            f"Sparse {what.capitalize()} of {_name(func)} with respect to argnums={argnums!r} "
+            f"Sparse {what.capitalize()} of {_validate.func_name(func)} "
+            f"with respect to argnums={argnums!r} "
             f"(pattern={pattern if isinstance(pattern, str) else 'given'!r}, mode={mode!r})."
         )
 

@@ -10,7 +10,6 @@ import torch
 
 from derivs import _validate
 from derivs._validate import Argnums
-from derivs.jacobian import _name
 from derivs.sparse import _coloring, _detect
 from derivs.sparse._api import JACOBIAN_MODES, PATTERNS, _check_choice
 from derivs.sparse._coloring import Coloring
@@ -47,7 +46,7 @@ def _sparsity(
             symmetric=hessian,
         )
 
-    sparsity.__name__ = f"{api.split('.')[-1]}_of_{_name(func)}"
+    sparsity.__name__ = f"{api.split('.')[-1]}_of_{_validate.func_name(func)}"
     return sparsity
 
 
