@@ -1,23 +1,29 @@
 """Command line: ``python -m derivs check package.module:function --shape 16 [--shape 3,4]``.
 
-Builds random inputs of the given shapes (one ``--shape`` per positional argument, drawn
-from a seeded generator), runs ``derivs.check`` and prints its report.
+The target is ``package.module:function`` or ``path/to/file.py:function``. Builds random
+inputs of the given shapes (one ``--shape`` per positional argument, drawn from a seeded
+generator: standard normal, uniform on ``[--low, --high)``, or with ``--positive`` uniform on
+``[0.5, 2)``), runs ``derivs.check`` and prints its report.
 
 Exit status: 0 every comparison passed; 1 a mismatch (or a method that raised); 2 bad
-usage (unknown option, bad shape, module or function not found, arguments ``derivs.check``
-refuses); 3 the function (or its module) raised an exception of its own, printed with its
-traceback.
+usage (unknown option, bad shape, module, file or function not found, arguments
+``derivs.check`` refuses); 3 the function (or its module) raised an exception of its own,
+printed with its traceback; 4 unverified: nothing failed, but some derivative was checked
+by no independent oracle (e.g. ``--oracles loop``, which shares the backward).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
+import math
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -25,7 +31,9 @@ import torch
 from derivs.check import ORACLES, CheckReport, check
 
 PROG = "python -m derivs"
-EXIT_PASS, EXIT_MISMATCH, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+EXIT_PASS, EXIT_MISMATCH, EXIT_USAGE, EXIT_CRASH, EXIT_UNVERIFIED = 0, 1, 2, 3, 4
+#: --positive draws uniformly from this interval: clear of 0 (log, sqrt, 1/x) and of overflow.
+POSITIVE = (0.5, 2.0)
 DTYPES = {
     "float64": torch.float64,
     "float32": torch.float32,
@@ -53,14 +61,16 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         description="Check every derivative operator of a function (Jacobian; with --order 2 "
         "also Hessian, hvp/vhp, batch forms) by every method of derivs against independent "
         "oracles, at random inputs of the given shapes, and print the report. Exit status: "
-        "0 pass, 1 mismatch, 2 bad usage, 3 the function raised.",
-        epilog="example: python -m derivs check examples.check_examples:predict_d16 --shape 16",
+        "0 pass, 1 mismatch, 2 bad usage, 3 the function raised, 4 unverified (no "
+        "independent oracle checked some derivative).",
+        epilog="examples: python -m derivs check examples.check_examples:predict_d16 --shape 16; "
+        "python -m derivs check path/to/model.py:loss --shape 100000 --order 1 --mode projected",
     )
     p.add_argument(
         "target",
         metavar="module:function",
-        help="the function to check, e.g. package.module:function (the current "
-        "directory is importable)",
+        help="the function to check: package.module:function (the current directory is "
+        "importable) or path/to/file.py:function",
     )
     p.add_argument(
         "--shape",
@@ -77,6 +87,23 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="dtype of the inputs (default: float64)",
     )
     p.add_argument("--device", default="cpu", help="device of the inputs (default: cpu)")
+    p.add_argument(
+        "--low", type=float, default=None, help="draw the inputs uniformly from [LOW, HIGH)"
+    )
+    p.add_argument("--high", type=float, default=None, help="see --low")
+    p.add_argument(
+        "--positive",
+        action="store_true",
+        help=f"draw the inputs uniformly from [{POSITIVE[0]}, {POSITIVE[1]}) (for log, sqrt, "
+        "1/x; default: standard normal)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("auto", "dense", "projected"),
+        default="auto",
+        help="dense: full Jacobians and Hessians; projected: products along random directions "
+        "(large inputs); auto: projected past 512 differentiated elements (default: auto)",
+    )
     p.add_argument(
         "--order",
         type=int,
@@ -143,32 +170,58 @@ def _in_dims(text: str) -> int | tuple[int | None, ...]:
 
 
 def _load(target: str) -> Callable[..., Any]:
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise _Usage(f"{target!r} is not of the form package.module:function")
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise _Usage(
+            f"{target!r} is not of the form package.module:function or path/to/file.py:function"
+        )
     # NOTE: `python -m` puts the current directory on sys.path; an installed entry point
     # would not, so add it for both.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise _Usage(
-                f"cannot import {module_name!r}: {exc} (run from the directory that "
-                "contains it, or add it to PYTHONPATH)"
-            ) from None
-        raise _Crash(f"importing {module_name!r} raised") from exc
-    except Exception as exc:
-        raise _Crash(f"importing {module_name!r} raised") from exc
+    is_file = where.endswith(".py") or os.sep in where or "/" in where
+    module = _load_file(where) if is_file else _import(where)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise _Usage(f"{module_name!r} has no attribute {attr!r}")
+            raise _Usage(f"{where!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise _Usage(f"{target!r} is a {type(obj).__name__}, not a function")
     return obj  # type: ignore[no-any-return]
+
+
+def _import(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise _Usage(
+                f"cannot import {module_name!r}: {exc} (run from the directory that "
+                "contains it, or add it to PYTHONPATH, or give path/to/file.py)"
+            ) from None
+        raise _Crash(f"importing {module_name!r} raised") from exc
+    except Exception as exc:
+        raise _Crash(f"importing {module_name!r} raised") from exc
+
+
+def _load_file(path: str) -> ModuleType:
+    """Run a Python file as a module named after it; its directory goes on ``sys.path`` first,
+    so that it imports its neighbours as it would when run as a script."""
+    if not os.path.isfile(path):
+        raise _Usage(f"{path!r} is not a file (give path/to/file.py:function)")
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise _Usage(f"{path!r} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    sys.modules[name] = module  # NOTE: dataclasses and pickling look their module up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise _Crash(f"running {path!r} raised") from exc
+    return module
 
 
 def _device(text: str) -> torch.device:
@@ -185,6 +238,33 @@ def _device(text: str) -> torch.device:
     return device
 
 
+def _domain(ns: argparse.Namespace) -> tuple[float, float] | None:
+    """The inputs' interval (None: standard normal), from --low/--high or --positive."""
+    if ns.positive:
+        if ns.low is not None or ns.high is not None:
+            raise _Usage("give --positive or --low/--high, not both")
+        return POSITIVE
+    if ns.low is None and ns.high is None:
+        return None
+    if ns.low is None or ns.high is None:
+        raise _Usage(
+            "--low and --high go together: give both (the inputs are uniform on [LOW, HIGH))"
+        )
+    if not (math.isfinite(ns.low) and math.isfinite(ns.high) and ns.low < ns.high):
+        raise _Usage(f"--low {ns.low} --high {ns.high}: need finite LOW < HIGH")
+    return ns.low, ns.high
+
+
+def _draw(
+    shape: tuple[int, ...], gen: torch.Generator, low_high: tuple[float, float] | None
+) -> torch.Tensor:
+    """Standard normal, or uniform on ``[low, high)``, in float64 (cast afterwards)."""
+    if low_high is None:
+        return torch.randn(shape, generator=gen, dtype=torch.float64)
+    low, high = low_high
+    return low + (high - low) * torch.rand(shape, generator=gen, dtype=torch.float64)
+
+
 def _run_check(ns: argparse.Namespace) -> CheckReport:
     if not ns.shape:
         raise _Usage("give one --shape per positional argument of the function, e.g. --shape 16")
@@ -198,11 +278,9 @@ def _run_check(ns: argparse.Namespace) -> CheckReport:
     oracles = [o.strip() for o in ns.oracles.split(",") if o.strip()]
     device = _device(ns.device)
     func = _load(ns.target)
+    low_high = _domain(ns)
     gen = torch.Generator().manual_seed(ns.seed)
-    args = [
-        torch.randn(s, generator=gen, dtype=torch.float64).to(DTYPES[ns.dtype]).to(device)
-        for s in shapes
-    ]
+    args = [_draw(s, gen, low_high).to(DTYPES[ns.dtype]).to(device) for s in shapes]
     try:
         return check(
             func,
@@ -215,6 +293,7 @@ def _run_check(ns: argparse.Namespace) -> CheckReport:
             rtol=ns.rtol,
             atol=ns.atol,
             raise_exception=False,
+            mode=ns.mode,
         )
     except (TypeError, ValueError) as exc:
         if str(exc).startswith("derivs.check"):
@@ -241,7 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {ns.command}: {exc} (exit status {EXIT_CRASH})", file=sys.stderr)
         return EXIT_CRASH
     print(json.dumps(report.to_dict(), indent=2) if ns.json else report)
-    return EXIT_PASS if report.passed else EXIT_MISMATCH
+    return _status(report)
+
+
+def _status(report: CheckReport) -> int:
+    """The exit status of ``report.status``: failed, unverified (nothing failed, but no
+    independent oracle confirmed some derivative) or passed."""
+    return {"failed": EXIT_MISMATCH, "unverified": EXIT_UNVERIFIED}.get(report.status, EXIT_PASS)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class CheckReport:
     notes: tuple[str, ...]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    mode: str = "dense"  # "dense" or "projected": what check's mode= resolved to
 
     @property
     def passed(self) -> bool:
@@ -72,6 +73,7 @@ class CheckReport:
             "inputs": self.inputs,
             "argnums": self.argnums,
             "order": self.order,
+            "mode": self.mode,
             "batched": self.batched,
             "device": self.device,
             "passed": self.passed,
@@ -87,6 +89,7 @@ class CheckReport:
     def __str__(self) -> str:
         head = (
             f"{API}: {self.inputs}  argnums={self.argnums!r}  order={self.order}"
+            + f"  mode={self.mode}"
             + (f"  batched={self.batched!r}" if self.batched is not None else "")
             + f"  on {self.device}  ({self.seconds:.2f} s)"
         )
@@ -133,6 +136,7 @@ _LEGEND = {
     "fd": "finite differences of values",
     "cs": "complex step of values",
     "fd(grad)": "finite differences of the autograd gradient",
+    "fd(dir)": "finite differences of values along the random directions",
     "cs(grad)": "complex step of the autograd gradient",
 }
 

@@ -40,7 +40,7 @@ class Options:
     size: int  # the batch size (0 without batched)
     rtol: float | None
     atol: float | None
-    mode: str = "auto"  # "auto", "dense" or "projected" (derivs.check._projected.MODES)
+    mode: str = "auto"  # "auto", "dense" or "projected" (MODES)
 
     @property
     def single(self) -> bool:
