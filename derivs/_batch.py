@@ -9,8 +9,9 @@ import torch
 
 from derivs import _validate
 from derivs._blocks import standard_basis, with_diff
-from derivs._hessian import checked_for_hessian, hessian_blocks, nest
+from derivs._hessian import hessian_blocks, nest
 from derivs._jacobian import jacobian_blocks
+from derivs._memory import checked_for_hessian
 from derivs._registry import OPERATORS
 
 METHODS = OPERATORS["batch_jacobian"]

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from derivs import _config, _memory, _validate, oracles
-from derivs._jacobian import jacobian_blocks, prefers_forward
+from derivs import _memory, _validate, oracles
+from derivs._jacobian import jacobian_blocks
 from derivs._registry import OPERATORS
 from derivs._validate import Argnums
 
@@ -52,166 +52,6 @@ def hessian_blocks(
 
     blocks, _, _ = jacobian_blocks(gradient, args, argnums, outer, chunk_size=chunk_size, api=api)
     return blocks
-
-
-def composition(method: str, out_numel: int, in_numel: int, device: torch.device) -> str:
-    """The composed method ``method`` runs: ``auto`` is forward over what jacobian's auto picks."""
-    if method != "auto":
-        return method
-    return "fwd_fwd" if prefers_forward(out_numel, in_numel, device) else "fwd_rev"
-
-
-def check_peak(api: str, method: str, sizes: _memory.Sizes, device: torch.device) -> None:
-    """Refuse ``method`` where ``_memory.hessian_peak`` predicts a peak above the budget.
-
-    The message gives the predicted size and what fits instead: another method, a
-    ``chunk_size``, or Hessian-vector products.
-    """
-    resolved = composition(method, sizes.m, sizes.n, device)
-    need = _memory.hessian_peak(resolved, sizes)
-    budget = _config.get_memory_budget()
-    if need <= budget:
-        return
-    fmt = _validate.fmt_bytes
-    hints = []
-    # NOTE: the other methods by the screen: their second-order passes were not probed.
-    screened = sizes._replace(d=0)
-    others = sorted(
-        (_memory.hessian_peak(m, screened), m) for m in _COMPOSITIONS if m not in ("auto", resolved)
-    )
-    fits = [(peak, m) for peak, m in others if peak <= budget]
-    if fits:
-        hints.append(f"method={fits[0][1]!r} would need about {fmt(fits[0][0])}")
-    chunk = _largest_chunk(resolved, sizes, budget) if method != "loop" else None
-    if chunk is not None:
-        peak = _memory.hessian_peak(resolved, sizes._replace(chunk_size=chunk))
-        hints.append(f"chunk_size={chunk} about {fmt(peak)}")
-    if not fits and _memory.hessian_peak("loop", screened) <= budget:
-        hints.append("method='loop' (slow) fits")
-    hints.append("derivs.hvp/derivs.vhp give Hessian-vector products without the matrix")
-    what = f"hessian(method={method!r})" + (
-        f", which runs {resolved!r}," if method == "auto" else ""
-    )
-    _validate.check_peak(api, what, need, "; ".join(hints))
-
-
-def _largest_chunk(method: str, sizes: _memory.Sizes, budget: int) -> int | None:
-    """The largest power-of-two ``chunk_size`` under which ``method`` fits, if any does."""
-    top = max(sizes.m * sizes.n, sizes.n)
-    if sizes.chunk_size is not None:
-        top = min(top, sizes.chunk_size - 1)
-    chunk = 1 << max(top.bit_length() - 1, 0)
-    while chunk >= 1:
-        if _memory.hessian_peak(method, sizes._replace(chunk_size=chunk)) <= budget:
-            return chunk
-        chunk //= 2
-    return None
-
-
-def checked_for_hessian(
-    func: Callable[..., Any],
-    api: str,
-    diff: Sequence[torch.Tensor],
-    *,
-    n: int | None = None,
-    factor: int = 1,
-    scalar: bool = False,
-    on_output: Callable[[int], None] | None = None,
-) -> _validate.CheckedFunc:
-    """``func`` checked to return a tensor whose Hessian (``n`` inputs, ``factor`` copies) fits.
-
-    ``on_output(output elements)`` runs after that check, at every evaluation.
-    """
-    n = sum(x.numel() for x in diff) if n is None else n
-    return _validate.CheckedFunc(
-        func,
-        api,
-        allow_pytree=False,
-        scalar=scalar,
-        factor=factor * n * n,
-        itemsize=_validate.itemsize_of(diff),
-        what="the Hessian",
-        hint="use derivs.hvp/derivs.vhp for Hessian-vector products, which never form the matrix",
-        on_output=on_output,
-    )
-
-
-def _sizes(
-    args: Sequence[Any],
-    argnums: tuple[int, ...],
-    chunk_size: int | None,
-    m: int,
-    a: int,
-    d: int,
-) -> _memory.Sizes:
-    diff = [args[i] for i in argnums]
-    other = sum(
-        t.numel() for i, t in enumerate(args) if isinstance(t, torch.Tensor) and i not in argnums
-    )
-    n = sum(x.numel() for x in diff)
-    return _memory.Sizes(m, n, a, d, other, _validate.itemsize_of(diff), chunk_size)
-
-
-def predicted_peak(
-    func: Callable[..., Any],
-    args: Sequence[Any],
-    argnums: tuple[int, ...],
-    method: str,
-    chunk_size: int | None = None,
-) -> int | None:
-    """The model's peak bytes for ``hessian(func, argnums, method=method)``, fully probed.
-
-    ``func`` is evaluated once, and its second-order pass once; ``None`` where it cannot be
-    probed. The guard refuses by this number wherever the screen alone could not clear it.
-    """
-    probed = _memory.probe(func, args, argnums)
-    if probed is None:
-        return None
-    s = _sizes(args, argnums, chunk_size, probed.m, probed.a, 0)
-    resolved = composition(method, s.m, s.n, args[argnums[0]].device)
-    if resolved in _memory.PROBED:
-        s = s._replace(d=_memory.second_order(func, args, argnums, resolved))
-    return _memory.hessian_peak(resolved, s)
-
-
-def guarded(
-    func: Callable[..., Any],
-    api: str,
-    args: Sequence[Any],
-    argnums: tuple[int, ...],
-    method: str,
-    chunk_size: int | None,
-    *,
-    scalar: bool = False,
-) -> _validate.CheckedFunc:
-    """``func`` checked, its Hessian's size and predicted peak within the memory budget.
-
-    At the top level of eager code ``func`` is evaluated once first (``_memory.probe``) and
-    an oversized Hessian is refused before any transform runs; where the screen's estimate
-    comes within ``SCREEN_MARGIN`` of the budget the method's second-order pass is probed too
-    and the model decides. Elsewhere the refusal comes at the first evaluation inside the
-    transforms, by the screen, assuming as many intermediates as inputs and outputs.
-    """
-    diff = [args[a] for a in argnums]
-    device = diff[0].device
-    checked = checked_for_hessian(func, api, diff, scalar=scalar)
-    probed = _memory.probe(checked, args, argnums)
-    if probed is not None:
-        s = _sizes(args, argnums, chunk_size, probed.m, probed.a, 0)
-        resolved = composition(method, s.m, s.n, device)
-        screen = _memory.hessian_peak(resolved, s)
-        near = screen * _memory.SCREEN_MARGIN > _config.get_memory_budget()
-        if resolved in _memory.PROBED and near:
-            s = s._replace(d=_memory.second_order(checked, args, argnums, resolved))
-        check_peak(api, method, s, device)
-        return checked
-    n = sum(x.numel() for x in diff)
-
-    def on_output(m: int) -> None:
-        check_peak(api, method, _sizes(args, argnums, chunk_size, m, m + n, 0), device)
-
-    checked.on_output = on_output
-    return checked
 
 
 def nest(blocks: Nested, single: bool) -> Any:
@@ -272,7 +112,7 @@ def hessian(
                 _validate.itemsize_of(diff),
                 "pass chunk_size, or use derivs.hvp/derivs.vhp",
             )
-        checked = guarded(func, API, args, nums, method, chunk_size)
+        checked = _memory.within_budget(func, API, args, nums, method, chunk_size)
         blocks = hessian_blocks(checked, args, nums, method, chunk_size=chunk_size)
         return nest(blocks, not isinstance(argnums, tuple))
 

@@ -9,7 +9,8 @@ import torch
 from torch.autograd.graph import get_gradient_edge
 
 from derivs import _eager, _validate
-from derivs._hessian import checked_for_hessian, hessian_blocks
+from derivs._hessian import hessian_blocks
+from derivs._memory import checked_for_hessian
 from derivs._registry import OPERATORS
 
 HVP_METHODS = OPERATORS["hvp"]

@@ -614,7 +614,7 @@ SPARSE_VARIANTS: dict[str, Variant] = {
 VARIANTS.update(SPARSE_VARIANTS)
 
 
-# --- performance: hvp/vhp auto, the memory guard, the compiled path ----------------------
+# --- performance: hvp/vhp auto, the memory budget, the compiled path ---------------------
 
 
 def hvp_auto_first_primal_only() -> None:
@@ -653,7 +653,7 @@ def memory_hint_chunk_too_large() -> None:
 
         return g
 
-    _wrap(hessian_mod, "_largest_chunk", make)
+    _wrap(memory_mod, "_largest_chunk", make)
 
 
 def compiled_auto_remembers_sizes() -> None:

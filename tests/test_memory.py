@@ -1,4 +1,4 @@
-"""The memory guard of derivs.hessian: its model against measured peaks, and its refusals.
+"""The memory budget of derivs.hessian: its model against measured peaks, and its refusals.
 
 Peaks are measured by ``derivs._memory.measured_peak``: the CPU allocator's allocations and
 frees while the Hessian is computed, from torch.profiler's memory events. That counts the
@@ -19,7 +19,6 @@ import torch
 
 import derivs
 from bench.problems import mlp, predict, softplus
-from derivs import _hessian as hessian_mod
 from derivs import _memory
 
 # NOTE: the model's documented bound (docs/performance.md): at most twice the measured peak,
@@ -58,7 +57,7 @@ def test_model_bounds_the_measured_peak(method: str, case: tuple[Any, int, int, 
     """measured <= predicted <= LIMIT x measured, for every Hessian method."""
     func, n, m, h = case
     args = _args(func, n, m, h)
-    predicted = hessian_mod.predicted_peak(func, args, (2,), method)
+    predicted = _memory.predicted_peak(func, args, (2,), method)
     measured, result = _memory.measured_peak(
         lambda: derivs.hessian(func, argnums=2, method=method)(*args)
     )
@@ -89,7 +88,7 @@ def test_measured_peak_counts_what_the_call_allocates() -> None:
 def test_refused_before_anything_big_is_allocated(method: str) -> None:
     """Just under the predicted peak: refused, with the size, after only the probe ran."""
     args = _args(predict, 20, 28)
-    predicted = hessian_mod.predicted_peak(predict, args, (2,), method)
+    predicted = _memory.predicted_peak(predict, args, (2,), method)
     assert predicted is not None
     fn = derivs.hessian(predict, argnums=2, method=method)
     with derivs.memory_budget(predicted - 1):
@@ -107,7 +106,7 @@ def test_refused_before_anything_big_is_allocated(method: str) -> None:
 
 def test_runs_at_the_predicted_peak() -> None:
     args = _args(predict, 20, 28)
-    predicted = hessian_mod.predicted_peak(predict, args, (2,), "rev_rev")
+    predicted = _memory.predicted_peak(predict, args, (2,), "rev_rev")
     assert predicted is not None
     with derivs.memory_budget(predicted):
         measured, _ = _memory.measured_peak(
@@ -123,7 +122,7 @@ def _hinted_chunk(refusal: pytest.ExceptionInfo[ValueError]) -> int:
 def test_the_hinted_chunk_size_fits() -> None:
     """The chunk_size the refusal suggests runs within the same budget."""
     args = _args(predict, 20, 28)
-    full = hessian_mod.predicted_peak(predict, args, (2,), "rev_rev")
+    full = _memory.predicted_peak(predict, args, (2,), "rev_rev")
     assert full is not None
     budget = full // 3
     with derivs.memory_budget(budget):
@@ -141,7 +140,7 @@ def test_a_refused_chunk_size_is_answered_with_a_smaller_one() -> None:
     """A given chunk_size that does not fit: the hint is the largest smaller one that does."""
     args = _args(predict, 20, 28)
     peaks = {
-        c: hessian_mod.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=c) for c in (4, 8)
+        c: _memory.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=c) for c in (4, 8)
     }
     assert peaks[4] is not None and peaks[8] is not None and peaks[4] < peaks[8]
     with derivs.memory_budget(peaks[8] - 1):
@@ -157,8 +156,8 @@ def test_a_refused_chunk_size_is_answered_with_a_smaller_one() -> None:
 def test_a_budget_only_one_vector_at_a_time_fits_hints_chunk_size_1() -> None:
     """The smallest chunk is a hint too: at the peak of chunk_size=1, that is what it says."""
     args = _args(predict, 20, 28)
-    one = hessian_mod.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=1)
-    two = hessian_mod.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=2)
+    one = _memory.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=1)
+    two = _memory.predicted_peak(predict, args, (2,), "rev_rev", chunk_size=2)
     assert one is not None and two is not None and one < two
     with derivs.memory_budget(one), pytest.raises(ValueError, match=r"chunk_size=(\d+)") as info:
         derivs.hessian(predict, argnums=2, method="rev_rev")(*args)

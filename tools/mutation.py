@@ -92,9 +92,9 @@ CAMPAIGNS = {
         "operator properties",
     ),
     "hessian": Campaign(
-        ["derivs/_hessian.py"],
+        ["derivs/_hessian.py", "derivs/_memory.py"],
         [*OPERATOR_TESTS, "tests/test_memory.py"],
-        "operator properties and the memory guard's tests",
+        "operator properties and the memory budget's tests",
     ),
     "products": Campaign(["derivs/_products.py"], OPERATOR_TESTS, "operator properties"),
     "batch": Campaign(["derivs/_batch.py"], OPERATOR_TESTS, "operator properties"),

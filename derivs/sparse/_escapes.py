@@ -1,27 +1,25 @@
-"""Guards of global tracing: values that leave torch, and ops whose results depend on values.
+"""Escapes from global tracing: values that leave torch, and ops whose results depend on values.
 
 A trace holds for every point only if input-dependent (*varying*) values never steer it:
 Python could branch on ``.item()``, ``bool()``, ``.tolist()`` or ``.numpy()``, and an op like
 ``nonzero`` gives a shape that depends on the values. Those are caught here: ATen ops by the
 dispatch mode (``data_dependent_inputs``), the escapes without an ATen op by a
-torch-function mode (``Guard``), entered around custom backwards too (``custom_nodes``: the
-autograd engine runs them without torch-function modes).
+torch-function mode (``EscapeMode``), entered around custom backwards too (``custom_nodes``:
+the autograd engine runs them without torch-function modes). The mode reports to a
+``Watcher`` (the tracer's ``Tracker``), which decides whether an escape is refused.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.overrides import _get_current_function_mode_stack as _function_modes
 
 from derivs.sparse._storage import tensors_of
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from derivs.sparse._trace import Tracker
 
 
 class Untraceable(Exception):
@@ -60,17 +58,17 @@ def custom_nodes(outputs: Sequence[torch.Tensor]) -> list[Any]:
     return found
 
 
-def enter(guards: list[Guard], guard: Guard) -> None:
-    guard.__enter__()  # type: ignore[no-untyped-call]
-    guards.append(guard)
+def enter(modes: list[EscapeMode], mode: EscapeMode) -> None:
+    mode.__enter__()  # type: ignore[no-untyped-call]
+    modes.append(mode)
 
 
-def leave(guards: list[Guard]) -> None:
+def leave(modes: list[EscapeMode]) -> None:
     # NOTE: the engine restores the mode stack when a backward raises: pop only what is there.
-    if guards:
-        guard = guards.pop()
-        if guard in _function_modes():  # type: ignore[no-untyped-call]
-            guard.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+    if modes:
+        mode = modes.pop()
+        if mode in _function_modes():  # type: ignore[no-untyped-call]
+            mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
 
 
 _ESCAPES = {
@@ -82,10 +80,22 @@ _ESCAPES = {
 _REPRS = {torch.Tensor.__repr__, torch.Tensor.__str__, torch.Tensor.__format__}
 
 
-class Guard(TorchFunctionMode):
+class Watcher(Protocol):
+    """What ``EscapeMode`` reports to: the tracer's ``Tracker``."""
+
+    def silenced(self) -> AbstractContextManager[None]:
+        """No escape is checked inside (a tensor's repr reads its values)."""
+        ...
+
+    def check_escape(self, what: str, tensors: list[torch.Tensor]) -> None:
+        """Raise ``Untraceable`` if ``tensors`` may not leave torch by ``what``."""
+        ...
+
+
+class EscapeMode(TorchFunctionMode):
     """Catches the ways values leave torch without an ATen op (``tolist``, ``numpy``)."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Watcher) -> None:
         super().__init__()
         self.tracker = tracker
 

@@ -34,8 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from derivs.sparse import _deps
 from derivs.sparse._deps import Deps
-from derivs.sparse._guard import (
-    Guard,
+from derivs.sparse._escapes import (
+    EscapeMode,
     Untraceable,
     custom_nodes,
     data_dependent_inputs,
@@ -160,7 +160,7 @@ class Tracker:
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        with Guard(self), _Dispatch(self):
+        with EscapeMode(self), _Dispatch(self):
             yield
 
     def grad(
@@ -171,32 +171,32 @@ class Tracker:
         *,
         create_graph: bool = False,
     ) -> tuple[torch.Tensor | None, ...]:
-        """``torch.autograd.grad``, guarded inside custom backwards too.
+        """``torch.autograd.grad``, escapes caught inside custom backwards too.
 
-        The autograd engine runs backwards without torch-function modes, so the guard that
+        The autograd engine runs backwards without torch-function modes, so the mode that
         catches ``.numpy()`` and ``.tolist()`` is entered around each custom
         ``autograd.Function``'s backward by node hooks.
         """
-        guards: list[Guard] = []
+        modes: list[EscapeMode] = []
         handles = []
         for node in custom_nodes(outputs):
-            handles.append(node.register_prehook(lambda *_: enter(guards, Guard(self))))
-            handles.append(node.register_hook(lambda *_: leave(guards)))
+            handles.append(node.register_prehook(lambda *_: enter(modes, EscapeMode(self))))
+            handles.append(node.register_hook(lambda *_: leave(modes)))
         try:
             grads: tuple[torch.Tensor | None, ...] = torch.autograd.grad(
                 list(outputs), list(inputs), grad_outputs, allow_unused=True,
                 create_graph=create_graph,
             )  # fmt: skip
         finally:
-            while guards:
-                leave(guards)
+            while modes:
+                leave(modes)
             for h in handles:
                 h.remove()
         return grads
 
     @contextmanager
     def silenced(self) -> Iterator[None]:
-        """Printing a tensor reads its values: no guard while a repr is built."""
+        """Printing a tensor reads its values: no escape is checked while a repr is built."""
         self.quiet += 1
         try:
             yield
@@ -368,7 +368,7 @@ class _Dispatch(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if watched:
             self.tracker.check_escape(f"{func}", watched)
         out = func(*args, **kwargs)
-        # NOTE: the rules' own tensor ops need no guard (and would pay for it per op).
+        # NOTE: the rules' own tensor ops need no escape mode (and would pay for it per op).
         with torch._C.DisableTorchFunction():
             self.tracker.after(func, args, kwargs, out)
         return out

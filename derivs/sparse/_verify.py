@@ -69,8 +69,8 @@ def _flagged(
     return (exact - recovered).abs() > tol
 
 
-class Guard:
-    """Everything the guard needs of a plan, and the check itself."""
+class ProductCheck:
+    """The check behind ``guard=True``: everything it needs of a plan, and the check itself."""
 
     def __init__(
         self,
