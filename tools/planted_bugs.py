@@ -24,7 +24,6 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 # NOTE: the operator properties first, so a kill comes as early as the suite can give it;

@@ -4,7 +4,7 @@ Opt-in and serial (pytest-benchmark disables itself under xdist)::
 
     pytest tests/bench -m bench --benchmark-autosave
     pytest tests/bench -m bench --benchmark-compare --benchmark-compare-fail=median:10%
-    python tools/bench_report.py
+    python -m bench.report
 
 Every benchmark goes through :class:`Bench`, which checks the answer once against a
 reference before anything is timed (a wrong answer is never timed), records torch version,
@@ -23,7 +23,8 @@ pytest.importorskip("pytest_benchmark")
 
 import torch
 
-from tests.bench.bench_helpers import Bench, cpu_name
+from bench.machine import machine_info as bench_machine_info
+from bench.timing import Bench
 
 # NOTE: DERIVS_BENCH_THREADS=1 (with --benchmark-timer=time.thread_time) gives steady numbers on
 # a shared machine: one thread runs on whichever core is free, and its CPU time does not count
@@ -38,14 +39,7 @@ if os.environ.get("DERIVS_BENCH_THREADS"):
 def pytest_benchmark_update_machine_info(
     config: pytest.Config, machine_info: dict[str, Any]
 ) -> None:
-    machine_info["torch"] = torch.__version__
-    machine_info["cpu_model"] = cpu_name()
-    machine_info["cpu_count"] = os.cpu_count()
-    machine_info["torch_threads"] = torch.get_num_threads()
-    if torch.cuda.is_available():
-        machine_info["cuda_devices"] = [
-            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-        ]
+    machine_info.update(bench_machine_info())
 
 
 # NOTE: the load is recorded beside machine_info, not in it: pytest-benchmark warns on every

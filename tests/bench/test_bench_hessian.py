@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import derivs
-from tests.bench.bench_helpers import Bench, Case, predict, predict_hessian, predict_inputs
+from bench.problems import predict, predict_hessian, predict_inputs
+from bench.timing import Bench, Case
 
 pytestmark = pytest.mark.bench
 

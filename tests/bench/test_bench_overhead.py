@@ -14,13 +14,8 @@ import pytest
 import torch
 
 import derivs
-from tests.bench.bench_helpers import (
-    Bench,
-    predict,
-    predict_hessian,
-    predict_inputs,
-    predict_jacobian,
-)
+from bench.problems import predict, predict_hessian, predict_inputs, predict_jacobian
+from bench.timing import Bench
 
 pytestmark = pytest.mark.bench
 

@@ -16,18 +16,15 @@ import torch
 
 import derivs
 from derivs import _memory
-from tests.bench.bench_helpers import Bench
+from bench.problems import sin_sum as f
+from bench.problems import sin_sum_hvp, vector_inputs
+from bench.timing import Bench
 
 pytestmark = pytest.mark.bench
 
 
-def f(x: torch.Tensor) -> torch.Tensor:
-    """The tutorial's scalar function."""
-    return x.sin().sum()
-
-
 def closed_form(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor]:
-    return (-x.sin() * v,)
+    return (sin_sum_hvp(x, v),)
 
 
 def tutorial_hvp(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -93,9 +90,7 @@ def _cases(n: int) -> list[Any]:
 def test_hessian_vector_product(bench: Bench, n: int, label: str) -> None:
     """What is the cheapest way to get H @ v (and v @ H)?"""
     impl, method, equiv, fn = PRODUCT_CASES[label]
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(n, generator=gen).to(bench.device)
-    v = torch.randn(n, generator=gen).to(bench.device)
+    x, v = vector_inputs(n, bench.device)
     bench(
         fn,
         (x, v),
@@ -143,12 +138,10 @@ def test_products_at_scale(bench: Bench, label: str) -> None:
 
     ``peak_bytes``: the allocator's peak while the call runs (``derivs._memory.measured_peak``;
     on CUDA ``max_memory_allocated``), beside ``fwd_bwd_bytes``, that of one forward and
-    backward pass of ``f`` (``tools/products_at_scale.py`` has the other functions).
+    backward pass of ``f`` (``python -m bench.products_at_scale`` has the other functions).
     """
     impl, method, equiv, fn = SCALE_CASES[label]
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(SCALE_N, generator=gen).to(bench.device)
-    v = torch.randn(SCALE_N, generator=gen).to(bench.device)
+    x, v = vector_inputs(SCALE_N, bench.device)
     peak = _memory.measured_peak(lambda: fn(x, v), bench.device)[0]
     reference = _memory.measured_peak(lambda: _forward_backward(x, v), bench.device)[0]
     bench(

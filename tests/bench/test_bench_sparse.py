@@ -1,5 +1,5 @@
 """Sparse Jacobians and Hessians: detection, colouring and evaluation, timed apart, against
-dense torch.func, on the four problems of issue 15 (``tests/bench/sparse_problems.py``).
+dense torch.func, on the four problems of issue 15 (``bench/sparse_problems.py``).
 
 Groups (one table each, per device):
 
@@ -22,7 +22,7 @@ colours, nonzeros and, for the sparse Rosenbrock Hessian, the peak memory of one
         --benchmark-timer=time.perf_counter \\
         -k "not (jacrev and (stencil or rosenbrock)) and not 10000-dense"
     flock /tmp/derivs-heavy.lock tox -e bench-jax -- --repeats 20 --threads 1   # asdex, right after
-    python tools/sparse_report.py      # joins both: docs/bench/sparse.md, sparse_scaling.png
+    python -m bench.sparse_report      # joins both: docs/bench/sparse.md, sparse_scaling.png
 
 (``-k`` leaves out the dense jacrev of the stencil and of Rosenbrock at n = 10^4, slower than
 jacfwd, and the scaling plot's dense n = 10^4 points, which the problems' groups hold.)
@@ -42,8 +42,8 @@ import pytest
 import torch
 
 import derivs
-from tests.bench import sparse_problems as sp
-from tests.bench.bench_helpers import Bench
+from bench import problems as bp
+from bench.timing import Bench
 
 pytestmark = pytest.mark.bench
 
@@ -88,35 +88,11 @@ class Problem:
         return dense.reshape(-1, self.x.numel())
 
 
-def stencil_jacobian(x: torch.Tensor) -> torch.Tensor:
-    """d stencil / dx: tridiagonal, 1 off the diagonal, cos(x) - 2 on it."""
-    n = x.numel()
-    return (
-        torch.diag(x.cos() - 2)
-        + torch.diag(torch.ones(n - 1, dtype=x.dtype), 1)
-        + torch.diag(torch.ones(n - 1, dtype=x.dtype), -1)
-    )
-
-
-def rosenbrock_hessian(x: torch.Tensor) -> torch.Tensor:
-    """The chained Rosenbrock Hessian: tridiagonal."""
-    n = x.numel()
-    diag = torch.zeros(n, dtype=x.dtype)
-    diag[:-1] += 1200 * x[:-1] ** 2 - 400 * x[1:] + 2
-    diag[1:] += 200
-    off = -400 * x[:-1]
-    return torch.diag(diag) + torch.diag(off, 1) + torch.diag(off, -1)
-
-
 def problems() -> dict[str, Problem]:
-    weight = sp.conv_weight()
+    closed = {"stencil": bp.stencil_jacobian, "rosenbrock": bp.rosenbrock_hessian}
     return {
-        "brusselator": Problem("brusselator", sp.brusselator, sp.brusselator_point(32), False),
-        "stencil": Problem("stencil", sp.stencil, sp.point(10**4), False, stencil_jacobian),
-        "rosenbrock": Problem(
-            "rosenbrock", sp.rosenbrock, sp.point(10**4), True, rosenbrock_hessian
-        ),
-        "conv": Problem("conv", lambda x: sp.conv(x, weight), sp.conv_point(), False),
+        name: Problem(name, p.func, p.x, p.hessian, closed.get(name))
+        for name, p in bp.sparse().items()
     }
 
 
@@ -176,6 +152,8 @@ def _info(p: Problem, plan: Any) -> dict[str, Any]:
         "colors": plan.num_colors,
         "mode": plan.mode,
         "max_per_row": plan.pattern.max_per_row,
+        # NOTE: the JAX anchor records the same sum: the report shows both evaluated one function.
+        "value_abs_sum": float(p.func(p.x).abs().sum()),
     }
 
 
@@ -282,11 +260,11 @@ SCALING = [
 def test_sparse_scaling(bench: Bench, kind: str, n: int, impl: str) -> None:
     """How do sparse and dense evaluation grow with n (the stencil and Rosenbrock)?"""
     hessian = kind == "rosenbrock"
-    func = sp.rosenbrock if hessian else sp.stencil
-    x = sp.point(n)
+    func = bp.rosenbrock if hessian else bp.stencil
+    x = bp.point(n)
     if impl == "dense" and n * n >= 10**8 and not HEAVY:
         pytest.skip("dense at n = 10^4 needs 4.7-8.5 GB: set DERIVS_BENCH_SPARSE_HEAVY=1")
-    closed = rosenbrock_hessian if hessian else stencil_jacobian
+    closed = bp.rosenbrock_hessian if hessian else bp.stencil_jacobian
     if impl == "sparse":
         fn: Callable[..., Any] = (derivs.sparse_hessian if hessian else derivs.sparse_jacobian)(
             func

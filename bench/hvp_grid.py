@@ -11,127 +11,38 @@ forced) and how ``auto`` (the default: reverse over reverse, by torch.autograd i
 code) compares with the faster of the two; the default must stay within 1.10x of the faster
 method on every cell.
 
-    python tools/hvp_grid.py                      # cpu, writes docs/bench/hvp_grid.{json,md}
-    python tools/hvp_grid.py --device cuda --out /tmp/hvp_grid_cuda
-    python tools/hvp_grid.py --rescore docs/bench/hvp_grid.json
+    python -m bench.hvp_grid                      # cpu, writes docs/bench/hvp_grid.{json,md}
+    python -m bench.hvp_grid --device cuda --out /tmp/hvp_grid_cuda
+    python -m bench.hvp_grid --rescore docs/bench/hvp_grid.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import derivs
+from bench.machine import load_average, run_facts
+from bench.output import write_outputs
+from bench.problems import SCALAR as PROBLEMS
+from bench.problems import Scalar, vector_inputs
+from bench.timing import CLOCKS, sync, time_interleaved
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from auto_grid import (  # noqa: E402
-    CLOCKS,
-    _sync,
-    run_facts,
-    time_interleaved,
-    write_outputs,
-)
-
-import derivs  # noqa: E402
 
 DEFAULT_SIZES = (10**2, 10**3, 10**4, 10**5, 10**6)
 METHODS = ("fwd_rev", "rev_rev", "auto")
 # NOTE: the default may be at most this much slower than the faster method on any cell.
 SLACK = 1.10
-WIDTH = 10  # the MLP-like function reads x as (n / WIDTH, WIDTH) rows: n must be a multiple
 
 
-class Problem:
-    """A scalar function of one vector, with its Hessian-vector product in closed form."""
-
-    def __init__(
-        self,
-        name: str,
-        formula: str,
-        func: Callable[[torch.Tensor], torch.Tensor],
-        closed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    ) -> None:
-        self.name, self.formula, self.func, self.closed = name, formula, func, closed
-
-
-def _sin_sum(x: torch.Tensor) -> torch.Tensor:
-    return x.sin().sum()
-
-
-def _sin_roll(x: torch.Tensor) -> torch.Tensor:
-    return (x.sin() * x.roll(1)).sum()
-
-
-def _sin_roll_hvp(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    # f = sum_i sin(x_i) x_{i-1}: d2f/dx_i^2 = -sin(x_i) x_{i-1}, d2f/dx_i dx_{i-1} = cos(x_i)
-    return -x.sin() * x.roll(1) * v + x.cos() * v.roll(1) + (x.cos() * v).roll(-1)
-
-
-def _mixing(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(n)
-    return (torch.randn(WIDTH, WIDTH, generator=gen) / math.sqrt(WIDTH)).to(device, dtype)
-
-
-def _softplus_mlp(x: torch.Tensor) -> torch.Tensor:
-    a = _mixing(x.numel(), x.device, x.dtype)
-    return F.softplus(x.reshape(-1, WIDTH) @ a).sum()
-
-
-def _softplus_mlp_hvp(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    # f = sum softplus(X A): H v = (sigmoid'(X A) * (V A)) A^T, sigmoid' = s (1 - s)
-    a = _mixing(x.numel(), x.device, x.dtype)
-    s = torch.sigmoid(x.reshape(-1, WIDTH) @ a)
-    return ((s * (1 - s) * (v.reshape(-1, WIDTH) @ a)) @ a.T).reshape(x.shape)
-
-
-def _rosenbrock(x: torch.Tensor) -> torch.Tensor:
-    return ((1 - x[:-1]) ** 2 + 100 * (x[1:] - x[:-1] ** 2) ** 2).sum()
-
-
-def _rosenbrock_hvp(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    a, b = x[:-1], x[1:]
-    diag = torch.zeros_like(x)
-    diag[:-1] += 2 - 400 * (b - a**2) + 800 * a**2
-    diag[1:] += 200
-    off = -400 * a  # d2f / dx_i dx_{i+1}
-    out = diag * v
-    out[:-1] += off * v[1:]
-    out[1:] += off * v[:-1]
-    return out
-
-
-PROBLEMS = {
-    p.name: p
-    for p in (
-        Problem("sin_sum", "x.sin().sum() (the tutorial's)", _sin_sum, lambda x, v: -x.sin() * v),
-        Problem("sin_roll", "(x.sin() * x.roll(1)).sum()", _sin_roll, _sin_roll_hvp),
-        Problem(
-            "softplus_mlp",
-            f"F.softplus(x.reshape(-1, {WIDTH}) @ A).sum(), A {WIDTH}x{WIDTH}",
-            _softplus_mlp,
-            _softplus_mlp_hvp,
-        ),
-        Problem(
-            "rosenbrock",
-            "((1 - x[:-1])**2 + 100 * (x[1:] - x[:-1]**2)**2).sum()",
-            _rosenbrock,
-            _rosenbrock_hvp,
-        ),
-    )
-}
-
-
-def _hvp(problem: Problem, method: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _hvp(problem: Scalar, method: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     def call(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return derivs.hvp(problem.func, (x,), (v,), method=method)[0]
 
@@ -147,15 +58,13 @@ def measure(
     clock: Callable[[], float] = time.perf_counter,
     problems: Sequence[str] = tuple(PROBLEMS),
 ) -> list[dict[str, Any]]:
-    sync = _sync(device)
+    wait = sync(device)
     cells = []
     for name in problems:
         problem = PROBLEMS[name]
         for n in sizes:
-            gen = torch.Generator().manual_seed(n)
-            x = torch.randn(n, generator=gen).to(device)
-            v = torch.randn(n, generator=gen).to(device)
-            expected = problem.closed(x, v)
+            x, v = vector_inputs(n, device, seed=n)
+            expected = problem.hvp(x, v)
             fns = {}
             for method in METHODS:
                 call = _hvp(problem, method)
@@ -163,7 +72,7 @@ def measure(
                     call(x, v), expected, context=f"[hvp grid: {name} n={n} {method}]"
                 )
                 fns[method] = lambda call=call, x=x, v=v: call(x, v)
-            times = time_interleaved(fns, sync, rounds=rounds, block_s=block_s, clock=clock)
+            times = time_interleaved(fns, wait, rounds=rounds, block_s=block_s, clock=clock)
             cells.append({"function": name, "n": n, **{f"t_{m}": times[m] for m in METHODS}})
             print(
                 f"  {name:13s} n={n:8d}  "
@@ -189,7 +98,7 @@ def render(result: dict[str, Any]) -> str:
         f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
         f"{result['date']}, load average at start {result['load']}, {result['clock']} clock; "
         f"each time is the fastest of {result['rounds']} interleaved blocks "
-        "(`tools/hvp_grid.py`).",
+        "(`python -m bench.hvp_grid`).",
         "",
         "Cell: `fwd_rev time / rev_rev time` (above 1: `rev_rev` is faster), then "
         "`auto time / the faster one's`; `*` marks an `auto` more than "
@@ -252,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(Path(args.rescore).read_text())
     else:
         sizes = [int(s) for s in args.sizes.split(",")]
-        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        load = load_average()
         print(f"hvp grid on {args.device}: sizes {sizes}, load average {load}", flush=True)
         start = time.perf_counter()
         cells = measure(

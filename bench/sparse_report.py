@@ -1,12 +1,12 @@
 """The sparse part of the benchmark report: derivs' sparse groups joined with asdex's JSON.
 
 Reads the groups of ``tests/bench/test_bench_sparse.py`` (``sparse <problem>``, ``sparse
-scaling <kind>``) from a torch run and, when present, the asdex run that
-``tools/bench_sparse_jax.py`` (``tox -e bench-jax``) wrote. Gives one table against issue 15's
-goals and the plot of time against n (``sparse_scaling.png``). ``tools/bench_report.py`` adds
-the section to its report; on its own (for a run of the sparse benchmarks only)::
+scaling <kind>``) from a torch run and, when present, the asdex run that ``bench.sparse_jax``
+(``tox -e bench-jax``) wrote. Gives one table against issue 15's goals and the plot of time
+against n (``sparse_scaling.png``). ``bench.report`` adds the section to its report; on its
+own (for a run of the sparse benchmarks only)::
 
-    python tools/sparse_report.py [run.json] [--jax .benchmarks/sparse_jax.json] [--out docs/bench]
+    python -m bench.sparse_report [run.json] [--jax .benchmarks/sparse_jax.json] [--out docs/bench]
 
 writes ``docs/bench/sparse.md`` and the plot.
 """
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from bench import results
+from bench.output import fmt_bytes, fmt_time
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,24 +34,6 @@ DENSE_LABELS = (
     "torch.func.hessian",
     "torch.func.jacrev(jacrev)",
 )
-
-
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def _fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.0f} B"
 
 
 def load_jax(path: Path) -> dict[str, Any] | None:
@@ -109,13 +92,13 @@ def section(groups: dict[str, list[Any]], jax_path: Path, out: Path) -> list[str
         ratio = compiled.median / a["eval_s"] if compiled and "eval_s" in a else None
         lines.append(
             f"| {name} | {colours} / {a.get('colors', '-')} | "
-            f"{_fmt_time(_median(named, 'derivs detect'))} / {_fmt_time(a.get('detect_s'))} | "
-            f"{_fmt_time(_median(named, 'derivs colour'))} / {_fmt_time(a.get('colour_s'))} | "
-            f"{_fmt_time(eager.median if eager else None)} | "
-            f"{(best.label + ' ' + _fmt_time(best.median)) if best else 'not run'} | "
+            f"{fmt_time(_median(named, 'derivs detect'))} / {fmt_time(a.get('detect_s'))} | "
+            f"{fmt_time(_median(named, 'derivs colour'))} / {fmt_time(a.get('colour_s'))} | "
+            f"{fmt_time(eager.median if eager else None)} | "
+            f"{(best.label + ' ' + fmt_time(best.median)) if best else 'not run'} | "
             f"{f'{speed:.0f}x' if speed else '-'} ({f'>= {goal}x' if goal else 'none'}) | "
-            f"{_fmt_time(compiled.median if compiled else None)} | "
-            f"{_fmt_time(a.get('eval_s'))} | {f'{ratio:.2f}' if ratio else '-'} |"
+            f"{fmt_time(compiled.median if compiled else None)} | "
+            f"{fmt_time(a.get('eval_s'))} | {f'{ratio:.2f}' if ratio else '-'} |"
         )
         if a:
             goals.append(
@@ -129,17 +112,23 @@ def section(groups: dict[str, list[Any]], jax_path: Path, out: Path) -> list[str
                     else ""
                 )
             )
+        mine = (eager or next(iter(named.values()))).info.get("value_abs_sum")
+        if mine is not None and "value_abs_sum" in a:
+            goals.append(
+                f"- {name}: one function on both sides: sum |f(x)| at the point, derivs "
+                f"{mine:.15g}, asdex {a['value_abs_sum']:.15g} (`bench.sparse_problems`)"
+            )
         peak = eager.info.get("peak_bytes") if eager else None
         if peak is not None:
             grown = [
-                f"; {r.label} grew the process's peak RSS by {_fmt_bytes(g)} (at least)"
+                f"; {r.label} grew the process's peak RSS by {fmt_bytes(g)} (at least)"
                 for r in dense
                 if (g := r.info.get("max_rss_growth_bytes"))
             ]
             goals.append(
-                f"- {name}: peak memory of one sparse evaluation {_fmt_bytes(peak)} (goal: a few "
+                f"- {name}: peak memory of one sparse evaluation {fmt_bytes(peak)} (goal: a few "
                 f"MB; the dense {eager.info['n']}^2 float64 matrix alone is "
-                f"{_fmt_bytes(8 * eager.info['n'] ** 2)}{''.join(grown)})"
+                f"{fmt_bytes(8 * eager.info['n'] ** 2)}{''.join(grown)})"
             )
     lines += ["", "Against the goals:", "", *goals, ""]
     plot = _plot_scaling(groups, out / "sparse_scaling.png")
@@ -202,17 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jax", default=str(ROOT / ".benchmarks" / "sparse_jax.json"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench"))
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "tools"))
-    import bench_report
-
-    path = Path(args.run) if args.run else bench_report.latest_run(Path(args.storage))
+    path = Path(args.run) if args.run else results.latest_run(Path(args.storage))
     run = json.loads(path.read_text())
     out = Path(args.out)
-    lines = bench_report.header(run, path)
+    lines = results.header(run, path)
     lines[0] = "# derivs sparse benchmarks"
-    lines += section(bench_report.load_rows(run), Path(args.jax), out)
-    groups = {g: r for g, r in bench_report.load_rows(run).items() if g.startswith("sparse ")}
-    lines += bench_report.group_tables(groups)
+    lines += section(results.load_rows(run), Path(args.jax), out)
+    groups = {g: r for g, r in results.load_rows(run).items() if g.startswith("sparse ")}
+    lines += results.group_tables(groups)
     (out / "sparse.md").write_text("\n".join(lines).rstrip() + "\n")
     print(f"sparse_report: {path} -> {out / 'sparse.md'}, {out / 'sparse_scaling.png'}")
     return 0

@@ -1,21 +1,23 @@
-"""The JAX anchor of the sparse benchmarks: asdex on the problems of
-``tests/bench/sparse_problems.py``, written again in jax.numpy, float64.
+"""The JAX anchor of the sparse benchmarks: asdex on the problems of ``bench.sparse_problems``,
+evaluated with jax.numpy (``jax_ops``), float64.
 
 Runs in its own environment (Python >= 3.12, ``jax==0.11.2``, ``asdex==0.5.2``; jax 0.12
 breaks asdex's import): ``tox -e bench-jax``, right after the torch side, on the same
-machine. Writes ``.benchmarks/sparse_jax.json``; ``tools/bench_report.py`` joins it with the
+machine. Writes ``.benchmarks/sparse_jax.json``; ``python -m bench.report`` joins it with the
 torch run into one table.
 
 For each problem, interleaved over ``--repeats`` rounds: asdex's detection
 (``jacobian_sparsity``/``hessian_sparsity``), colouring (``*_coloring_from_sparsity``), and
 the jitted evaluation (``jax.jit(*_from_coloring(f, coloring))``, its compile timed apart),
 plus the jitted dense ``jax.jacfwd`` where it fits in memory. Times are medians (and
-minima). Before timing, asdex's pattern is checked to hold the true nonzeros (from the
+minima). Before timing, each function's value at its point is checked against the numpy
+reference of ``bench.sparse_problems`` (so both sides time one definition), asdex's pattern to hold the true nonzeros (from the
 formulas) and its values against the closed form or the dense Jacobian; ``checksum`` (the
-sum of the absolute values) lets the report compare them with derivs' to rounding.
+sum of the absolute values) lets the report compare them with derivs' to rounding, as
+``value_abs_sum`` does the function values.
 
     tox -e bench-jax                                  # or, in a py312 env with jax/asdex:
-    python tools/bench_sparse_jax.py --repeats 20 --threads 1 --out .benchmarks/sparse_jax.json
+    python -m bench.sparse_jax --repeats 20 --threads 1 --out .benchmarks/sparse_jax.json
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import sparse_problems as sp
+
 ROOT = Path(__file__).resolve().parent.parent
-ALPHA = 10.0  # as in tests/bench/sparse_problems.py
 
 
 def _configure(threads: int | None) -> None:
@@ -45,49 +48,43 @@ def _configure(threads: int | None) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-def problems(jnp: Any, lax: Any) -> dict[str, tuple[Callable[..., Any], Any, bool]]:
-    """name -> (function, point, is a Hessian), the same formulas as sparse_problems.py."""
+def jax_ops(jnp: Any, lax: Any) -> sp.Ops:
+    """The jax.numpy namespace of ``bench.sparse_problems`` (float64: x64 enabled)."""
 
-    def brusselator(y: Any) -> Any:
-        n = y.shape[-1]
-        u, v = y[0], y[1]
-        scale = ALPHA * (n - 1) ** 2
+    def conv3x3(x: Any, w: Any) -> Any:
+        return lax.conv_general_dilated(x[None], w, (1, 1), ((1, 1), (1, 1)))[0]
 
-        def lap(a: Any) -> Any:
-            return (
-                jnp.roll(a, 1, 0) + jnp.roll(a, -1, 0) + jnp.roll(a, 1, 1) + jnp.roll(a, -1, 1)
-            ) - 4 * a
+    return sp.Ops(
+        roll=jnp.roll,
+        stack=jnp.stack,
+        pad1=lambda x: jnp.pad(x, (1, 1)),
+        sin=jnp.sin,
+        cos=jnp.cos,
+        tanh=jnp.tanh,
+        conv3x3=conv3x3,
+        linspace=lambda a, b, n: jnp.linspace(a, b, n),
+        meshgrid=lambda a, b: tuple(jnp.meshgrid(a, b, indexing="ij")),
+        arange=lambda a, b: jnp.arange(a, b, dtype=jnp.float64),
+    )
 
-        uuv = u * u * v
-        return jnp.stack([1 + uuv - 4.4 * u + scale * lap(u), 3.4 * u - uuv + scale * lap(v)])
 
-    def brusselator_point(n: int) -> Any:
-        grid = jnp.linspace(0.0, 1.0, n)
-        x, y = jnp.meshgrid(grid, grid, indexing="ij")
-        return jnp.stack([22 * y * (1 - y) ** 1.5, 27 * x * (1 - x) ** 1.5])
+def check_against_numpy(name: str, problem: sp.Problem, reference: sp.Problem) -> float:
+    """The largest difference between jax's and numpy's value of one problem at its point;
+    more than a few ulps of the values' size means the two evaluate different functions."""
+    import numpy as np
 
-    def stencil(x: Any) -> Any:
-        padded = jnp.pad(x, (1, 1))
-        return padded[:-2] - 2 * x + padded[2:] + jnp.sin(x)
+    # NOTE: a handful of float64 operations per entry (the 9-term conv sums most): 64 ulps
+    # of the largest value bounds their reordering between XLA and numpy.
+    def differ(got: Any, want: Any, what: str) -> float:
+        got, want = np.asarray(got), np.asarray(want)
+        diff = float(np.abs(got - want).max())
+        if diff > 64 * np.finfo(np.float64).eps * max(1.0, float(np.abs(want).max())):
+            raise AssertionError(f"sparse_jax: {name}: jax and numpy {what} differ by {diff:.3g}")
+        return diff
 
-    def rosenbrock(x: Any) -> Any:
-        return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
-
-    weight = (jnp.sin(jnp.arange(1, 73, dtype=jnp.float64)) / 3).reshape(8, 1, 3, 3)
-
-    def conv(x: Any) -> Any:
-        out = lax.conv_general_dilated(x[None], weight, (1, 1), ((1, 1), (1, 1)))
-        return jnp.tanh(out[0])
-
-    def point(n: int) -> Any:
-        return jnp.cos(jnp.arange(n, dtype=jnp.float64)) / 2
-
-    return {
-        "brusselator": (brusselator, brusselator_point(32), False),
-        "stencil": (stencil, point(10**4), False),
-        "rosenbrock": (rosenbrock, point(10**4), True),
-        "conv": (conv, point(28 * 28).reshape(1, 28, 28), False),
-    }
+    differ(problem.x, reference.x, "points")
+    diff = differ(problem.func(problem.x), reference.func(reference.x), "values")
+    return diff
 
 
 def _median_min(times: list[float]) -> tuple[float, float]:
@@ -196,11 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     from jax import lax
 
     records = []
-    for name, (func, x, hessian) in problems(jnp, lax).items():
+    reference = sp.problems(sp.numpy_ops())
+    for name, problem in sp.problems(jax_ops(jnp, lax)).items():
         if args.only and name not in args.only:
             continue
+        diff = check_against_numpy(name, problem, reference[name])
+        func, x, hessian = problem
         dense_ok = x.size <= 4096
         record = run_problem(name, func, x, hessian, args.repeats, dense_ok)
+        record["value_abs_sum"] = float(jnp.abs(func(x)).sum())
+        record["max_abs_diff_vs_numpy"] = diff
         print(json.dumps(record), flush=True)
         records.append(record)
     from importlib.metadata import version
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"bench_sparse_jax: wrote {path}")
+    print(f"sparse_jax: wrote {path}")
     return 0
 
 

@@ -8,57 +8,44 @@ against the closed form first. The compiled derivs call is also checked for grap
 (``torch._dynamo.explain``) and recompiles (a second and third call with new values of the
 same shapes must not compile again).
 
-    flock /tmp/derivs-heavy.lock python tools/compile_bench.py --threads 1 --clock thread
-    python tools/compile_bench.py --device cuda --out /tmp/compile_cuda
-    python tools/compile_bench.py --import-from /path/to/other/checkout --out /tmp/before
-    python tools/compile_bench.py --only jacobian --backend aot_eager   # no C++ compiler
+    flock /tmp/derivs-heavy.lock python -m bench.compile --threads 1 --clock thread
+    python -m bench.compile --device cuda --out /tmp/compile_cuda
+    python -m bench.compile --only jacobian --backend aot_eager   # no C++ compiler
 
-Writes ``docs/bench/compile.{json,md}`` by default.
+Writes ``docs/bench/compile.{json,md}`` by default. Before/after a change: run it from the
+other checkout's folder (its ``derivs`` comes first on the path, this ``bench`` after it)::
+
+    cd /path/to/other/checkout && PYTHONPATH=$OLDPWD python -m bench.compile --out /tmp/before
+
+This is the one compile benchmark: ``docs/bench/report.md`` quotes its table.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import torch
 
-
-def _import_from(argv: list[str]) -> str | None:
-    for i, a in enumerate(argv):
-        if a.startswith("--import-from="):
-            return a.split("=", 1)[1]
-        if a == "--import-from" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-# NOTE: --import-from must take effect before derivs is first imported (auto_grid imports it
-# too), so it is read here and derivs is imported before auto_grid.
-_FROM = _import_from(sys.argv[1:])
-sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, _FROM or str(ROOT))
-
-# isort: off
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import derivs  # noqa: E402
-from derivs.jacobian import prefers_forward  # noqa: E402
-from auto_grid import (  # noqa: E402
-    CLOCKS,
-    _sync,
-    run_facts,
-    time_interleaved,
-    write_outputs,
+import derivs
+from bench.machine import load_average, run_facts
+from bench.output import write_outputs
+from bench.problems import (
+    predict,
+    predict_hessian,
+    predict_inputs,
+    predict_jacobian,
+    sin_sum,
+    sin_sum_hvp,
+    vector_inputs,
 )
+from bench.timing import CLOCKS, sync, time_interleaved
+from derivs import prefers_forward
 
-# isort: on
+ROOT = Path(__file__).resolve().parent.parent
 
 JACOBIAN_SHAPES = {
     "square D=16": (16, 16),
@@ -75,10 +62,6 @@ HESSIAN_SHAPES = {
 HVP_SIZES = {"N=2048": 2048, "N=10**6": 10**6}
 
 
-def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, weight, bias).tanh()
-
-
 def _fresh_predict() -> Callable[..., torch.Tensor]:
     """``predict`` as a new function object: nothing remembered about it from another case."""
 
@@ -86,11 +69,6 @@ def _fresh_predict() -> Callable[..., torch.Tensor]:
         return predict(weight, bias, x)
 
     return fresh
-
-
-def jacobian_closed(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    y = predict(weight, bias, x)
-    return (1 - y**2)[:, None] * weight
 
 
 def jacobian_bound(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -110,21 +88,12 @@ def jacobian_bound(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) ->
     return (eye * (1 - y**2)) @ weight
 
 
-def hessian_closed(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    y = predict(weight, bias, x)
-    return (-2 * y * (1 - y**2))[:, None, None] * weight[:, :, None] * weight[:, None, :]
-
-
-def sin_sum(x: torch.Tensor) -> torch.Tensor:
-    return x.sin().sum()
-
-
 def hvp_derivs(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return derivs.hvp(sin_sum, (x,), (v,))
 
 
 def hvp_closed(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return (-x.sin() * v,)
+    return (sin_sum_hvp(x, v),)
 
 
 class Case:
@@ -142,24 +111,11 @@ class Case:
 
 
 def _predict_inputs(n_in: int, n_out: int, device: str) -> Callable[[int], tuple[Any, ...]]:
-    def make(seed: int) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(seed)
-        w = torch.randn(n_out, n_in, generator=gen)
-        return (
-            w.to(device),
-            torch.randn(n_out, generator=gen).to(device),
-            torch.randn(n_in, generator=gen).to(device),
-        )
-
-    return make
+    return lambda seed: predict_inputs(n_in, n_out, device, seed=seed)
 
 
 def _vector_inputs(n: int, device: str) -> Callable[[int], tuple[Any, ...]]:
-    def make(seed: int) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(seed)
-        return torch.randn(n, generator=gen).to(device), torch.randn(n, generator=gen).to(device)
-
-    return make
+    return lambda seed: vector_inputs(n, device, seed=seed)
 
 
 def cases(device: str, only: set[str]) -> list[Case]:
@@ -168,13 +124,13 @@ def cases(device: str, only: set[str]) -> list[Case]:
         for name, (n_in, n_out) in JACOBIAN_SHAPES.items():
             fn = derivs.jacobian(_fresh_predict(), argnums=2)
             found.append(
-                Case("jacobian", name, fn, jacobian_closed, _predict_inputs(n_in, n_out, device))
+                Case("jacobian", name, fn, predict_jacobian, _predict_inputs(n_in, n_out, device))
             )
     if "hessian" in only:
         for name, (n_in, n_out) in HESSIAN_SHAPES.items():
             fn = derivs.hessian(_fresh_predict(), argnums=2)
             found.append(
-                Case("hessian", name, fn, hessian_closed, _predict_inputs(n_in, n_out, device))
+                Case("hessian", name, fn, predict_hessian, _predict_inputs(n_in, n_out, device))
             )
     if "hvp" in only:
         for name, n in HVP_SIZES.items():
@@ -230,7 +186,7 @@ def measure_case(
         fns["bound_compiled"] = lambda: bound_compiled(*args)
     for name, fn in fns.items():
         derivs.testing.assert_close(fn(), expected, context=f"[{case.kind} {case.shape}: {name}]")
-    times = time_interleaved(fns, _sync(device), rounds=rounds, block_s=block_s, clock=clock)
+    times = time_interleaved(fns, sync(device), rounds=rounds, block_s=block_s, clock=clock)
     return {
         "kind": case.kind,
         "shape": case.shape,
@@ -249,7 +205,7 @@ def render(result: dict[str, Any]) -> str:
         f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
         f"backend `{result['backend']}`, {result['date']}, load average at start "
         f"{result['load']}, {result['clock']} clock; each time is the fastest of "
-        f"{result['rounds']} interleaved blocks (`tools/compile_bench.py`). Jacobians and "
+        f"{result['rounds']} interleaved blocks (`python -m bench.compile`). Jacobians and "
         "Hessians of the tutorial's `predict(W, b, x) = F.linear(x, W, b).tanh()` with respect "
         'to `x` (`method="auto"`), `hvp` of `x.sin().sum()` (default method); closed forms '
         "`(1 - y**2)[:, None] * W`, `-2 y (1 - y**2) W_i W_i^T` and `-sin(x) * v`. "
@@ -257,6 +213,14 @@ def render(result: dict[str, Any]) -> str:
         "computes (`I @ W.T` in forward mode, `diag(1 - y**2) @ W` in reverse), compiled; "
         "derivs' rewrite of its `derivs::identity` products takes it below that.",
         "",
+        *table(result),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    """One row per case: the four timings, their ratios, graphs, breaks, compile time."""
+    lines = [
         "| case | derivs compiled | closed compiled | closed eager | derivs eager | "
         "compiled / closed compiled | compiled / closed eager | dense-basis bound / closed compiled | "
         "graphs (breaks) | graphs after 3 calls | compile |",
@@ -276,7 +240,7 @@ def render(result: dict[str, Any]) -> str:
             f"{bound} | {c['graphs']} ({c['graph_breaks']}) | {c['graphs_after_3_calls']} | "
             f"{c['compile_s']:.1f} s |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,13 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "compile"))
-    parser.add_argument(
-        "--import-from", metavar="PATH", help="import derivs from this checkout (before/after)"
-    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = load_average()
     print(f"compile bench on {args.device} ({args.backend}), load average {load}", flush=True)
     found = []
     for case in cases(args.device, set(args.only.split(","))):

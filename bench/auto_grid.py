@@ -9,95 +9,49 @@ what ``auto`` picks between at the top level of eager code), by ``derivs.jacobia
 once against the closed form ``(1 - y**2)[:, None] * W`` before it is timed. The methods of one cell are timed in interleaved blocks (so a burst of
 load hits all of them alike) and each keeps its fastest block.
 
-The report says how often ``derivs.jacobian.prefers_forward`` (the ``auto`` rule) picks the
+The report says how often ``derivs.prefers_forward`` (the ``auto`` rule) picks the
 faster of fwd and rev, how much slower ``auto`` is than the faster one, and which rules of the
 form "forward iff n_out > c * n_in" fit the data best, which is how the rule was derived.
 
-    python tools/auto_grid.py                      # cpu, writes docs/bench/auto_grid.{json,md}
-    python tools/auto_grid.py --device cuda --sizes 8,64,512,2048 --out /tmp/grid
-    python tools/auto_grid.py --rescore docs/bench/auto_grid.json   # re-score saved timings
+    python -m bench.auto_grid                      # cpu, writes docs/bench/auto_grid.{json,md}
+    python -m bench.auto_grid --device cuda --sizes 8,64,512,2048 --out /tmp/grid
+    python -m bench.auto_grid --rescore docs/bench/auto_grid.json   # re-score saved timings
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import derivs
+from bench.machine import load_average, run_facts
+from bench.output import write_outputs
+from bench.problems import predict, predict_inputs, predict_jacobian
+from bench.timing import CLOCKS, sync, time_interleaved
+from derivs import _eager as eager_path
+from derivs import _jacobian as _J
+from derivs import prefers_forward
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import derivs  # noqa: E402
-from derivs import _eager as eager_path  # noqa: E402
-from derivs.jacobian import prefers_forward  # noqa: E402
 
 DEFAULT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 METHODS = ("fwd", "rev", "auto", "tf_fwd", "tf_rev")
-_J = sys.modules["derivs.jacobian"]
 # The tutorial's three shapes (n_in, n_out): auto must be within 1.05x of torch.func's faster.
 TUTORIAL_SHAPES = {
     "square D=16": (16, 16),
     "tall 32->2048": (32, 2048),
     "wide 2048->32": (2048, 32),
 }
-CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 # NOTE: two timings within this factor of each other are a tie: on a shared, loaded machine
 # the order of such a pair flips from run to run, so either pick is right.
 TIE = 1.03
-
-
-def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, weight, bias).tanh()
-
-
-def closed_form(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    y = predict(weight, bias, x)
-    return (1 - y**2)[:, None] * weight
-
-
-def _sync(device: str) -> Callable[[], None]:
-    if device.startswith("cuda"):
-        return torch.cuda.synchronize
-    return lambda: None
-
-
-def time_interleaved(
-    fns: dict[str, Callable[[], Any]],
-    sync: Callable[[], None],
-    *,
-    rounds: int,
-    block_s: float,
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, float]:
-    """Seconds per call of each function: the fastest of ``rounds`` interleaved blocks."""
-    reps: dict[str, int] = {}
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        fn()
-        sync()
-        reps[name] = max(1, int(block_s / max(time.perf_counter() - start, 1e-7)))
-    best = dict.fromkeys(fns, math.inf)
-    names = list(fns)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, n = fns[name], reps[name]
-            start = clock()
-            for _ in range(n):
-                fn()
-            sync()
-            best[name] = min(best[name], (clock() - start) / n)
-    return best
 
 
 def _eager(forward: bool) -> Callable[..., torch.Tensor]:
@@ -125,7 +79,7 @@ def measure(
     clock: Callable[[], float] = time.perf_counter,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    sync = _sync(device)
+    wait = sync(device)
     cells = []
     gen = torch.Generator().manual_seed(seed)
     for n_in in sizes:
@@ -133,13 +87,13 @@ def measure(
             w = torch.randn(n_out, n_in, generator=gen).div_(math.sqrt(n_in)).to(device)
             b = torch.randn(n_out, generator=gen).to(device)
             x = torch.randn(n_in, generator=gen).to(device)
-            expected = closed_form(w, b, x)
+            expected = predict_jacobian(w, b, x)
             fns = {}
             for method in METHODS:
                 jac = _jacobian(method)
                 torch.testing.assert_close(jac(w, b, x), expected, rtol=1e-4, atol=1e-5)
                 fns[method] = lambda jac=jac, w=w, b=b, x=x: jac(w, b, x)
-            times = time_interleaved(fns, sync, rounds=rounds, block_s=block_s, clock=clock)
+            times = time_interleaved(fns, wait, rounds=rounds, block_s=block_s, clock=clock)
             cells.append({"n_in": n_in, "n_out": n_out, **{f"t_{m}": times[m] for m in METHODS}})
             print(
                 f"  in={n_in:5d} out={n_out:5d}  "
@@ -153,14 +107,11 @@ def measure_shapes(
     device: str, *, rounds: int, block_s: float, clock: Callable[[], float] = time.perf_counter
 ) -> list[dict[str, Any]]:
     """auto against torch.func.jacrev/jacfwd on the tutorial's shapes (its ``randn`` data)."""
-    sync = _sync(device)
+    wait = sync(device)
     found = []
-    gen = torch.Generator().manual_seed(0)
     for name, (n_in, n_out) in TUTORIAL_SHAPES.items():
-        w = torch.randn(n_out, n_in, generator=gen).to(device)
-        b = torch.randn(n_out, generator=gen).to(device)
-        x = torch.randn(n_in, generator=gen).to(device)
-        expected = closed_form(w, b, x)
+        w, b, x = predict_inputs(n_in, n_out, device)
+        expected = predict_jacobian(w, b, x)
         jacs = {
             "auto": derivs.jacobian(predict, argnums=2, method="auto"),
             "rev": derivs.jacobian(predict, argnums=2, method="rev"),
@@ -172,7 +123,7 @@ def measure_shapes(
         for label, jac in jacs.items():
             torch.testing.assert_close(jac(w, b, x), expected, rtol=1e-4, atol=1e-5)
             fns[label] = lambda jac=jac, w=w, b=b, x=x: jac(w, b, x)
-        times = time_interleaved(fns, sync, rounds=rounds, block_s=block_s, clock=clock)
+        times = time_interleaved(fns, wait, rounds=rounds, block_s=block_s, clock=clock)
         found.append(
             {"shape": name, "n_in": n_in, "n_out": n_out, **{f"t_{k}": v for k, v in times.items()}}
         )
@@ -264,7 +215,7 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| **{n_in}** | " + " | ".join(row) + " |")
     lines += [
         "",
-        f"- rule (`derivs.jacobian.prefers_forward`): picks the faster mode in "
+        f"- rule (`derivs.prefers_forward`): picks the faster mode in "
         f"**{cur['accuracy'] * 100:.1f}%** of {len(cells)} cells "
         f"({cur['accuracy_ties_ok'] * 100:.1f}% counting ties as right); worst pick "
         f"{cur['worst_pick_slowdown']:.2f}x the faster, mean {cur['mean_pick_slowdown']:.3f}x.",
@@ -313,43 +264,6 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def run_facts(args: argparse.Namespace, load: str) -> dict[str, Any]:
-    """What every measurement tool records about its run: torch, device, machine load, clock."""
-    return {
-        "torch": torch.__version__,
-        "device": args.device,
-        "device_name": device_name(args.device),
-        "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "load": load,
-        "rounds": args.rounds,
-        "clock": args.clock,
-    }
-
-
-def write_outputs(result: dict[str, Any], text: str, out: str, *, json_too: bool = True) -> None:
-    """``out.json`` (the measurements) and ``out.md`` (the rendered tables); print the tables."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if json_too:
-        path.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    path.with_suffix(".md").write_text(text)
-    print(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -383,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(Path(args.rescore).read_text())
     else:
         sizes = [int(s) for s in args.sizes.split(",")]
-        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        load = load_average()
         print(f"auto grid on {args.device}: sizes {sizes}, load average {load}", flush=True)
         start = time.perf_counter()
         cells = measure(sizes, args.device, rounds=args.rounds, block_s=args.block, clock=clock)

@@ -7,16 +7,10 @@ them, the time ``make_fx`` (fake tensors) takes just to trace the same derivativ
 comparison with tracing through a dispatch mode. Float64, CPU, ``--threads`` intra-op threads
 (default 1: thread-pool wake-ups dominate small ops on a busy machine).
 
-    flock /tmp/derivs-heavy.lock python tools/sparse_detect_times.py [--repeats 15] [--make-fx]
+    flock /tmp/derivs-heavy.lock python -m bench.sparse_detect [--repeats 15] [--make-fx]
 
-Problems (as in issue 15):
-
-- ``brusselator``: 2 species u, v on an N x N = 32 x 32 periodic grid, 5-point Laplacian,
-  reaction terms ``B + u^2 v - (A + 1) u`` and ``A u - u^2 v`` (2048 unknowns, 12,288 nonzeros);
-- ``stencil``: ``x[i-1] - 2 x[i] + x[i+1] + x[i]^2`` with zero boundaries, n = 10^4;
-- ``rosenbrock``: the chained Rosenbrock function's Hessian, n = 10^4;
-- ``conv``: a 3x3 conv2d (padding 1) of a 1 x 28 x 28 image to 8 channels, Jacobian with
-  respect to the input (6272 x 784).
+The problems are ``bench.sparse_problems``' (the sparse benchmarks' and the JAX anchor's), at
+their points; each detected pattern is compared with the true one from the formulas.
 """
 
 from __future__ import annotations
@@ -28,99 +22,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from bench import problems as bp
+from bench import sparse_problems as sp
 from derivs.sparse._detect import hessian_pattern, jacobian_pattern
 
-A, B, ALPHA = 3.4, 1.0, 0.02
-
-
-def laplacian(u: torch.Tensor) -> torch.Tensor:
-    return u.roll(1, 0) + u.roll(-1, 0) + u.roll(1, 1) + u.roll(-1, 1) - 4 * u
-
-
-def brusselator(x: torch.Tensor) -> torch.Tensor:
-    u, v = x[0], x[1]
-    du = B + u * u * v - (A + 1) * u + ALPHA * laplacian(u)
-    dv = A * u - u * u * v + ALPHA * laplacian(v)
-    return torch.stack([du, dv])
-
-
-def stencil(x: torch.Tensor) -> torch.Tensor:
-    p = F.pad(x, (1, 1))
-    return p[:-2] - 2 * p[1:-1] + p[2:] + x * x
-
-
-def rosenbrock(x: torch.Tensor) -> torch.Tensor:
-    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
-
-
-CONV_WEIGHT = torch.randn(
-    8, 1, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64
-)
-
-
-def conv(x: torch.Tensor) -> torch.Tensor:
-    return F.conv2d(x, CONV_WEIGHT, padding=1)
-
-
-def _known_brusselator(n: int) -> set[tuple[int, int]]:
-    hw = n * n
-    pairs = set()
-    for s in range(2):
-        for i in range(n):
-            for j in range(n):
-                row = s * hw + i * n + j
-                for di, dj in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
-                    pairs.add((row, s * hw + ((i + di) % n) * n + (j + dj) % n))
-                pairs.add((row, (1 - s) * hw + i * n + j))
-    return pairs
-
-
-def _known_tridiagonal(n: int) -> set[tuple[int, int]]:
-    return {(i, j) for i in range(n) for j in (i - 1, i, i + 1) if 0 <= j < n}
-
-
-def _known_conv(c: int, h: int, w: int) -> set[tuple[int, int]]:
-    pairs = set()
-    for o in range(c):
-        for i in range(h):
-            for j in range(w):
-                for di in (-1, 0, 1):
-                    for dj in (-1, 0, 1):
-                        if 0 <= i + di < h and 0 <= j + dj < w:
-                            pairs.add(((o * h + i) * w + j, (i + di) * w + j + dj))
-    return pairs
-
-
-Problem = tuple[
-    str,
-    Callable[..., Any],
-    Callable[[torch.Tensor], torch.Tensor],
-    torch.Tensor,
-    set[tuple[int, int]],
-]
-
-
-def problems() -> list[Problem]:
-    g = torch.Generator().manual_seed(1)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(shape, generator=g, dtype=torch.float64)
-
-    n = 10_000
-    return [
-        (
-            "brusselator N=32",
-            jacobian_pattern,
-            brusselator,
-            rand(2, 32, 32),
-            _known_brusselator(32),
-        ),
-        ("stencil n=1e4", jacobian_pattern, stencil, rand(n), _known_tridiagonal(n)),
-        ("rosenbrock H n=1e4", hessian_pattern, rosenbrock, rand(n), _known_tridiagonal(n)),
-        ("conv2d 1x28x28->8", jacobian_pattern, conv, rand(1, 1, 28, 28), _known_conv(8, 28, 28)),
-    ]
+LABELS = {
+    "brusselator": "brusselator N=32",
+    "stencil": "stencil n=1e4",
+    "rosenbrock": "rosenbrock H n=1e4",
+    "conv": "conv2d 1x28x28->8",
+}
 
 
 def make_fx_trace(detect: Callable[..., Any], func: Callable[..., Any], x: torch.Tensor) -> None:
@@ -157,7 +69,9 @@ def main() -> None:
         + (f" {'make_fx min/med ms':>18s}" if opts.make_fx else "")
     )
     print(header)
-    for name, detect, func, x, known in problems():
+    for key, problem in bp.sparse().items():
+        name, func, x, known = LABELS[key], problem.func, problem.x, sp.pattern(key)
+        detect = hessian_pattern if problem.hessian else jacobian_pattern
         result = detect(func, (x,), (0,))
         runs: dict[str, Callable[[], Any]] = {
             "global": lambda: detect(func, (x,), (0,)),  # noqa: B023

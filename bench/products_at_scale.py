@@ -1,13 +1,13 @@
 """hvp and vhp at N = 10**7 on CPU: time and peak memory against torch.func.
 
-For each scalar function of ``tools/hvp_grid.py`` (the tutorial's ``x.sin().sum()`` first)
+For each scalar function of ``bench.problems.SCALAR`` (``bench.hvp_grid``'s) (the tutorial's ``x.sin().sum()`` first)
 at ``N`` inputs, four products are computed: derivs' ``hvp`` and ``vhp`` with their default
 method, and torch.func's ``jvp(grad(f))`` and ``vjp(grad(f))`` (the tutorial's two hvps);
 plus one forward and backward pass of ``f`` (``torch.autograd.grad(f(x), x)``), the
 reference the products' memory is measured against. Each result is checked against the
 closed form first.
 
-* Time: interleaved blocks, each call keeping its fastest (``auto_grid.time_interleaved``).
+* Time: interleaved blocks, each call keeping its fastest (``bench.timing.time_interleaved``).
 * Peak memory: ``derivs._memory.measured_peak``, the CPU allocator's allocations and frees
   while the call runs (torch.profiler's memory events). It counts the tensors the call
   allocates and nothing else (not the interpreter, not memory glibc keeps cached), the same
@@ -15,9 +15,9 @@ closed form first.
   fresh process per call, the growth of its peak resident set (``VmHWM``) over its size
   with the inputs allocated.
 
-    flock /tmp/derivs-heavy.lock python tools/products_at_scale.py --threads 1 --clock thread
-    python tools/products_at_scale.py --n 1000000 --functions sin_sum --out /tmp/scale
-    python tools/products_at_scale.py --rss
+    flock /tmp/derivs-heavy.lock python -m bench.products_at_scale --threads 1 --clock thread
+    python -m bench.products_at_scale --n 1000000 --functions sin_sum --out /tmp/scale
+    python -m bench.products_at_scale --rss
 
 Writes ``docs/bench/products_at_scale.{json,md}``.
 """
@@ -25,29 +25,23 @@ Writes ``docs/bench/products_at_scale.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import derivs
+from bench.machine import load_average, run_facts
+from bench.output import write_outputs
+from bench.problems import SCALAR as PROBLEMS
+from bench.problems import vector_inputs as inputs
+from bench.timing import CLOCKS, sync, time_interleaved
+from derivs import _memory
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-import torch  # noqa: E402
-from auto_grid import (  # noqa: E402
-    CLOCKS,
-    _sync,
-    run_facts,
-    time_interleaved,
-    write_outputs,
-)
-from hvp_grid import PROBLEMS  # noqa: E402
-
-import derivs  # noqa: E402
-from derivs import _memory  # noqa: E402
 
 CALLS = ("derivs hvp", "derivs vhp", "torch.func jvp(grad)", "torch.func vjp(grad)", "fwd+bwd")
 LIMIT = 2.0  # a product's peak may be at most this many times one forward + backward's
@@ -69,11 +63,6 @@ def calls(name: str) -> dict[str, Callable[[torch.Tensor, torch.Tensor], Any]]:
     }
 
 
-def inputs(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(n, generator=gen).to(device), torch.randn(n, generator=gen).to(device)
-
-
 def rss_peak(name: str, call: str, n: int) -> int:
     """Growth of a fresh process's resident set over its inputs while ``call`` runs.
 
@@ -82,13 +71,12 @@ def rss_peak(name: str, call: str, n: int) -> int:
     keeps the high-water mark of the parent process the child was forked from.
     """
     code = (
-        f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tools')!r}]; "
-        f"import products_at_scale as p; x, v = p.inputs({n}, 'cpu'); "
+        f"import bench.products_at_scale as p; x, v = p.inputs({n}, 'cpu'); "
         f"fn = p.calls({name!r})[{call!r}]; before = p.reset_peak_rss(); fn(x, v); "
         "print(p.vm('VmHWM') - before)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
     return int(out.split()[-1])
 
@@ -121,7 +109,7 @@ def measure(
 ) -> dict[str, Any]:
     x, v = inputs(n, device)
     fns = calls(name)
-    expected = PROBLEMS[name].closed(x, v)
+    expected = PROBLEMS[name].hvp(x, v)
     peaks = {}
     for label, fn in fns.items():
         peak, result = _memory.measured_peak(lambda fn=fn: fn(x, v), device)
@@ -130,7 +118,7 @@ def measure(
         del result
         peaks[label] = peak
     timed = {label: (lambda fn=fn: fn(x, v)) for label, fn in fns.items()}
-    times = time_interleaved(timed, _sync(device), rounds=rounds, block_s=block_s, clock=clock)
+    times = time_interleaved(timed, sync(device), rounds=rounds, block_s=block_s, clock=clock)
     row: dict[str, Any] = {"function": name, "n": n, "peaks": peaks, "times": times}
     if rss:
         row["rss"] = {label: rss_peak(name, label, n) for label in fns}
@@ -149,7 +137,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
         f"{result['date']}, load average at start {result['load']}, {result['clock']} clock "
-        "(`tools/products_at_scale.py`). Times: fastest of "
+        "(`python -m bench.products_at_scale`). Times: fastest of "
         f"{result['rounds']} interleaved blocks. Peaks: the allocator's, while the call runs "
         "(`derivs._memory.measured_peak`), the inputs `x` and `v` "
         f"({2 * n * 4 / 2**20:.0f} MiB) not counted; `fwd+bwd` is one "
@@ -193,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = load_average()
     print(f"products at N={args.n} on {args.device}, load average {load}", flush=True)
     rows = [
         measure(

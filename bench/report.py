@@ -1,15 +1,17 @@
 """Turn a saved pytest-benchmark run into ``docs/bench/report.md`` and ``docs/bench/crossover.png``.
 
     pytest tests/bench -m bench --benchmark-autosave   # saves .benchmarks/<machine>/NNNN_*.json
-    python tools/bench_report.py                       # the latest saved run
-    python tools/bench_report.py path/to/run.json --out docs/bench
+    python -m bench.report                             # the latest saved run
+    python -m bench.report path/to/run.json --out docs/bench
 
 The report holds one table per benchmark group (one question each, per device), the derived
 ratios (``auto`` against the faster of torch.func's jacrev/jacfwd, derivs against torch.func
-on the same call, compiled against eager, the closed form against the best AD method), and
+on the same call, the closed form against the best AD method), and
 the log-log plot of forward and reverse mode Jacobian time against the output/input ratio,
-which shows where the two cross. The sparse section (``tools/sparse_report.py``) joins the
-sparse groups with the asdex run of ``tools/bench_sparse_jax.py`` (``--jax``).
+which shows where the two cross. The compiled path comes from the saved
+``python -m bench.compile`` run, the grids and the memory model from theirs; the sparse section
+(``bench.sparse_report``) joins the sparse groups with the asdex run of ``bench.sparse_jax``
+(``--jax``).
 """
 
 from __future__ import annotations
@@ -18,113 +20,31 @@ import argparse
 import itertools
 import json
 import math
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import sparse_report  # noqa: E402  (tools/ is not a package)
+from bench import auto_grid, hessian_memory, sparse_report
+from bench import compile as compile_bench
+from bench.output import fmt_ratio, fmt_time
+from bench.results import (
+    CROSSOVER_GROUP,
+    Row,
+    best_of,
+    by_label,
+    group_tables,
+    header,
+    latest_run,
+    load_rows,
+)
 
-CROSSOVER_GROUP = "jacobian crossover"
+ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL_SHAPES = {
     "square": "jacobian square D=16",
     "tall": "jacobian tall 32->2048",
     "wide": "jacobian wide 2048->32",
 }
-
-
-def latest_run(storage: Path) -> Path:
-    """The most recently written run under a pytest-benchmark storage folder."""
-    runs = sorted(storage.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise SystemExit(
-            f"bench_report: no saved run under {storage}; run "
-            "`pytest tests/bench -m bench --benchmark-autosave` first"
-        )
-    return runs[-1]
-
-
-def fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "-"
-    if seconds < 0:
-        return "-" + fmt_time(-seconds)
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def fmt_ratio(r: float) -> str:
-    return f"{r:.2f}x" if math.isfinite(r) else "-"
-
-
-class Row:
-    """One benchmark: its group (device included), label and statistics."""
-
-    def __init__(self, bench: dict[str, Any]) -> None:
-        info = bench.get("extra_info", {})
-        self.group: str = bench["group"] or "ungrouped"
-        self.question: str = info.get("question", self.group)
-        self.device: str = info.get("device", "?")
-        self.label: str = info.get("label", bench["name"])
-        self.impl: str = info.get("impl", "")
-        self.info = info
-        stats = bench["stats"]
-        self.median: float = stats["median"]
-        self.min: float = stats["min"]
-        self.iqr: float = stats["iqr"]
-        self.rounds: int = stats["rounds"]
-
-
-def load_rows(run: dict[str, Any]) -> dict[str, list[Row]]:
-    groups: dict[str, list[Row]] = defaultdict(list)
-    for bench in run["benchmarks"]:
-        row = Row(bench)
-        groups[row.group].append(row)
-    return dict(groups)
-
-
-def header(run: dict[str, Any], path: Path) -> list[str]:
-    m = run.get("machine_info", {})
-    c = run.get("commit_info", {})
-    cpu = m.get("cpu_model") or m.get("cpu", {}).get("brand_raw") or m.get("processor", "?")
-    load = run.get("load_average", {})
-    cuda = ", ".join(m.get("cuda_devices", [])) or "none"
-    commit = (c.get("id") or "?")[:10] + (" (uncommitted changes)" if c.get("dirty") else "")
-    timers = sorted({b.get("options", {}).get("timer", "?") for b in run.get("benchmarks", [])})
-    return [
-        "# derivs benchmarks",
-        "",
-        f"- run: `{path.name}`, {run.get('datetime', '?')[:19]}, commit {commit}",
-        f"- torch {m.get('torch', '?')}, Python {m.get('python_version', '?')}, "
-        f"pytest-benchmark {run.get('version', '?')}",
-        f"- CPU: {cpu}, {m.get('cpu_count', '?')} cores, {m.get('torch_threads', '?')} torch "
-        f"threads; GPUs: {cuda}",
-        f"- timer: {', '.join(timers)}",
-        f"- load average (1, 5, 15 min) at the start: {_load(load.get('start'))}, at the end: "
-        f"{_load(load.get('end'))}",
-        "",
-        "Times are per call: the median over the rounds, the minimum beside it. Every result was",
-        "checked against a closed form (or a reference method) before it was timed.",
-        "",
-    ]
-
-
-def _load(values: Sequence[float] | None) -> str:
-    return ", ".join(f"{v:.2f}" for v in values) if values else "?"
-
-
-def best_of(rows: Sequence[Row], labels: Sequence[str]) -> Row | None:
-    found = [r for r in rows if r.label in labels]
-    return min(found, key=lambda r: r.median) if found else None
-
-
-def by_label(rows: Sequence[Row]) -> dict[str, Row]:
-    return {r.label: r for r in rows}
 
 
 def ratios_section(groups: dict[str, list[Row]]) -> list[str]:
@@ -181,40 +101,6 @@ def ratios_section(groups: dict[str, list[Row]]) -> list[str]:
             "",
         ]
 
-    # compiled against eager
-    lines = []
-    for group, rows in groups.items():
-        pairs: dict[str, dict[str, Row]] = defaultdict(dict)
-        for r in rows:
-            if r.info.get("mode"):
-                pairs[r.info.get("method", "?")][r.info["mode"]] = r
-        for method, modes in pairs.items():
-            e, c = modes.get("eager"), modes.get("compiled")
-            if e is None:
-                continue
-            if c is None:
-                lines.append(
-                    f"| {group.removeprefix('compiled vs eager: ')} | {method} | "
-                    f"{fmt_time(e.median)} | failed (see the run's log) | - | - | - |"
-                )
-                continue
-            compile_s = c.info.get("compile_s", math.nan)
-            lines.append(
-                f"| {group.removeprefix('compiled vs eager: ')} | {method} | {fmt_time(e.median)} | "
-                f"{fmt_time(c.median)} | **{fmt_ratio(e.median / c.median)}** | "
-                f"{fmt_time(compile_s)} | {_break_even(e.median, c.median, compile_s)} |"
-            )
-    if lines:
-        out += [
-            "`torch.compile(derivs.jacobian(predict, argnums=2, method=...))` against eager "
-            "(speedup above 1x: compiled is faster; compile time is the first call, timed apart):",
-            "",
-            "| shape | method | eager | compiled | speedup | compile time | calls to repay it |",
-            "|---|---|---|---|---|---|---|",
-            *lines,
-            "",
-        ]
-
     # the closed form against the fastest AD method of its group
     lines = []
     for group, rows in groups.items():
@@ -239,46 +125,6 @@ def ratios_section(groups: dict[str, list[Row]]) -> list[str]:
     return out
 
 
-def _break_even(eager: float, compiled: float, compile_s: float) -> str:
-    saved = eager - compiled
-    if not math.isfinite(compile_s) or saved <= 0:
-        return "never"
-    return f"{math.ceil(compile_s / saved):,}"
-
-
-def group_tables(groups: dict[str, list[Row]]) -> list[str]:
-    out = ["## Tables", ""]
-    for group, rows in groups.items():
-        fastest = min(r.median for r in rows)
-        out += [
-            f"### {group}",
-            "",
-            "| method | median | min | IQR | rounds | vs fastest |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in sorted(rows, key=lambda r: _crossover_key(r)):
-            extra = f" (compile {fmt_time(r.info['compile_s'])})" if "compile_s" in r.info else ""
-            out.append(
-                f"| {r.label}{_size_suffix(r)}{extra} | {fmt_time(r.median)} | "
-                f"{fmt_time(r.min)} | {fmt_time(r.iqr)} | {r.rounds} | "
-                f"{fmt_ratio(r.median / fastest)} |"
-            )
-        out.append("")
-    return out
-
-
-def _crossover_key(r: Row) -> tuple[float, float]:
-    if r.question.startswith(CROSSOVER_GROUP):
-        return (r.info.get("ratio", 0.0), r.median)
-    return (0.0, r.median)
-
-
-def _size_suffix(r: Row) -> str:
-    if r.question.startswith(CROSSOVER_GROUP):
-        return f" {r.info['n_in']}->{r.info['n_out']}"
-    return ""
-
-
 def crossover_points(rows: Sequence[Row]) -> dict[str, list[tuple[float, float]]]:
     """(out/in, seconds) per method. The fastest round, not the median: on a shared machine
     the median of a sequential run drifts with the load, and the crossover with it."""
@@ -300,14 +146,10 @@ def crossing(fwd: list[tuple[float, float]], rev: list[tuple[float, float]]) -> 
 
 
 def load_grid() -> tuple[Any, dict[str, Any]] | None:
-    """The saved auto grid (``tools/auto_grid.py``) and that tool's module, if a grid was saved."""
+    """The saved auto grid (``bench.auto_grid``) and that tool's module, if a grid was saved."""
     saved = ROOT / "docs" / "bench" / "auto_grid.json"
     if not saved.exists():
         return None
-    sys.path.insert(0, str(ROOT / "tools"))
-    sys.path.insert(0, str(ROOT))
-    import auto_grid
-
     return auto_grid, json.loads(saved.read_text())
 
 
@@ -418,14 +260,14 @@ def plot(groups: dict[str, list[Row]], run: dict[str, Any], path: Path) -> list[
 
 
 def grid_summary() -> list[str]:
-    """One line on the saved auto grid (tools/auto_grid.py), re-scored with today's rule."""
+    """One line on the saved auto grid (bench.auto_grid), re-scored with today's rule."""
     found = load_grid()
     if found is None:
         return []
     auto_grid, result = found
     s = auto_grid.score(result["cells"], auto_grid.auto_rule(result["device"]))
     return [
-        f'`method="auto"` on the {len(result["cells"])}-cell grid of `tools/auto_grid.py` '
+        f'`method="auto"` on the {len(result["cells"])}-cell grid of `bench.auto_grid` '
         f"({result['date']}, {result['device_name']}): picks the faster of fwd and rev in "
         f"{s['accuracy'] * 100:.1f}% of cells ({s['accuracy_ties_ok'] * 100:.1f}% counting "
         f"ties within {(auto_grid.TIE - 1) * 100:.0f}%); see `auto_grid.md`.",
@@ -435,63 +277,38 @@ def grid_summary() -> list[str]:
 
 # --- the compiled path, products at scale, the memory model (issue 16) ----------------------
 
-COMPILED_PREFIX = "compiled vs eager: "
-
 
 def _saved(name: str) -> dict[str, Any] | None:
     saved = ROOT / "docs" / "bench" / f"{name}.json"
     return json.loads(saved.read_text()) if saved.exists() else None
 
 
-def compiled_section(groups: dict[str, list[Row]]) -> list[str]:
-    """torch.compile of derivs against the closed form, eager and compiled, per case."""
-    lines = []
-    for group, rows in groups.items():
-        if not group.startswith(COMPILED_PREFIX):
-            continue
-        cells = {(r.impl, r.info.get("mode")): r for r in rows}
-        dc, de = cells.get(("derivs", "compiled")), cells.get(("derivs", "eager"))
-        cc, ce = cells.get(("closed form", "compiled")), cells.get(("closed form", "eager"))
-        if dc is None or cc is None or ce is None:
-            continue
-        eager = fmt_time(de.median) if de else "-"
-        lines.append(
-            f"| {group.removeprefix(COMPILED_PREFIX)} | {fmt_time(dc.median)} | "
-            f"{fmt_time(cc.median)} | {fmt_time(ce.median)} | {eager} | "
-            f"**{fmt_ratio(dc.median / cc.median)}** | **{fmt_ratio(dc.median / ce.median)}** | "
-            f"{fmt_ratio(dc.min / cc.min)} |"
-        )
-    if not lines:
+def compiled_section() -> list[str]:
+    """torch.compile of derivs against the closed form, from the saved ``bench.compile`` run."""
+    tool = _saved("compile")
+    if tool is None:
         return []
-    out = [
+    clean = all(
+        c["graphs"] == 1 and c["graph_breaks"] == 0 and c["graphs_after_3_calls"] == 1
+        for c in tool["cases"]
+    )
+    return [
         "## The compiled path",
         "",
         "`torch.compile` of derivs (default methods) against the closed form, compiled and "
-        "eager (`tests/bench/test_bench_compile.py`; target: within 2.5x):",
+        f"eager (`python -m bench.compile`, {tool['date']}, {tool['device_name']}, "
+        f"{tool['threads']} threads, {tool['clock']} clock, fastest of {tool['rounds']} "
+        "interleaved blocks; target: within 2.5x of the closed form compiled; every case in "
+        "`compile.md`). "
+        + (
+            "Each case one graph, no graph break, no recompile over three calls with new values."
+            if clean
+            else "Graph breaks or recompiles found: see `compile.md`."
+        ),
         "",
-        "| case | derivs compiled | closed form compiled | closed form eager | derivs eager | "
-        "compiled / closed compiled | compiled / closed eager | (min / min) |",
-        "|---|---|---|---|---|---|---|---|",
-        *lines,
+        *compile_bench.table(tool),
         "",
     ]
-    tool = _saved("compile")
-    if tool:
-        clean = all(
-            c["graphs"] == 1 and c["graph_breaks"] == 0 and c["graphs_after_3_calls"] == 1
-            for c in tool["cases"]
-        )
-        out += [
-            f"`tools/compile_bench.py` ({tool['date']}, {tool['threads']} threads, "
-            f"{tool['clock']} clock): {len(tool['cases'])} cases, "
-            + (
-                "each one graph, no graph break, no recompile over three calls with new values."
-                if clean
-                else "graph breaks or recompiles found: see `compile.md`."
-            ),
-            "",
-        ]
-    return out
 
 
 def products_section(groups: dict[str, list[Row]]) -> list[str]:
@@ -530,7 +347,7 @@ def products_section(groups: dict[str, list[Row]]) -> list[str]:
         old = max(c["t_fwd_rev"] / min(c["t_fwd_rev"], c["t_rev_rev"]) for c in grid["cells"])
         out += [
             f"`hvp`'s default (`auto`) on the {len(grid['cells'])}-cell grid of "
-            f"`tools/hvp_grid.py` ({grid['date']}): at worst {worst:.2f}x the faster of "
+            f"`bench.hvp_grid` ({grid['date']}): at worst {worst:.2f}x the faster of "
             f"`fwd_rev` and `rev_rev` (the old default `fwd_rev`: {old:.2f}x); see "
             "`hvp_grid.md`.",
             "",
@@ -545,14 +362,10 @@ def products_section(groups: dict[str, list[Row]]) -> list[str]:
 
 
 def memory_section() -> list[str]:
-    """The memory guard's model against measured Hessian peaks (tools/hessian_memory.py)."""
+    """The memory guard's model against measured Hessian peaks (bench.hessian_memory)."""
     result = _saved("hessian_memory")
     if result is None:
         return []
-    sys.path.insert(0, str(ROOT / "tools"))
-    sys.path.insert(0, str(ROOT))
-    import hessian_memory
-
     lines = []
     for method in hessian_memory.METHODS:
         rs = sorted(hessian_memory.ratios(result["rows"], method, result["device"]))
@@ -565,7 +378,7 @@ def memory_section() -> list[str]:
         "## Memory the guard predicts",
         "",
         f"Hessian peaks predicted by the memory guard's model against measured ones "
-        f"(`tools/hessian_memory.py`, {result['date']}; every case in `hessian_memory.md`):",
+        f"(`bench.hessian_memory`, {result['date']}; every case in `hessian_memory.md`):",
         "",
         "| method | cases | predicted / measured: min | median | max |",
         "|---|---|---|---|---|",
@@ -584,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--jax",
         default=str(ROOT / ".benchmarks" / "sparse_jax.json"),
-        help="the asdex run of tools/bench_sparse_jax.py, joined into the sparse table",
+        help="the asdex run of bench.sparse_jax, joined into the sparse table",
     )
     args = parser.parse_args(argv)
 
@@ -599,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["![fwd vs rev crossover](crossover.png)", "", *[f"- {n}" for n in notes], ""]
     lines += grid_summary()
     lines += ratios_section(groups)
-    lines += compiled_section(groups) + products_section(groups) + memory_section()
+    lines += compiled_section() + products_section(groups) + memory_section()
     lines += sparse_report.section(groups, Path(args.jax), out)
     lines += group_tables(groups)
     (out / "report.md").write_text("\n".join(lines).rstrip() + "\n")

@@ -8,10 +8,10 @@ model the memory guard refuses by. The model must never be below the measurement
 twice it. ``--fit`` searches the model's coefficients that meet that on the measured cases
 (it prints them; they live in ``derivs/_memory.py``).
 
-    python tools/hessian_memory.py                   # writes docs/bench/hessian_memory.{json,md}
-    python tools/hessian_memory.py --fit             # measure, then fit the coefficients
-    python tools/hessian_memory.py --big             # also the tutorial's 32 x 512 (needs ~5 GB)
-    python tools/hessian_memory.py --rescore docs/bench/hessian_memory.json [--fit]
+    python -m bench.hessian_memory                   # writes docs/bench/hessian_memory.{json,md}
+    python -m bench.hessian_memory --fit             # measure, then fit the coefficients
+    python -m bench.hessian_memory --big             # also the tutorial's 32 x 512 (needs ~5 GB)
+    python -m bench.hessian_memory --rescore docs/bench/hessian_memory.json [--fit]
 """
 
 from __future__ import annotations
@@ -21,19 +21,17 @@ import datetime
 import itertools
 import json
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import derivs
+from bench.problems import mlp, predict, softplus
+from derivs import _memory, prefers_forward
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-import derivs  # noqa: E402
-from derivs import _memory  # noqa: E402
-from derivs.jacobian import prefers_forward  # noqa: E402
 
 METHODS = ("fwd_rev", "rev_rev", "fwd_fwd", "rev_fwd", "loop", "auto")
 # NOTE: keeps a case's reverse-outer basis, (out * in)**2 elements, to 16 MiB.
@@ -43,25 +41,10 @@ LIMIT = 2.0  # the model may be at most this many times the measured peak
 FLOORS = ("result", "pieces")  # terms whose coefficient is at least 1
 
 
-def predict_fn(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The tutorial's function."""
-    return torch.nn.functional.linear(x, weight, bias).tanh()
-
-
-def mlp_fn(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Two tanh layers: ``tanh(W2 tanh(W1 x))``."""
-    return torch.tanh(w2 @ torch.tanh(w1 @ x))
-
-
-def softplus_fn(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Two layers, softplus then sin: more intermediates per layer than tanh."""
-    return (w2 @ torch.nn.functional.softplus(w1 @ x)).sin()
-
-
 FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
-    "predict": predict_fn,
-    "mlp": mlp_fn,
-    "softplus": softplus_fn,
+    "predict": predict,
+    "mlp": mlp,
+    "softplus": softplus,
 }
 
 
@@ -207,7 +190,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# Peak memory of every Hessian method, measured and predicted",
         "",
-        f"torch {result['torch']}, {device}, {result['date']} (`tools/hessian_memory.py`). "
+        f"torch {result['torch']}, {device}, {result['date']} (`python -m bench.hessian_memory`). "
         "Peaks measured by `derivs._memory.measured_peak` (the allocator's allocations and "
         "frees while the Hessian is computed: torch.profiler's memory events on CPU); "
         "predicted by `derivs._memory.hessian_peak`, the model the memory guard refuses by. "
