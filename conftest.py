@@ -157,31 +157,6 @@ if "hypofuzz" in sys.modules:  # collected by `hypothesis fuzz` (docs/suite/trus
     _keep_hypofuzz_hub_waiting()
 
 
-def _one_strategies_package() -> None:
-    """``import strategies`` (the suite) and ``import derivs.strategies`` (users) give one module.
-
-    The wheel ships strategies/ as derivs.strategies; an editable install maps the same
-    directory. Two copies would keep two device lists, so whichever imports first is
-    registered under both names, with its submodules.
-    """
-    import derivs
-
-    try:
-        import derivs.strategies as package
-    except ImportError:  # derivs imported from a checkout without the package mapping
-        import strategies as package
-    derivs.strategies = package  # type: ignore[attr-defined]
-    own = package.__name__
-    for name, module in list(sys.modules.items()):
-        if name == own or name.startswith(own + "."):
-            tail = name[len(own) :]
-            sys.modules.setdefault("strategies" + tail, module)
-            sys.modules.setdefault("derivs.strategies" + tail, module)
-
-
-_one_strategies_package()
-
-
 def pytest_configure(config: pytest.Config) -> None:
     impl = pytest_derivs.activate(config)  # the implementation under test and the devices
     if PROFILE == "ci" and config.getoption("hypothesis_seed", None) is not None:

@@ -7,39 +7,12 @@ Why Sphinx + MyST + furo (not MkDocs): ``docs/development.md``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# NOTE: the site documents the checkout it is built from, whatever derivs is installed (an
-# editable install maps the names to the checkout it was made from).
-sys.path.insert(0, str(ROOT))
-
-import derivs  # noqa: E402 (after the path)
-
-
-def _strategies_as_installed() -> None:
-    """Import the checkout's ``strategies/`` as ``derivs.strategies``, the name the wheel gives it.
-
-    NOTE: the repository keeps the strategies at the top level and the wheel ships the same
-    files as ``derivs.strategies`` (a package-dir mapping); the reference documents them under
-    the installed name, with their submodules (``derivs.strategies._basic``, ...).
-    """
-    spec = importlib.util.spec_from_file_location(
-        "derivs.strategies",
-        ROOT / "strategies" / "__init__.py",
-        submodule_search_locations=[str(ROOT / "strategies")],
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["derivs.strategies"] = module
-    spec.loader.exec_module(module)
-    derivs.strategies = module
-
-
-_strategies_as_installed()
+# NOTE: the site documents the derivs that is installed, under the names users import:
+# `pip install -e '.[docs,test]'` maps them to this checkout (strategies/ as derivs.strategies,
+# pyproject's package-dir), tox -e docs installs the wheel built from it.
+import derivs
 
 project = "derivs"
 author = "the derivs authors"

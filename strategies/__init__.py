@@ -2,7 +2,7 @@
 
 Small blocks, composed with ``@st.composite``; every bound is keyword-only and checked when the
 strategy is built (``shapes(min_dims=3, max_dims=2)`` raises ``InvalidArgument: min_dims=3 is
-larger than max_dims=2``). Sizes are capped by the named constants in ``strategies._caps``
+larger than max_dims=2``). Sizes are capped by the named constants in ``derivs.strategies._caps``
 (re-exported here), each with a comment saying why.
 
 Entry points (all return Hypothesis strategies unless noted):
@@ -11,7 +11,7 @@ Blocks
     ``shapes(*, min_dims=0, max_dims=MAX_DIMS, min_side=1, max_side=MAX_SIDE, max_elements=MAX_ELEMENTS)``
         tuples of ints, 0-d to 4-d, size-1 and non-square sides.
     ``devices(*, include_meta=False)``
-        device strings from ``get_devices()`` (the conftest's ``--devices``), plus ``"meta"``.
+        device strings from ``get_devices()`` (the plugin's ``--devices``), plus ``"meta"``.
     ``dtypes(device=None)``
         float64 and float32 (float32 only on mps).
     ``tensors(shape, dtype=float64, device="cpu", *, layout=None, values=None, min_value=-1, max_value=1)``
@@ -72,7 +72,7 @@ Whole draws (NamedTuples)
         with ``.args``, ``.batched_args`` and ``.in_dims == (None, None, 0)``.
 
 Devices
-    ``set_devices(devices)`` / ``get_devices()``: set once by the root conftest from ``--devices``.
+    ``set_devices(devices)`` / ``get_devices()``: set once by the pytest_derivs plugin from ``--devices``.
 """
 
 from ._basic import (

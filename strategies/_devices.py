@@ -1,4 +1,4 @@
-"""The devices the suite runs on, set once by the root conftest from ``--devices``."""
+"""The devices the suite runs on, set once by the pytest_derivs plugin from ``--devices``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ _DEVICES: list[str] = ["cpu"]
 
 
 def set_devices(devices: list[str]) -> None:
-    """Record the devices chosen with ``--devices`` (called by the root conftest)."""
+    """Record the devices chosen with ``--devices`` (called by the pytest_derivs plugin)."""
     if not devices:
         raise ValueError("set_devices: give at least one device")
     _DEVICES[:] = list(devices)

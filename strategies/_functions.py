@@ -587,7 +587,7 @@ def functions(
         ops: restrict the ops drawn by choice to these names (see ``OPS``); ``add`` and the
             shape-fitting ops stay available. If none applies, a chain stops early.
         coincide: True: sizes coincide on purpose where not given (equal argument shapes, an
-            output with as many elements as an input: see ``strategies._coincident``);
+            output with as many elements as an input: see ``derivs.strategies._coincident``);
             None: drawn per function; False: sizes drawn independently.
 
     Shrinks toward the identity ``f(x0: ()) -> () = x0``, a single linear map, one primitive.

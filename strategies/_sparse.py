@@ -201,7 +201,7 @@ def sparse_problems(
     dtype: torch.dtype | st.SearchStrategy[torch.dtype] | None = None,
     layout: str | None = None,
 ) -> st.SearchStrategy[Problem]:
-    """``Problem(func, device, dtype, args)`` with a sparse ``func`` (``strategies.problems``).
+    """``Problem(func, device, dtype, args)`` with a sparse ``func`` (``derivs.strategies.problems``).
 
     Arguments come from ``tensors`` in ``[-1, 1]``, any layout unless ``layout`` is named.
     """

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from suite_helpers import IMPL, Snapshot, assert_close, batched_values, call_repr
 
 import derivs
-import strategies as gs
+import derivs.strategies as ds
 from derivs import oracles
 
 pytestmark = pytest.mark.conformance
@@ -28,7 +28,7 @@ SMALL = 12  # NOTE: per-sample Hessians are looped over samples by the oracle.
 
 
 def whole_batch(
-    func: gs.GeneratedFunction, dims: tuple[int | None, ...]
+    func: ds.GeneratedFunction, dims: tuple[int | None, ...]
 ) -> Callable[..., torch.Tensor]:
     """``func`` applied to the whole batch: batch dims moved to 0, outputs batched along 0."""
 
@@ -41,19 +41,19 @@ def whole_batch(
 
 def draw(
     data: st.DataObject, device: str, dtype: torch.dtype, api: str, **kwargs: Any
-) -> tuple[gs.BatchedProblem, Any, tuple[int | None, ...]]:
+) -> tuple[ds.BatchedProblem, Any, tuple[int | None, ...]]:
     if api == "batch_hessian" and not IMPL.supports("vector_hessians", api):
         kwargs["scalar_output"] = True
     # NOTE: in_dims other than 0 only where declared (drawn freely otherwise).
     in_dims = None if IMPL.supports("in_dims", api) else 0
     # NOTE: coincide=None: half the draws make sizes coincide (batch == output's leading size,
     # equal argument shapes), so a batch axis left in place keeps its shape and shows in values.
-    func = gs.functions(batch_polymorphic=True, coincide=None, **kwargs)
+    func = ds.functions(batch_polymorphic=True, coincide=None, **kwargs)
     p = data.draw(
-        gs.batched_problems(func, device=device, dtype=dtype, in_dims=in_dims, coincide=None),
+        ds.batched_problems(func, device=device, dtype=dtype, in_dims=in_dims, coincide=None),
         label="problem",
     )
-    dims = gs.normalize_in_dims(p.in_dims, p.func.in_shapes)
+    dims = ds.normalize_in_dims(p.in_dims, p.func.in_shapes)
     batched = [k for k, d in enumerate(dims) if d is not None]
     return p, dims, batched
 
@@ -64,7 +64,7 @@ ORACLES = {
 }
 
 
-def values(p: gs.BatchedProblem, api: str, argnums: Any) -> tuple[Any, ...]:
+def values(p: ds.BatchedProblem, api: str, argnums: Any) -> tuple[Any, ...]:
     """The magnitudes the result's rounding is relative to (suite_helpers.batched_values)."""
     return batched_values(p, ORACLES[api], argnums)
 
@@ -75,18 +75,18 @@ def whole(api: str, method: str) -> bool:
 
 
 def pick_argnums(
-    data: st.DataObject, p: gs.BatchedProblem, api: str, method: str, batched: list[int]
+    data: st.DataObject, p: ds.BatchedProblem, api: str, method: str, batched: list[int]
 ) -> Any:
     if whole(api, method):  # the sum trick only differentiates batched arguments
         chosen = data.draw(
             st.lists(st.sampled_from(batched), min_size=1, unique=True), label="argnums"
         )
         return chosen[0] if len(chosen) == 1 else tuple(chosen)
-    return data.draw(gs.argnums(p.func.n_args), label="argnums")
+    return data.draw(ds.argnums(p.func.n_args), label="argnums")
 
 
 def call(
-    api: str, p: gs.BatchedProblem, dims: tuple[int | None, ...], argnums: Any, method: str
+    api: str, p: ds.BatchedProblem, dims: tuple[int | None, ...], argnums: Any, method: str
 ) -> Any:
     func = whole_batch(p.func, dims) if whole(api, method) else p.func
     return IMPL.operator(api)(func, argnums, in_dims=p.in_dims, method=method)(*p.args)
@@ -151,9 +151,9 @@ def test_sum_trick_refuses_coupled_functions(
     device: str, dtype: torch.dtype, api: str, data: st.DataObject
 ) -> None:
     func = data.draw(
-        gs.coupled_functions(n_args=st.integers(1, 2), max_elements=SMALL), label="coupled func"
+        ds.coupled_functions(n_args=st.integers(1, 2), max_elements=SMALL), label="coupled func"
     )
-    p = data.draw(gs.batched_problems(func, device=device, dtype=dtype), label="problem")
+    p = data.draw(ds.batched_problems(func, device=device, dtype=dtype), label="problem")
     argnums = tuple(range(p.func.n_args))
     with pytest.raises(ValueError, match=rf"derivs\.{api}: func couples samples"):
         getattr(derivs, api)(p.func, argnums, in_dims=p.in_dims, method="sum")(*p.args)
@@ -164,7 +164,7 @@ def test_tutorial_batch_predict(device: str, dtype: torch.dtype, data: st.DataOb
     """in_dims=(None, None, 0): every method equals the closed form (1 - y**2)[..., None] * W."""
     IMPL.need("batch_jacobian", "in_dims")
     p = data.draw(
-        gs.tutorial_predict(device=device, dtype=dtype, batch_size=gs.batch_sizes()),
+        ds.tutorial_predict(device=device, dtype=dtype, batch_size=ds.batch_sizes()),
         label="predict",
     )
     method = data.draw(st.sampled_from(METHODS), label="method")

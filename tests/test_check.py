@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import derivs
-import strategies
+import derivs.strategies as ds
 from derivs.__main__ import main
 from derivs.check import CheckFailure, CheckReport, _limits, check
 from examples.check_examples import (
@@ -60,10 +60,10 @@ def rows(report: CheckReport, operator: str, method: str | None = None) -> list[
 
 
 @settings(max_examples=8 * SCALE)
-@given(strategies.problems(strategies.functions(n_args=st.integers(1, 2), **SMALL)), st.data())
-def test_generated_functions_pass(problem: strategies.Problem, data: st.DataObject) -> None:
+@given(ds.problems(ds.functions(n_args=st.integers(1, 2), **SMALL)), st.data())
+def test_generated_functions_pass(problem: ds.Problem, data: st.DataObject) -> None:
     """Every operator, method and oracle agrees on a random smooth function (repr = formula)."""
-    argnums = data.draw(strategies.argnums(problem.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(problem.func.n_args), label="argnums")
     report = check(problem.func, *problem.args, argnums=argnums)
     assert report.passed
     assert {r.status for r in report.rows} == {"pass"}
@@ -75,13 +75,13 @@ def test_generated_functions_pass(problem: strategies.Problem, data: st.DataObje
 
 @settings(max_examples=5 * SCALE)
 @given(
-    strategies.batched_problems(
-        strategies.functions(n_args=1, batch_polymorphic=True, **SMALL),
+    ds.batched_problems(
+        ds.functions(n_args=1, batch_polymorphic=True, **SMALL),
         in_dims=0,
         device="cpu",
     )
 )
-def test_batch_forms_pass_and_sum_trick_is_valid(problem: strategies.BatchedProblem) -> None:
+def test_batch_forms_pass_and_sum_trick_is_valid(problem: ds.BatchedProblem) -> None:
     report = check(problem.func, *problem.args, batched=0)
     assert report.passed
     assert {"batch_jacobian", "batch_hessian"} <= {r.operator for r in report.rows}
@@ -90,16 +90,16 @@ def test_batch_forms_pass_and_sum_trick_is_valid(problem: strategies.BatchedProb
 
 @settings(max_examples=3 * SCALE)
 @given(
-    strategies.batched_problems(
+    ds.batched_problems(
         # NOTE: per-sample inputs of at least one dim, so that the couplings (which act along
         # dim 0) also make sense as per-sample functions, as check(batched=...) uses them.
-        strategies.coupled_functions(
-            in_shapes=st.tuples(strategies.shapes(min_dims=1, max_elements=6)), max_elements=6
+        ds.coupled_functions(
+            in_shapes=st.tuples(ds.shapes(min_dims=1, max_elements=6)), max_elements=6
         ),
         device="cpu",
     )
 )
-def test_coupled_functions_sum_trick_not_valid(problem: strategies.BatchedProblem) -> None:
+def test_coupled_functions_sum_trick_not_valid(problem: ds.BatchedProblem) -> None:
     """A coupled function is fine per sample; the report says the sum trick does not apply."""
     report = check(problem.func, *problem.args, batched=0, order=1)
     assert report.passed, report

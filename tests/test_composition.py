@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from suite_helpers import IMPL, assert_close, batched_values, values_of
 
-import strategies as gs
+import derivs.strategies as ds
 from derivs import oracles
 
 pytestmark = pytest.mark.conformance
@@ -31,15 +31,15 @@ def scalar_only(api: str) -> dict[str, bool]:
     )
 
 
-def dense_problem(data: st.DataObject, device: str, dtype: torch.dtype) -> gs.Problem:
+def dense_problem(data: st.DataObject, device: str, dtype: torch.dtype) -> ds.Problem:
     """A problem on contiguous inputs.
 
     NOTE: torch.func's forward mode refuses inputs with internal overlap (expanded views);
     here jvp is the harness, not the implementation under test, so its inputs are dense.
     test_invariants checks the layouts.
     """
-    func = gs.functions(max_depth=2, max_elements=SMALL)
-    p = data.draw(gs.problems(func, device=device, dtype=dtype), label="problem")
+    func = ds.functions(max_depth=2, max_elements=SMALL)
+    p = data.draw(ds.problems(func, device=device, dtype=dtype), label="problem")
     return p._replace(args=tuple(a.contiguous() for a in p.args))
 
 
@@ -55,9 +55,9 @@ def hessian_times(
 def test_vmap_over_the_transform(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
 ) -> None:
-    func = gs.functions(batch_polymorphic=True, max_depth=2, max_elements=SMALL, **scalar_only(api))
-    p = data.draw(gs.batched_problems(func, device=device, dtype=dtype), label="problem")
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    func = ds.functions(batch_polymorphic=True, max_depth=2, max_elements=SMALL, **scalar_only(api))
+    p = data.draw(ds.batched_problems(func, device=device, dtype=dtype), label="problem")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     transform = IMPL.operator(api)(p.func, argnums, method=method)
     result = torch.func.vmap(transform, in_dims=p.in_dims)(*p.args)
     oracle = oracles.loop_batch_jacobian if api == "jacobian" else oracles.loop_batch_hessian
@@ -76,7 +76,7 @@ def test_jvp_through_the_jacobian(
 ) -> None:
     p = dense_problem(data, device, dtype)
     a = data.draw(st.integers(0, p.func.n_args - 1), label="argnum")
-    v = data.draw(gs.tangents_like(p.args), label="tangents")
+    v = data.draw(ds.tangents_like(p.args), label="tangents")
     _, derivative = torch.func.jvp(IMPL.jacobian(p.func, a, method=method), p.args, v)
     H = oracles.loop_hessian(p.func, p.args, tuple(range(p.func.n_args)))
     assert_close(
@@ -96,7 +96,7 @@ def test_grad_through_the_jacobian(
     a = data.draw(st.integers(0, p.func.n_args - 1), label="argnum")
     args = tuple(x.detach().clone().requires_grad_() for x in p.args)
     jac = IMPL.jacobian(p.func, a, method=method)(*args)
-    cot = data.draw(gs.tensors(tuple(jac.shape), dtype, device, stream=7), label="cotangent")
+    cot = data.draw(ds.tensors(tuple(jac.shape), dtype, device, stream=7), label="cotangent")
     if jac.requires_grad:
         grads = torch.autograd.grad((jac * cot).sum(), args, allow_unused=True)
     else:  # no graph: right only if the Hessian is zero, which the comparison decides

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from suite_helpers import IMPL, Snapshot, assert_close, call_repr, fd_check, values_of
 
-import strategies as gs
+import derivs.strategies as ds
 from derivs import oracles
 
 pytestmark = pytest.mark.conformance
@@ -27,10 +27,10 @@ def draw_problem(
     dtype: torch.dtype,
     max_elements: int = SMALL,
     **kwargs: object,
-) -> gs.Problem:
+) -> ds.Problem:
     kwargs.setdefault("coincide", None)  # half the draws: equal shapes, a square Jacobian
-    func = gs.functions(max_elements=max_elements, **{**OUTPUTS, **kwargs})
-    return data.draw(gs.problems(func, device=device, dtype=dtype), label="problem")
+    func = ds.functions(max_elements=max_elements, **{**OUTPUTS, **kwargs})
+    return data.draw(ds.problems(func, device=device, dtype=dtype), label="problem")
 
 
 @pytest.mark.parametrize("method", IMPL.params("hessian"))
@@ -40,7 +40,7 @@ def test_matches_loop_oracle(
 ) -> None:
     """Scalar and vector outputs, single and tuple argnums (all blocks, mixed ones included)."""
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     snap = Snapshot(p.args)
     H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("hessian", p.func, argnums=argnums, method=method)
@@ -58,9 +58,9 @@ def test_mixed_blocks_match_loop_oracle(
     The property above meets them only when it draws a tuple of several arguments (about one
     example in three); a Hessian that drops or transposes its mixed blocks is caught here.
     """
-    p = draw_problem(data, device, dtype, n_args=st.integers(2, gs.MAX_ARGS))
+    p = draw_problem(data, device, dtype, n_args=st.integers(2, ds.MAX_ARGS))
     n = p.func.n_args
-    argnums = data.draw(gs.argnums(n, allow_int=False, min_size=n), label="argnums")
+    argnums = data.draw(ds.argnums(n, allow_int=False, min_size=n), label="argnums")
     H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("hessian", p.func, argnums=argnums, method=method)
     assert_close(H, oracles.loop_hessian(p.func, p.args, argnums), values=values_of(p), context=ctx)
@@ -72,7 +72,7 @@ def test_matches_finite_differences(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype, max_elements=TINY)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     fd_check(
         H,
@@ -113,7 +113,7 @@ def test_is_jacobian_of_jacobian(
     device: str, dtype: torch.dtype, outer: str, inner: str, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     method = IMPL.composed_method(outer, inner)
     composed = IMPL.jacobian(IMPL.jacobian(p.func, argnums, method=inner), argnums, method=outer)(
         *p.args
@@ -132,8 +132,8 @@ def test_chunk_size_does_not_change_values(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    nums = gs.normalize_argnums(argnums, p.func.n_args)
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
+    nums = ds.normalize_argnums(argnums, p.func.n_args)
     total = max(
         sum(
             max(1, len(p.func.in_shapes[a]) and int(torch.tensor(p.func.in_shapes[a]).prod()))
@@ -141,7 +141,7 @@ def test_chunk_size_does_not_change_values(
         ),
         1,
     )
-    chunk = data.draw(gs.chunk_sizes(total), label="chunk_size")
+    chunk = data.draw(ds.chunk_sizes(total), label="chunk_size")
     whole = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     chunked = IMPL.hessian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
     assert_close(
@@ -156,7 +156,7 @@ def test_chunk_size_does_not_change_values(
 def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """Vector-valued: d2 y_i / dx dx = -2 y_i (1 - y_i**2) W_i W_i^T for every method."""
     IMPL.need("hessian", "vector_hessians")
-    p = data.draw(gs.tutorial_predict(device=device, dtype=dtype, max_features=8), label="predict")
+    p = data.draw(ds.tutorial_predict(device=device, dtype=dtype, max_features=8), label="predict")
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(*p.args)
     W = p.weight

@@ -20,7 +20,7 @@ from suite_helpers import (
 )
 
 import derivs
-import strategies as gs
+import derivs.strategies as ds
 
 pytestmark = pytest.mark.conformance
 
@@ -34,7 +34,7 @@ def leaves(tree: Any) -> list[torch.Tensor]:
 
 
 def run_api(
-    api: str, method: str, p: gs.Problem, argnums: Any, v: tuple[torch.Tensor, ...] | None
+    api: str, method: str, p: ds.Problem, argnums: Any, v: tuple[torch.Tensor, ...] | None
 ) -> Any:
     if api in ("hvp", "vhp"):
         assert v is not None
@@ -54,21 +54,21 @@ def scalar_only(api: str) -> bool:
 @st.composite
 def api_problems(
     draw: st.DrawFn, api: str, device: str, dtype: torch.dtype, layout: str | None = None
-) -> tuple[gs.Problem, Any, Any]:
+) -> tuple[ds.Problem, Any, Any]:
     scalar = True if scalar_only(api) else None
-    func = gs.functions(
-        scalar_output=scalar, max_elements=SMALL if api != "jacobian" else gs.MAX_ELEMENTS
+    func = ds.functions(
+        scalar_output=scalar, max_elements=SMALL if api != "jacobian" else ds.MAX_ELEMENTS
     )
-    p = draw(gs.problems(func, device=device, dtype=dtype, layout=layout), label="problem")
-    argnums = draw(gs.argnums(p.func.n_args), label="argnums")
-    v = draw(gs.tangents_like(p.args), label="vectors") if api in ("hvp", "vhp") else None
+    p = draw(ds.problems(func, device=device, dtype=dtype, layout=layout), label="problem")
+    argnums = draw(ds.argnums(p.func.n_args), label="argnums")
+    v = draw(ds.tangents_like(p.args), label="vectors") if api in ("hvp", "vhp") else None
     return p, argnums, v
 
 
-def expected_shapes(api: str, p: gs.Problem, argnums: Any) -> list[tuple[int, ...]]:
+def expected_shapes(api: str, p: ds.Problem, argnums: Any) -> list[tuple[int, ...]]:
     if api in ("hvp", "vhp"):
         return [tuple(s) for s in p.func.in_shapes]
-    nums = gs.normalize_argnums(argnums, p.func.n_args)
+    nums = ds.normalize_argnums(argnums, p.func.n_args)
     out = tuple(p.func.out_shape)
     if api == "jacobian":
         return [(*out, *p.func.in_shapes[a]) for a in nums]
@@ -108,7 +108,7 @@ def test_layout_does_not_change_values(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
 ) -> None:
     """Non-contiguous views (transposed, sliced, expanded, offset) give the contiguous result."""
-    layout = data.draw(st.sampled_from(gs.NON_CONTIGUOUS_LAYOUTS), label="layout")
+    layout = data.draw(st.sampled_from(ds.NON_CONTIGUOUS_LAYOUTS), label="layout")
     p, argnums, v = data.draw(api_problems(api, device, dtype, layout=layout))
     dense = p._replace(args=tuple(a.contiguous() for a in p.args))
     assert_close(
@@ -153,9 +153,9 @@ def test_batch_shapes_dtype_and_caller(
 ) -> None:
     scalar = True if scalar_only(api) else None
     func = data.draw(
-        gs.functions(batch_polymorphic=True, scalar_output=scalar, max_elements=SMALL), label="func"
+        ds.functions(batch_polymorphic=True, scalar_output=scalar, max_elements=SMALL), label="func"
     )
-    p = data.draw(gs.batched_problems(func, device=device, dtype=dtype, in_dims=0), label="problem")
+    p = data.draw(ds.batched_problems(func, device=device, dtype=dtype, in_dims=0), label="problem")
     snap = Snapshot(p.args)
     result = IMPL.operator(api)(p.func, tuple(range(p.func.n_args)), method=method)(*p.args)
     snap.check(f"{api}(method={method!r})")
@@ -217,7 +217,7 @@ def test_compiled_agrees_with_eager(
     failed: that is a limit of torch.compile, not of derivs.
     """
     p = data.draw(
-        gs.problems(gs.functions(n_args=1, max_elements=SMALL), device=device, dtype=torch.float64),
+        ds.problems(ds.functions(n_args=1, max_elements=SMALL), device=device, dtype=torch.float64),
         label="problem",
     )
     assume(_compiles(reference(p.func), p.args))

@@ -1,6 +1,6 @@
 """jacobian: every method against the loop and finite-difference oracles, and against itself.
 
-Generated functions (strategies.functions) have 1-3 inputs of 0-4 dims, in varied layouts;
+Generated functions (derivs.strategies.functions) have 1-3 inputs of 0-4 dims, in varied layouts;
 argnums are single, tuples, negative. AD-vs-AD comparisons use assert_close's default
 (tight) tolerance; FD comparisons add the oracle's own error estimate.
 """
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from suite_helpers import IMPL, Snapshot, assert_close, call_repr, fd_check, values_of
 
 import derivs
-import strategies as gs
+import derivs.strategies as ds
 from derivs import _eager, oracles
 
 pytestmark = pytest.mark.conformance
@@ -25,10 +25,10 @@ METHODS = IMPL.methods("jacobian")
 
 def draw_problem(
     data: st.DataObject, device: str, dtype: torch.dtype, **kwargs: object
-) -> gs.Problem:
+) -> ds.Problem:
     kwargs.setdefault("coincide", None)  # half the draws: equal shapes, a square Jacobian
     return data.draw(
-        gs.problems(gs.functions(**kwargs), device=device, dtype=dtype), label="problem"
+        ds.problems(ds.functions(**kwargs), device=device, dtype=dtype), label="problem"
     )
 
 
@@ -39,7 +39,7 @@ def test_matches_loop_oracle(
 ) -> None:
     """Every method equals the naive row loop (tight: AD vs AD), whatever argnums."""
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     snap = Snapshot(p.args)
     jac = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("jacobian", p.func, argnums=argnums, method=method)
@@ -56,7 +56,7 @@ def test_matches_finite_differences(
 ) -> None:
     """Every method equals the FD oracle within the oracle's error estimate."""
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     jac = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     fd_check(
         jac,
@@ -74,7 +74,7 @@ def test_methods_agree_tightly(device: str, dtype: torch.dtype, data: st.DataObj
     """fwd == rev == vjp_vmap == loop == auto on the same call."""
     IMPL.need("jacobian")
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     results = {m: IMPL.jacobian(p.func, argnums, method=m)(*p.args) for m in METHODS}
     for m in METHODS[1:]:
         assert_close(
@@ -91,8 +91,8 @@ def test_tuple_argnums_are_the_single_blocks(
 ) -> None:
     """jacobian(f, (i, j))[k] == jacobian(f, argnums[k]): blocks in argnums order, none swapped."""
     IMPL.need("jacobian")
-    p = draw_problem(data, device, dtype, n_args=st.integers(2, gs.MAX_ARGS))
-    argnums = data.draw(gs.argnums(p.func.n_args, allow_int=False, min_size=2), label="argnums")
+    p = draw_problem(data, device, dtype, n_args=st.integers(2, ds.MAX_ARGS))
+    argnums = data.draw(ds.argnums(p.func.n_args, allow_int=False, min_size=2), label="argnums")
     method = data.draw(st.sampled_from(METHODS), label="method")
     blocks = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     assert isinstance(blocks, tuple) and len(blocks) == len(argnums)
@@ -112,12 +112,12 @@ def test_chunk_size_does_not_change_values(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    nums = gs.normalize_argnums(argnums, p.func.n_args)
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
+    nums = ds.normalize_argnums(argnums, p.func.n_args)
     out_n = math.prod(p.func.out_shape)
     in_n = sum(math.prod(p.func.in_shapes[a]) for a in nums)
     total = max(out_n, in_n, 1)
-    chunk = data.draw(gs.chunk_sizes(total), label="chunk_size")
+    chunk = data.draw(ds.chunk_sizes(total), label="chunk_size")
     whole = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     chunked = IMPL.jacobian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
     assert_close(
@@ -134,7 +134,7 @@ def test_has_aux_returns_aux_untouched(
     device: str, dtype: torch.dtype, method: str, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
 
     def with_aux(*args: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = p.func(*args)
@@ -162,8 +162,8 @@ def test_auto_equals_the_method_it_picks(
     device: str, dtype: torch.dtype, data: st.DataObject
 ) -> None:
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    nums = gs.normalize_argnums(argnums, p.func.n_args)
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
+    nums = ds.normalize_argnums(argnums, p.func.n_args)
     fwd = derivs.prefers_forward(
         math.prod(p.func.out_shape), sum(math.prod(p.func.in_shapes[a]) for a in nums), device
     )
@@ -182,7 +182,7 @@ def test_auto_equals_the_method_it_picks(
 def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """The tutorial's family, tall, wide and square: every method equals (1 - y**2)[:, None] * W."""
     IMPL.need("jacobian")
-    p = data.draw(gs.tutorial_predict(device=device, dtype=dtype), label="predict")
+    p = data.draw(ds.tutorial_predict(device=device, dtype=dtype), label="predict")
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(*p.args)
     expected = (1 - y**2)[:, None] * p.weight
@@ -215,7 +215,7 @@ def test_auto_same_when_inputs_require_grad(
 ) -> None:
     """Inputs that require grad send auto through torch.func: the values must not change."""
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     plain = derivs.jacobian(p.func, argnums)(*p.args)
     tracked_args = [a.detach().clone().requires_grad_() for a in p.args]
     tracked = derivs.jacobian(p.func, argnums)(*tracked_args)
@@ -239,8 +239,8 @@ def test_auto_eager_modes_match_loop_oracle(
     is how its forward mode (the double-vjp) meets every generated function too.
     """
     p = draw_problem(data, device, dtype)
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
-    nums = gs.normalize_argnums(argnums, p.func.n_args)
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
+    nums = ds.normalize_argnums(argnums, p.func.n_args)
     try:
         blocks, _spec, _ = _eager.eager_jacobian(
             p.func, p.args, nums, False, None, "test", lambda *_: mode == "forward"

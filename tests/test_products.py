@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from suite_helpers import IMPL, Snapshot, assert_close, contract, oracle_result, values_of
 
-import strategies as gs
+import derivs.strategies as ds
 from derivs import oracles
 
 pytestmark = pytest.mark.conformance
@@ -21,10 +21,10 @@ SMALL = 8  # NOTE: the reference is a dense loop-oracle Hessian: n_in * (1 + n_i
 
 def draw(
     data: st.DataObject, device: str, dtype: torch.dtype
-) -> tuple[gs.Problem, tuple[torch.Tensor, ...]]:
-    func = gs.functions(scalar_output=True, max_elements=SMALL, coincide=None)  # equal shapes
-    p = data.draw(gs.problems(func, device=device, dtype=dtype), label="problem")
-    v = data.draw(gs.tangents_like(p.args), label="vectors")
+) -> tuple[ds.Problem, tuple[torch.Tensor, ...]]:
+    func = ds.functions(scalar_output=True, max_elements=SMALL, coincide=None)  # equal shapes
+    p = data.draw(ds.problems(func, device=device, dtype=dtype), label="problem")
+    v = data.draw(ds.tangents_like(p.args), label="vectors")
     return p, v
 
 
@@ -89,7 +89,7 @@ def test_linear_in_the_vector(
     """P(a v + b w) == a P(v) + b P(w)."""
     IMPL.need(api)
     p, v = draw(data, device, dtype)
-    w = data.draw(gs.tangents_like(p.args), label="second vectors")
+    w = data.draw(ds.tangents_like(p.args), label="second vectors")
     a, b = data.draw(st.sampled_from([(2.0, -0.5), (-1.0, 3.0), (0.25, 1.0)]), label="coefficients")
     op = IMPL.operator(api)
     method = data.draw(st.sampled_from(IMPL.methods(api)), label="method")
@@ -116,16 +116,16 @@ def test_mixed_blocks_of_an_asymmetric_coupling(
 ) -> None:
     """f(x, y) = x^T W y + sum(x**3 y): the mixed block H[0][1] = W + diag(3 x**2) is not
     symmetric, so a product that uses H[1][0] (or v in the wrong place) for it is caught."""
-    shape = data.draw(gs.shapes(max_elements=SMALL), label="shape")
+    shape = data.draw(ds.shapes(max_elements=SMALL), label="shape")
     n = math.prod(shape)
-    x = data.draw(gs.tensors(shape, dtype, device), label="x")
-    y = data.draw(gs.tensors(shape, dtype, device, stream=1), label="y")
-    W = data.draw(gs.tensors((n, n), dtype, device, stream=2), label="W")
+    x = data.draw(ds.tensors(shape, dtype, device), label="x")
+    y = data.draw(ds.tensors(shape, dtype, device, stream=1), label="y")
+    W = data.draw(ds.tensors((n, n), dtype, device, stream=2), label="W")
 
     def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a.reshape(-1) @ W @ b.reshape(-1) + (a**3 * b).sum()
 
-    v = data.draw(gs.tangents_like((x, y)), label="vectors")
+    v = data.draw(ds.tangents_like((x, y)), label="vectors")
     H = oracles.loop_hessian(f, (x, y), (0, 1))
     result = IMPL.operator(api)(f, (x, y), v, method=method)
     assert_close(

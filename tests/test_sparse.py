@@ -2,7 +2,7 @@
 finite-difference oracle; colourings checked by definition; reuse, chunking, guard, given
 patterns, torch.compile, and every bad input.
 
-Functions come from ``strategies.sparse_problems`` (stencils, bands, blocks, gathers,
+Functions come from ``derivs.strategies.sparse_problems`` (stencils, bands, blocks, gathers,
 scatters, convolutions, couplings, custom Functions, value-dependent ``where``; scalar ones for
 Hessians), each knowing its true structure. AD-vs-AD comparisons are tight
 (``suite_helpers.assert_close``); FD comparisons add the oracle's error estimate. The
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from suite_helpers import assert_close, call_repr, fd_check, values_of
 
 import derivs
-import strategies as gs
+import derivs.strategies as ds
 
 JAC_MODES = derivs.SPARSE_MODES["sparse_jacobian"]
 HESS_MODES = derivs.SPARSE_MODES["sparse_hessian"]
@@ -45,22 +45,22 @@ def to_dense(result: Any, like: Any) -> Any:
 
 def draw_jacobian_problem(
     data: st.DataObject, device: str, dtype: torch.dtype
-) -> tuple[gs.Problem, Any]:
-    p = data.draw(gs.sparse_problems(scalar=False, device=device, dtype=dtype), label="problem")
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+) -> tuple[ds.Problem, Any]:
+    p = data.draw(ds.sparse_problems(scalar=False, device=device, dtype=dtype), label="problem")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     return p, argnums
 
 
 # NOTE: a straight-through round has Jacobian I by autograd and 0 by finite differences, and
 # a value-dependent where jumps within the FD steps near its threshold: no FD oracle for them.
-FD_KINDS = [k for k in gs.SPARSE_KINDS if k not in gs.VALUE_DEPENDENT_KINDS]
+FD_KINDS = [k for k in ds.SPARSE_KINDS if k not in ds.VALUE_DEPENDENT_KINDS]
 
 
 def draw_hessian_problem(
     data: st.DataObject, device: str, dtype: torch.dtype
-) -> tuple[gs.Problem, Any]:
-    p = data.draw(gs.sparse_problems(scalar=True, device=device, dtype=dtype), label="problem")
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+) -> tuple[ds.Problem, Any]:
+    p = data.draw(ds.sparse_problems(scalar=True, device=device, dtype=dtype), label="problem")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     return p, argnums
 
 
@@ -138,10 +138,10 @@ def test_jacobian_matches_dense(device: str, dtype: torch.dtype, data: st.DataOb
 def test_jacobian_matches_finite_differences(device: str, data: st.DataObject) -> None:
     """The sparse Jacobian equals the FD oracle within the oracle's error estimate."""
     p = data.draw(
-        gs.sparse_problems(kinds=FD_KINDS, scalar=False, device=device, dtype=torch.float64),
+        ds.sparse_problems(kinds=FD_KINDS, scalar=False, device=device, dtype=torch.float64),
         label="problem",
     )
-    argnums = data.draw(gs.argnums(p.func.n_args), label="argnums")
+    argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     result = derivs.sparse_jacobian(p.func, argnums, layout="dense")(*p.args)
     fd_check(
         result,
@@ -264,7 +264,7 @@ def _brusselator(y: torch.Tensor) -> torch.Tensor:
 def test_reuse_equals_fresh(device: str, data: st.DataObject) -> None:
     """A transform called at a second point reuses its plan and equals a fresh transform there."""
     p, argnums = draw_jacobian_problem(data, device, torch.float64)
-    q = data.draw(gs.sparse_problems(p.func, device=device, dtype=torch.float64), label="second")
+    q = data.draw(ds.sparse_problems(p.func, device=device, dtype=torch.float64), label="second")
     transform = derivs.sparse_jacobian(p.func, argnums, layout="dense")
     transform(*p.args)
     plan = transform.prepare(*p.args)
@@ -279,7 +279,7 @@ def test_reuse_equals_fresh(device: str, data: st.DataObject) -> None:
 def test_chunk_size_changes_nothing(device: str, dtype: torch.dtype, data: st.DataObject) -> None:
     """Pushing the seeds through in chunks gives the same matrix (Jacobians and Hessians)."""
     scalar = data.draw(st.booleans(), label="hessian")
-    p = data.draw(gs.sparse_problems(scalar=scalar, device=device, dtype=dtype), label="problem")
+    p = data.draw(ds.sparse_problems(scalar=scalar, device=device, dtype=dtype), label="problem")
     transform = derivs.sparse_hessian if scalar else derivs.sparse_jacobian
     whole = transform(p.func, layout="dense")
     k = whole.prepare(*p.args).num_colors
@@ -292,7 +292,7 @@ def test_chunk_size_changes_nothing(device: str, dtype: torch.dtype, data: st.Da
 def test_given_patterns_of_every_type(data: st.DataObject) -> None:
     """The true structure given as bool (m, n), bool (*out, *in), COO, CSR or a
     SparsityPattern gives the dense Jacobian."""
-    p = data.draw(gs.sparse_problems(scalar=False, dtype=torch.float64, device="cpu"))
+    p = data.draw(ds.sparse_problems(scalar=False, dtype=torch.float64, device="cpu"))
     (x,) = p.args[:1]
     func = p.func if p.func.n_args == 1 else (lambda x: p.func(x, *p.args[1:]))
     truth = p.func.structure([0])
@@ -313,7 +313,7 @@ def test_given_patterns_of_every_type(data: st.DataObject) -> None:
 def test_guard_names_a_missed_entry(data: st.DataObject) -> None:
     """A given pattern missing a nonzero of the Jacobian at the point: the guard raises
     SparsityError naming that entry; the complete pattern passes."""
-    p = data.draw(gs.sparse_problems(scalar=False, dtype=torch.float64, device="cpu"))
+    p = data.draw(ds.sparse_problems(scalar=False, dtype=torch.float64, device="cpu"))
     args = p.args
     nums = tuple(range(p.func.n_args))
     dense = derivs.jacobian(p.func, nums)(*args)
@@ -369,7 +369,7 @@ def test_eager_and_torch_func_routes_agree(
     """Plain eager calls (one autograd graph) and calls that need torch.func (an input that
     requires grad; for mode='auto' on a symmetric pattern, reverse then forward mode) agree."""
     scalar = data.draw(st.booleans(), label="hessian")
-    p = data.draw(gs.sparse_problems(scalar=scalar, device=device, dtype=dtype), label="problem")
+    p = data.draw(ds.sparse_problems(scalar=scalar, device=device, dtype=dtype), label="problem")
     transform = (derivs.sparse_hessian if scalar else derivs.sparse_jacobian)(
         p.func, layout="dense"
     )

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 import derivs
-import strategies as S
+import derivs.strategies as ds
 from derivs.sparse._detect import hessian_pattern, jacobian_pattern
 from tests.suite_helpers import Snapshot
 
@@ -105,18 +105,18 @@ def _cpu64(problem):
 # meta-tests of the sparse strategies
 
 
-@given(S.sparse_problems(device="cpu", dtype=torch.float64))
+@given(ds.sparse_problems(device="cpu", dtype=torch.float64))
 def test_sparse_functions_round_trip_and_have_their_shapes(problem):
     f = problem.func
     out = f(*problem.args)
     assert tuple(out.shape) == f.out_shape and f.scalar == (f.out_shape == ())
-    assert torch.equal(S.eval_sparse_formula(repr(f))(*problem.args), out)
+    assert torch.equal(ds.eval_sparse_formula(repr(f))(*problem.args), out)
     m = 1 if f.scalar else out.numel()
     n = sum(a.numel() for a in problem.args)
     assert tuple(f.structure().shape) == ((n, n) if f.scalar else (m, n))
 
 
-@given(S.sparse_problems(device="cpu", dtype=torch.float64))
+@given(ds.sparse_problems(device="cpu", dtype=torch.float64))
 def test_strategy_structures_are_the_dense_nonzeros(problem):
     """Contains the dense nonzeros at every point; equals their union unless value-dependent."""
     f = problem.func
@@ -128,15 +128,15 @@ def test_strategy_structures_are_the_dense_nonzeros(problem):
         _assert_contains(f.structure(), nonzero, "the strategy's structure", f)
         _assert_contains(f.local_structure(*args), nonzero, "the strategy's local structure", f)
         union |= nonzero
-    if f.kind not in S.VALUE_DEPENDENT_KINDS:
+    if f.kind not in ds.VALUE_DEPENDENT_KINDS:
         assert torch.equal(union, f.structure()), f"structure looser than the Jacobian of {f!r}"
 
 
 @settings(max_examples=2)
 @given(st.data())
 def test_every_sparse_kind_builds_with_a_structure_of_its_shape(data):
-    for kind in S.SPARSE_KINDS:
-        f = data.draw(S.sparse_functions(kinds=[kind]), label=kind)
+    for kind in ds.SPARSE_KINDS:
+        f = data.draw(ds.sparse_functions(kinds=[kind]), label=kind)
         n = sum(math.prod(s) for s in f.in_shapes)
         m = n if f.scalar else math.prod(f.out_shape)
         assert f.kind == kind and tuple(f.structure().shape) == (m, n), repr(f)
@@ -145,11 +145,11 @@ def test_every_sparse_kind_builds_with_a_structure_of_its_shape(data):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: S.sparse_functions(kinds=["nope"]), "unknown ['nope']"),
-        (lambda: S.sparse_functions(kinds="stencil1d"), "collection of kind names"),
-        (lambda: S.sparse_functions(scalar="yes"), "scalar='yes'"),
-        (lambda: S.sparse_functions(kinds=["rosenbrock"], scalar=False), "leaves no kind"),
-        (lambda: S.sparse_problems(S.sparse_functions(), kinds=["conv"]), "not both"),
+        (lambda: ds.sparse_functions(kinds=["nope"]), "unknown ['nope']"),
+        (lambda: ds.sparse_functions(kinds="stencil1d"), "collection of kind names"),
+        (lambda: ds.sparse_functions(scalar="yes"), "scalar='yes'"),
+        (lambda: ds.sparse_functions(kinds=["rosenbrock"], scalar=False), "leaves no kind"),
+        (lambda: ds.sparse_problems(ds.sparse_functions(), kinds=["conv"]), "not both"),
     ],
     ids=["unknown-kind", "kinds-string", "scalar-type", "empty-selection", "func-and-kinds"],
 )
@@ -162,7 +162,7 @@ def test_invalid_sparse_strategy_arguments_raise_eagerly(make, message):
 # the properties
 
 
-@given(S.sparse_problems(scalar=False), st.data())
+@given(ds.sparse_problems(scalar=False), st.data())
 def test_global_jacobian_pattern_contains_the_dense_nonzeros_and_equals_the_structure(
     problem, data
 ):
@@ -181,7 +181,7 @@ def test_global_jacobian_pattern_contains_the_dense_nonzeros_and_equals_the_stru
     )
 
 
-@given(S.sparse_problems(scalar=True))
+@given(ds.sparse_problems(scalar=True))
 def test_hessian_pattern_is_symmetric_contains_the_dense_nonzeros_and_equals_the_structure(problem):
     f = problem.func
     pattern = hessian_pattern(f, problem.args, (0,))
@@ -194,7 +194,7 @@ def test_hessian_pattern_is_symmetric_contains_the_dense_nonzeros_and_equals_the
     assert torch.equal(found, f.structure()), f"Hessian pattern is not the structure of {f!r}"
 
 
-@given(S.sparse_problems(kinds=["where", "custom", "gather", "conv", "coupled", "rosenbrock"]))
+@given(ds.sparse_problems(kinds=["where", "custom", "gather", "conv", "coupled", "rosenbrock"]))
 def test_local_pattern_contains_the_dense_nonzeros_at_its_point(problem):
     f = problem.func
     detect, dense = (
@@ -207,7 +207,7 @@ def test_local_pattern_contains_the_dense_nonzeros_at_its_point(problem):
     assert torch.equal(local, f.local_structure(*problem.args)), f"local pattern of {f!r}"
 
 
-@given(S.problems(), st.booleans())
+@given(ds.problems(), st.booleans())
 def test_patterns_of_generated_functions_contain_their_dense_nonzeros(problem, local):
     """Any smooth expression tree (softmax, logsumexp, cumsum, roll, matmul, reshapes ...)."""
     f = problem.func

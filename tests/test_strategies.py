@@ -14,7 +14,7 @@ from hypothesis.errors import InvalidArgument
 from torch.func import jacfwd, jacrev, jvp, vmap
 
 import derivs
-import strategies as S
+import derivs.strategies as ds
 
 # NOTE: find() explores until it has shrunk; these settings keep it quick and repeatable (the
 # explain phase traces every line and makes find() five times slower).
@@ -50,58 +50,62 @@ def _dense(args):
 INVALID = [
     (
         "shapes-dims",
-        lambda: S.shapes(min_dims=3, max_dims=2),
+        lambda: ds.shapes(min_dims=3, max_dims=2),
         "min_dims=3 is larger than max_dims=2",
     ),
     (
         "shapes-sides",
-        lambda: S.shapes(min_side=4, max_side=3),
+        lambda: ds.shapes(min_side=4, max_side=3),
         "min_side=4 is larger than max_side=3",
     ),
-    ("shapes-budget", lambda: S.shapes(min_dims=3, min_side=4, max_elements=32), "max_elements=32"),
-    ("shapes-negative", lambda: S.shapes(min_dims=-1), "min_dims=-1 must be at least 0"),
-    ("shapes-bool", lambda: S.shapes(max_dims=True), "max_dims=True must be an int"),
-    ("tensors-layout", lambda: S.tensors((3,), layout="diagonal"), "layout='diagonal'"),
-    ("tensors-impossible", lambda: S.tensors((1, 3), layout="transposed"), "impossible for shape"),
-    ("tensors-dtype", lambda: S.tensors((3,), torch.int64), "floating"),
-    ("tensors-device", lambda: S.tensors((3,), device="nowhere"), "not a torch device"),
+    (
+        "shapes-budget",
+        lambda: ds.shapes(min_dims=3, min_side=4, max_elements=32),
+        "max_elements=32",
+    ),
+    ("shapes-negative", lambda: ds.shapes(min_dims=-1), "min_dims=-1 must be at least 0"),
+    ("shapes-bool", lambda: ds.shapes(max_dims=True), "max_dims=True must be an int"),
+    ("tensors-layout", lambda: ds.tensors((3,), layout="diagonal"), "layout='diagonal'"),
+    ("tensors-impossible", lambda: ds.tensors((1, 3), layout="transposed"), "impossible for shape"),
+    ("tensors-dtype", lambda: ds.tensors((3,), torch.int64), "floating"),
+    ("tensors-device", lambda: ds.tensors((3,), device="nowhere"), "not a torch device"),
     (
         "tensors-values",
-        lambda: S.tensors((3,), min_value=2.0, max_value=1.0),
+        lambda: ds.tensors((3,), min_value=2.0, max_value=1.0),
         "min_value=2.0 is larger",
     ),
-    ("tensors-mode", lambda: S.tensors((3,), values="gaussian"), "values='gaussian'"),
-    ("argnums-n", lambda: S.argnums(0), "n_args=0 must be at least 1"),
-    ("argnums-size", lambda: S.argnums(2, min_size=3), "min_size=3 is larger than n_args=2"),
+    ("tensors-mode", lambda: ds.tensors((3,), values="gaussian"), "values='gaussian'"),
+    ("argnums-n", lambda: ds.argnums(0), "n_args=0 must be at least 1"),
+    ("argnums-size", lambda: ds.argnums(2, min_size=3), "min_size=3 is larger than n_args=2"),
     (
         "argnums-order",
-        lambda: S.argnums(3, min_size=3, max_size=2),
+        lambda: ds.argnums(3, min_size=3, max_size=2),
         "min_size=3 is larger than max_size=2",
     ),
     (
         "argnums-nothing",
-        lambda: S.argnums(2, allow_int=False, allow_tuple=False),
+        lambda: ds.argnums(2, allow_int=False, allow_tuple=False),
         "nothing to draw",
     ),
-    ("in_dims-empty", lambda: S.in_dims(()), "no arguments"),
-    ("batch-order", lambda: S.batch_sizes(min_size=5, max_size=2), "min_size=5 is larger"),
-    ("chunk-total", lambda: S.chunk_sizes(0), "total=0 must be at least 1"),
+    ("in_dims-empty", lambda: ds.in_dims(()), "no arguments"),
+    ("batch-order", lambda: ds.batch_sizes(min_size=5, max_size=2), "min_size=5 is larger"),
+    ("chunk-total", lambda: ds.chunk_sizes(0), "total=0 must be at least 1"),
     (
         "functions-depth",
-        lambda: S.functions(min_depth=3, max_depth=1),
+        lambda: ds.functions(min_depth=3, max_depth=1),
         "min_depth=3 is larger than max_depth=1",
     ),
-    ("functions-ops", lambda: S.functions(ops=["tanh", "relu"]), "unknown ['relu']"),
-    ("functions-scalar", lambda: S.functions(out_shape=(2,), scalar_output=True), "contradicts"),
-    ("functions-n", lambda: S.functions(n_args=2, in_shapes=[(3,)]), "n_args=2 but in_shapes"),
-    ("functions-flag", lambda: S.functions(batch_polymorphic="yes"), "True, False or None"),
-    ("coupled-kind", lambda: S.coupled_functions(couplings=["shuffle"]), "valid couplings"),
+    ("functions-ops", lambda: ds.functions(ops=["tanh", "relu"]), "unknown ['relu']"),
+    ("functions-scalar", lambda: ds.functions(out_shape=(2,), scalar_output=True), "contradicts"),
+    ("functions-n", lambda: ds.functions(n_args=2, in_shapes=[(3,)]), "n_args=2 but in_shapes"),
+    ("functions-flag", lambda: ds.functions(batch_polymorphic="yes"), "True, False or None"),
+    ("coupled-kind", lambda: ds.coupled_functions(couplings=["shuffle"]), "valid couplings"),
     (
         "predict-kind",
-        lambda: S.tutorial_predict(kind="tall", min_features=4, max_features=4),
+        lambda: ds.tutorial_predict(kind="tall", min_features=4, max_features=4),
         "needs two sizes",
     ),
-    ("problems-layout", lambda: S.problems(layout="diagonal"), "layout='diagonal'"),
+    ("problems-layout", lambda: ds.problems(layout="diagonal"), "layout='diagonal'"),
 ]
 
 
@@ -124,7 +128,7 @@ def test_shapes_respect_bounds(data):
     max_side = data.draw(st.integers(max(min_side, 1), 8), label="max_side")
     max_elements = data.draw(st.integers(max(min_side, 1) ** min_dims, 40), label="max_elements")
     shape = data.draw(
-        S.shapes(
+        ds.shapes(
             min_dims=min_dims,
             max_dims=max_dims,
             min_side=min_side,
@@ -138,24 +142,24 @@ def test_shapes_respect_bounds(data):
 
 
 def test_shapes_shrink_to_the_smallest():
-    assert find(S.shapes(), lambda s: True, settings=FIND) == ()
-    assert find(S.shapes(min_dims=2), lambda s: True, settings=FIND) == (1, 1)
+    assert find(ds.shapes(), lambda s: True, settings=FIND) == ()
+    assert find(ds.shapes(min_dims=2), lambda s: True, settings=FIND) == (1, 1)
     # non-square shapes exist and shrink to the simplest one
-    assert find(S.shapes(), lambda s: len(set(s)) > 1, settings=FIND) in {(1, 2), (2, 1)}
+    assert find(ds.shapes(), lambda s: len(set(s)) > 1, settings=FIND) in {(1, 2), (2, 1)}
 
 
-@given(S.devices(include_meta=True), st.data())
+@given(ds.devices(include_meta=True), st.data())
 def test_devices_and_dtypes_come_from_the_configured_list(device, data):
-    assert device in [*S.get_devices(), "meta"]
-    dtype = data.draw(S.dtypes(device))
-    assert dtype in S.dtypes_for(device)
-    assert S.dtypes_for("mps") == (torch.float32,)
+    assert device in [*ds.get_devices(), "meta"]
+    dtype = data.draw(ds.dtypes(device))
+    assert dtype in ds.dtypes_for(device)
+    assert ds.dtypes_for("mps") == (torch.float32,)
 
 
-@given(S.argnums(3), S.argnums(3, allow_int=False, min_size=2))
+@given(ds.argnums(3), ds.argnums(3, allow_int=False, min_size=2))
 def test_argnums_are_valid_and_distinct(a, b):
     for draw in (a, b):
-        positions = S.normalize_argnums(draw, 3)
+        positions = ds.normalize_argnums(draw, 3)
         assert all(0 <= p < 3 for p in positions)
         assert len(set(positions)) == len(positions)
         items = (draw,) if isinstance(draw, int) else draw
@@ -164,10 +168,10 @@ def test_argnums_are_valid_and_distinct(a, b):
 
 
 def test_argnums_reach_negative_and_reordered_tuples():
-    assert find(S.argnums(3), lambda a: True, settings=FIND) == 0
-    assert find(S.argnums(3), lambda a: isinstance(a, int) and a < 0, settings=FIND) == -1
+    assert find(ds.argnums(3), lambda a: True, settings=FIND) == 0
+    assert find(ds.argnums(3), lambda a: isinstance(a, int) and a < 0, settings=FIND) == -1
     found = find(
-        S.argnums(3), lambda a: isinstance(a, tuple) and list(a) != sorted(a), settings=FIND
+        ds.argnums(3), lambda a: isinstance(a, tuple) and list(a) != sorted(a), settings=FIND
     )
     assert len(found) == 2
 
@@ -175,12 +179,12 @@ def test_argnums_reach_negative_and_reordered_tuples():
 @given(st.data())
 def test_in_dims_lay_out_batched_args_as_vmap_expects(data):
     in_shapes = data.draw(
-        st.lists(S.shapes(max_elements=8), min_size=1, max_size=3), label="in_shapes"
+        st.lists(ds.shapes(max_elements=8), min_size=1, max_size=3), label="in_shapes"
     )
-    dims = data.draw(S.in_dims(in_shapes), label="in_dims")
-    b = data.draw(S.batch_sizes(), label="batch")
-    args = data.draw(S.batched_args(in_shapes, dims, b, torch.float64, "cpu"), label="args")
-    norm = S.normalize_in_dims(dims, in_shapes)
+    dims = data.draw(ds.in_dims(in_shapes), label="in_dims")
+    b = data.draw(ds.batch_sizes(), label="batch")
+    args = data.draw(ds.batched_args(in_shapes, dims, b, torch.float64, "cpu"), label="args")
+    norm = ds.normalize_in_dims(dims, in_shapes)
     assert any(d is not None for d in norm)
     out = vmap(lambda *xs: tuple(x * 1 for x in xs), in_dims=dims, out_dims=0)(*args)
     for shape, d, x, y in zip(in_shapes, norm, args, out, strict=True):
@@ -191,19 +195,19 @@ def test_in_dims_lay_out_batched_args_as_vmap_expects(data):
 
 def test_in_dims_reach_none_nonzero_and_negative():
     shapes = [(2, 3), (3,)]
-    assert find(S.in_dims(shapes), lambda d: True, settings=FIND) == 0
+    assert find(ds.in_dims(shapes), lambda d: True, settings=FIND) == 0
     assert None in find(
-        S.in_dims(shapes), lambda d: isinstance(d, tuple) and None in d, settings=FIND
+        ds.in_dims(shapes), lambda d: isinstance(d, tuple) and None in d, settings=FIND
     )
-    assert find(S.in_dims(shapes), lambda d: isinstance(d, int) and d < 0, settings=FIND) == -1
+    assert find(ds.in_dims(shapes), lambda d: isinstance(d, int) and d < 0, settings=FIND) == -1
 
 
 @given(st.integers(1, 12), st.data())
 def test_chunk_sizes_divide_or_not_as_asked(total, data):
-    assert total % data.draw(S.chunk_sizes(total, divides=True)) == 0
-    assert total % data.draw(S.chunk_sizes(total, divides=False)) != 0
-    assert 1 <= data.draw(S.chunk_sizes(total)) <= total + 2
-    assert data.draw(S.batch_sizes()) >= 1
+    assert total % data.draw(ds.chunk_sizes(total, divides=True)) == 0
+    assert total % data.draw(ds.chunk_sizes(total, divides=False)) != 0
+    assert 1 <= data.draw(ds.chunk_sizes(total)) <= total + 2
+    assert data.draw(ds.batch_sizes()) >= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,13 +216,13 @@ def test_chunk_sizes_divide_or_not_as_asked(total, data):
 
 @given(st.data())
 def test_tensors_have_the_requested_shape_dtype_device_and_values(device, dtype, data):
-    shape = data.draw(S.shapes(), label="shape")
-    layout = data.draw(st.sampled_from(S.feasible_layouts(shape)), label="layout")
-    x = data.draw(S.tensors(shape, dtype, device, layout=layout, min_value=-0.5, max_value=2.0))
+    shape = data.draw(ds.shapes(), label="shape")
+    layout = data.draw(st.sampled_from(ds.feasible_layouts(shape)), label="layout")
+    x = data.draw(ds.tensors(shape, dtype, device, layout=layout, min_value=-0.5, max_value=2.0))
     assert x.shape == shape and x.dtype == dtype and x.device.type == torch.device(device).type
     assert not x.requires_grad
     assert torch.all((x >= -0.5) & (x <= 2.0)), x
-    if layout in S.NON_CONTIGUOUS_LAYOUTS:
+    if layout in ds.NON_CONTIGUOUS_LAYOUTS:
         assert not x.is_contiguous(), (layout, x.stride())
     if layout == "offset":
         assert x.is_contiguous() and x.storage_offset() > 0
@@ -231,26 +235,26 @@ def test_tensors_have_the_requested_shape_dtype_device_and_values(device, dtype,
 
 @given(st.data())
 def test_every_layout_is_reachable_and_shared_shapes_stay_shared(data):
-    shape = st.shared(S.shapes(min_dims=2, min_side=2), key="same")
-    x = data.draw(S.tensors(shape, layout="transposed"))
-    y = data.draw(S.tensors(shape, layout="sliced"))
-    z = data.draw(S.tensors(shape, layout="expanded"))
+    shape = st.shared(ds.shapes(min_dims=2, min_side=2), key="same")
+    x = data.draw(ds.tensors(shape, layout="transposed"))
+    y = data.draw(ds.tensors(shape, layout="sliced"))
+    z = data.draw(ds.tensors(shape, layout="expanded"))
     assert x.shape == y.shape == z.shape
     assert not (x.is_contiguous() or y.is_contiguous() or z.is_contiguous())
 
 
 def test_value_modes_both_shrink_to_simple_values():
-    x = find(S.tensors((3,), values="hypothesis"), lambda t: bool((t != 0).any()), settings=FIND)
+    x = find(ds.tensors((3,), values="hypothesis"), lambda t: bool((t != 0).any()), settings=FIND)
     assert sorted(x.tolist()) in ([0.0, 0.0, 1.0], [-1.0, 0.0, 0.0])
-    y = find(S.tensors((3,), layout="sliced"), lambda t: True, settings=FIND)
+    y = find(ds.tensors((3,), layout="sliced"), lambda t: True, settings=FIND)
     assert y.shape == (3,) and y.is_contiguous() is False
 
 
 @given(st.data())
 def test_tangents_match_primals(device, dtype, data):
-    shapes = data.draw(st.lists(S.shapes(), min_size=1, max_size=3), label="shapes")
-    primals = tuple(data.draw(S.tensors(s, dtype, device)) for s in shapes)
-    tangents = data.draw(S.tangents_like(primals))
+    shapes = data.draw(st.lists(ds.shapes(), min_size=1, max_size=3), label="shapes")
+    primals = tuple(data.draw(ds.tensors(s, dtype, device)) for s in shapes)
+    tangents = data.draw(ds.tangents_like(primals))
     assert len(tangents) == len(primals)
     for p, t in zip(primals, tangents, strict=True):
         assert (t.shape, t.dtype, t.device) == (p.shape, p.dtype, p.device)
@@ -260,7 +264,7 @@ def test_tangents_match_primals(device, dtype, data):
 # generated functions: shapes, bounds, finiteness
 
 
-@given(S.problems(S.functions(max_depth=4)))
+@given(ds.problems(ds.functions(max_depth=4)))
 def test_functions_are_finite_and_bounded_on_drawn_inputs(problem):
     f, _, dtype, args = problem
     before = [a.clone() for a in args]
@@ -279,19 +283,19 @@ def test_function_bounds_and_requests_are_respected(data):
     hi = data.draw(st.integers(lo, 4), label="max_depth")
     scalar = data.draw(st.sampled_from([None, True, False]), label="scalar_output")
     f = data.draw(
-        S.functions(n_args=n, min_depth=lo, max_depth=hi, scalar_output=scalar, max_elements=12)
+        ds.functions(n_args=n, min_depth=lo, max_depth=hi, scalar_output=scalar, max_elements=12)
     )
     assert f.n_args == len(f.in_shapes) == n
-    assert all(math.prod(s) <= 12 and len(s) <= S.MAX_DIMS for s in f.in_shapes)
+    assert all(math.prod(s) <= 12 and len(s) <= ds.MAX_DIMS for s in f.in_shapes)
     assert lo <= f.drawn_depth <= hi and f.drawn_depth <= f.depth
     if scalar is not None:
         assert (f.out_shape == ()) == scalar
-    assert f.ops <= set(S.OPS) | {"broadcast"}
+    assert f.ops <= set(ds.OPS) | {"broadcast"}
     y = f(*_rand_like_shapes(f.in_shapes))
     assert y.shape == f.out_shape
 
 
-@given(S.functions(ops=["linear", "tanh"], in_shapes=[(2, 3), (3,)], out_shape=(4,)))
+@given(ds.functions(ops=["linear", "tanh"], in_shapes=[(2, 3), (3,)], out_shape=(4,)))
 def test_functions_honour_ops_and_fixed_shapes(f):
     assert f.in_shapes == ((2, 3), (3,)) and f.out_shape == (4,)
     # the shape-fitting ops may appear, but no other drawn primitive
@@ -308,7 +312,7 @@ def test_functions_honour_ops_and_fixed_shapes(f):
     }
 
 
-@given(S.functions(n_args=2, max_depth=1))
+@given(ds.functions(n_args=2, max_depth=1))
 def test_generated_function_behaves_like_a_python_function(f):
     assert f.__name__ == "f" and str(inspect.signature(f)) == "(x0, x1, /)"
     with pytest.raises(TypeError, match="takes 2 tensors"):
@@ -319,11 +323,11 @@ def test_generated_function_behaves_like_a_python_function(f):
 # flags are honest
 
 
-@given(S.batched_problems(S.functions(batch_polymorphic=True), device="cpu", dtype=torch.float64))
+@given(ds.batched_problems(ds.functions(batch_polymorphic=True), device="cpu", dtype=torch.float64))
 def test_batch_polymorphic_functions_evaluate_batches_sample_by_sample(problem):
     f, args, dims = problem.func, problem.args, problem.in_dims
     assert f.batch_polymorphic and f.sample_independent and not f.coupled
-    norm = S.normalize_in_dims(dims, f.in_shapes)
+    norm = ds.normalize_in_dims(dims, f.in_shapes)
     moved = [a if d is None else a.movedim(d, 0) for a, d in zip(args, norm, strict=True)]
     direct = f(*moved)  # unbatched args broadcast against the batched ones
     looped = torch.stack([f(*problem.sample(b)) for b in range(problem.batch_size)])
@@ -332,7 +336,7 @@ def test_batch_polymorphic_functions_evaluate_batches_sample_by_sample(problem):
     assert _loose_equal(vmap(f, in_dims=dims)(*args), looped), f
 
 
-@given(S.functions(batch_polymorphic=True, max_elements=12))
+@given(ds.functions(batch_polymorphic=True, max_elements=12))
 def test_sample_independent_functions_have_block_diagonal_batch_jacobians(f):
     xs = _rand_like_shapes(f.in_shapes, batch=(2,), seed=1)
     blocks = jacrev(f, argnums=tuple(range(f.n_args)))(*xs)
@@ -342,11 +346,11 @@ def test_sample_independent_functions_have_block_diagonal_batch_jacobians(f):
 
 
 @settings(max_examples=20)
-@given(st.sampled_from([None, False]).flatmap(lambda p: S.functions(batch_polymorphic=p)))
+@given(st.sampled_from([None, False]).flatmap(lambda p: ds.functions(batch_polymorphic=p)))
 def test_non_polymorphic_functions_really_mix_up_batches(f):
     if f.batch_polymorphic:
         return
-    assert f.ops & S.NON_POLYMORPHIC_OPS
+    assert f.ops & ds.NON_POLYMORPHIC_OPS
     xs = _rand_like_shapes(f.in_shapes, batch=(2,), seed=2)
     looped = torch.stack([f(*(x[b] for x in xs)) for b in range(2)])
     try:
@@ -368,8 +372,8 @@ def _depends_across_samples(f, xs, batch):
 
 
 @given(
-    S.batched_problems(
-        S.coupled_functions(n_args=st.integers(1, 2)), device="cpu", dtype=torch.float64
+    ds.batched_problems(
+        ds.coupled_functions(n_args=st.integers(1, 2)), device="cpu", dtype=torch.float64
     )
 )
 def test_coupled_functions_really_couple_samples(problem):
@@ -388,10 +392,10 @@ def test_coupled_functions_really_couple_samples(problem):
     assert off_diagonal > 1e-8, f
 
 
-@given(S.problems(S.functions(real_analytic=True), device="cpu", dtype=torch.float64))
+@given(ds.problems(ds.functions(real_analytic=True), device="cpu", dtype=torch.float64))
 def test_real_analytic_functions_allow_complex_step(problem):
     f, args = problem.func, problem.args
-    assert f.real_analytic and not (f.ops & S.NON_ANALYTIC_OPS)
+    assert f.real_analytic and not (f.ops & ds.NON_ANALYTIC_OPS)
     y = f(*args)
     z = f(*(a.to(torch.complex128) for a in args))
     assert _loose_equal(z.real, y) and torch.count_nonzero(z.imag) == 0
@@ -403,9 +407,9 @@ def test_real_analytic_functions_allow_complex_step(problem):
 
 
 @settings(max_examples=30)
-@given(S.functions(real_analytic=False))
+@given(ds.functions(real_analytic=False))
 def test_functions_flagged_non_analytic_say_why(f):
-    assert not f.real_analytic and f.ops & S.NON_ANALYTIC_OPS
+    assert not f.real_analytic and f.ops & ds.NON_ANALYTIC_OPS
     xs = _rand_like_shapes(f.in_shapes, seed=4)
     with pytest.raises(RuntimeError, match="not implemented for 'Complex"):
         f(*(x.to(torch.complex128) for x in xs))
@@ -416,23 +420,23 @@ def test_functions_flagged_non_analytic_say_why(f):
 
 
 @given(
-    st.one_of(S.problems(), S.problems(S.coupled_functions())),
+    st.one_of(ds.problems(), ds.problems(ds.coupled_functions())),
 )
 def test_repr_round_trips_to_bit_identical_values(problem):
     f, _, _, args = problem
     if f.coupled:
         args = tuple(torch.stack([a, -a, a.flip(0) if a.ndim else a]) for a in args)
-    g = S.eval_formula(repr(f))
+    g = ds.eval_formula(repr(f))
     assert torch.equal(g(*args), f(*args)), repr(f)
 
 
-@given(S.tutorial_predict())
+@given(ds.tutorial_predict())
 def test_tutorial_predict_is_the_tutorial_model(p):
     d_out, d_in = p.weight.shape
     assert {"tall": d_out > d_in, "wide": d_out < d_in, "square": d_out == d_in}[p.kind]
     expected = F.linear(p.x, p.weight, p.bias).tanh()
     assert torch.equal(p.func(*p.args), expected)
-    assert torch.equal(S.eval_formula(repr(p.func))(*p.args), expected)
+    assert torch.equal(ds.eval_formula(repr(p.func))(*p.args), expected)
     batched = vmap(p.func, in_dims=p.in_dims)(*p.batched_args)
     assert _loose_equal(batched, p.func(*p.batched_args))
     assert p.xs.shape[1:] == p.x.shape and p.func.real_analytic and not p.func.batch_polymorphic
@@ -442,7 +446,7 @@ def test_tutorial_predict_is_the_tutorial_model(p):
 # torch.func transforms
 
 
-@given(S.problems(device="cpu", dtype=torch.float64))
+@given(ds.problems(device="cpu", dtype=torch.float64))
 def test_functions_work_under_jacrev_jacfwd_and_vmap(problem):
     f, _, _, args = problem
     argnums = tuple(range(f.n_args))
@@ -457,7 +461,7 @@ def test_functions_work_under_jacrev_jacfwd_and_vmap(problem):
     assert vmap(jacrev(f))(*xs).shape == (2, *f.out_shape, *f.in_shapes[0])
 
 
-@given(S.problems(include_meta=True))
+@given(ds.problems(include_meta=True))
 def test_problems_match_their_function_on_every_device(problem):
     f, device, dtype, args = problem
     assert len(args) == f.n_args
@@ -471,26 +475,26 @@ def test_problems_match_their_function_on_every_device(problem):
 
 
 def test_functions_shrink_to_the_identity():
-    assert repr(find(S.functions(), lambda f: True, settings=FIND)) == "f(x0: ()) -> () = x0"
+    assert repr(find(ds.functions(), lambda f: True, settings=FIND)) == "f(x0: ()) -> () = x0"
 
 
 def test_functions_shrink_to_a_sum_of_arguments():
-    assert repr(find(S.functions(), lambda f: f.n_args == 2, settings=FIND)) == (
+    assert repr(find(ds.functions(), lambda f: f.n_args == 2, settings=FIND)) == (
         "f(x0: (), x1: ()) -> () = x0 + x1"
     )
 
 
 def test_functions_shrink_to_a_single_primitive():
-    assert repr(find(S.functions(), lambda f: "tanh" in f.ops, settings=FIND)) == (
+    assert repr(find(ds.functions(), lambda f: "tanh" in f.ops, settings=FIND)) == (
         "f(x0: ()) -> () = tanh(x0)"
     )
 
 
 def test_functions_shrink_to_a_single_linear_map():
-    linear = find(S.functions(n_args=1), lambda f: "linear" in f.ops, settings=FIND)
+    linear = find(ds.functions(n_args=1), lambda f: "linear" in f.ops, settings=FIND)
     assert linear.n_ops == 1 and linear.formula == "x0 @ W1", linear
 
 
 def test_coupled_functions_shrink_to_batch_mean_subtraction():
-    f = find(S.coupled_functions(), lambda f: True, settings=FIND)
+    f = find(ds.coupled_functions(), lambda f: True, settings=FIND)
     assert repr(f) == "f(x0: (B,)) -> (B,) = x0 - x0.mean(0)"

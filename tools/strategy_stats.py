@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import strategies as S
+import derivs.strategies as ds
 
 
 def collect(strategy: st.SearchStrategy[Any], n: int, seed: int) -> tuple[list[Any], float]:
@@ -76,9 +76,9 @@ def main() -> None:
     n = opts.draws
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    funcs, t_funcs = collect(S.functions(), n, opts.seed)
-    probs, t_probs = collect(S.problems(device="cpu"), n, opts.seed + 1)
-    coupled, t_coupled = collect(S.coupled_functions(), min(n, 300), opts.seed + 2)
+    funcs, t_funcs = collect(ds.functions(), n, opts.seed)
+    probs, t_probs = collect(ds.problems(device="cpu"), n, opts.seed + 1)
+    coupled, t_coupled = collect(ds.coupled_functions(), min(n, 300), opts.seed + 2)
 
     print(f"## Measured on this machine ({os.cpu_count()} CPUs, torch {torch.__version__})\n")
     print("| strategy | draws | seconds | draws per second |")
@@ -129,7 +129,7 @@ def main() -> None:
     print(f"- {histogram(args, layout_of)}")
     print(f"- dtypes: {histogram(probs, lambda p: str(p.dtype).removeprefix('torch.'))}")
     print(f"\n## Couplings over {len(coupled)} draws of `coupled_functions()`\n")
-    kinds = [next(op for op in S.COUPLINGS if op in f.ops) for f in coupled]
+    kinds = [next(op for op in ds.COUPLINGS if op in f.ops) for f in coupled]
     print(f"- {histogram(kinds)}")
 
     print(f"\n## {opts.examples} example draws of `problems()`\n")
@@ -142,7 +142,7 @@ def main() -> None:
             for p in probs[n // 10 :]
             if p.func.n_args == want
             and 3 <= p.func.n_ops <= 8
-            and any(layout_of(a) in S.NON_CONTIGUOUS_LAYOUTS for a in p.args)
+            and any(layout_of(a) in ds.NON_CONTIGUOUS_LAYOUTS for a in p.args)
         ][:1]
     for p in picks[: opts.examples]:
         print("```")

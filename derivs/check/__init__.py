@@ -33,7 +33,7 @@ from derivs._config import get_memory_budget
 from derivs.check import _judge, _limits, _methods, _projected, _setup
 from derivs.check._references import References
 from derivs.check._report import CheckFailure, CheckReport, CheckRow
-from derivs.check._setup import OPERATORS, ORACLES
+from derivs.check._setup import OPERATORS, ORACLES, REFERENCE_K
 
 __all__ = ["OPERATORS", "ORACLES", "CheckFailure", "CheckReport", "CheckRow", "check"]
 
@@ -56,6 +56,8 @@ def check(
     atol: float | None = None,
     raise_exception: bool = True,
     mode: str = "auto",
+    reference: Callable[..., Any] | None = None,
+    reference_k: float = REFERENCE_K,
 ) -> CheckReport:
     """Check every derivative operator of ``func`` at ``args`` by every method and oracle.
 
@@ -103,6 +105,18 @@ def check(
             ``"auto"``: projected past ``DENSE_MAX_INPUTS`` (512) differentiated elements or
             when the dense Jacobian/Hessian would exceed the memory budget.
             ``report.mode`` says which ran, a note how the directions were drawn.
+        reference: for a low-precision kernel (bfloat16, float16: a fused or Triton
+            kernel), a plain-PyTorch version of ``func`` (same arguments, same output).
+            ``func``'s derivatives, computed in its dtype by every method, are compared
+            with ``reference``'s float64 derivatives (autograd, every tensor it uses raised
+            to float64), and a block passes when ``max|d_func - d_ref64| <= reference_k *
+            (max|d_ref_low - d_ref64| + max|round(d_ref64) - d_ref64|)``: ``d_ref_low`` is
+            ``reference`` differentiated in ``func``'s dtype (every more precise tensor it
+            uses lowered), the rounding term what storing the exact answer in that dtype
+            costs. It is the rule of flash-attention's and PyTorch's SDPA tests. The fd and
+            cs oracles are not run on ``func`` then; the dense mode is used.
+        reference_k: the ``k`` of that rule (default 2, as those tests use; 3 is looser).
+            The notes give both errors, the rows the tolerance.
 
     Returns:
         A :class:`CheckReport`: ``print(report)`` gives the table and the verdict,
@@ -133,15 +147,21 @@ def check(
         atol=atol,
         raise_exception=raise_exception,
         mode=mode,
+        reference=reference,
+        reference_k=reference_k,
     )
     case = _setup.evaluate(func, args, opts)
-    mode_used = _projected.resolve(opts.mode, case, get_memory_budget())
+    mode_used = (
+        "dense"
+        if opts.reference is not None
+        else _projected.resolve(opts.mode, case, get_memory_budget())
+    )
     # NOTE: the operators are this module's globals, read at each call, so a test can plant
     # a bug in one (monkeypatch derivs.check's jacobian) and see check blame it.
     if mode_used == "projected":
         operators, notes = _projected.projected_sources(case, hvp)
     else:
-        refs = References(func, argnums, opts.oracles)
+        refs = References(func, argnums, opts.oracles, opts.reference, opts.reference_k)
         operators = {
             **_methods.jacobian_sources(case, refs, jacobian),
             **_methods.hessian_sources(case, refs, hessian),

@@ -14,6 +14,9 @@ from derivs.check._sources import Source
 
 Tensor = torch.Tensor
 
+#: The tag of a source whose ``errors`` are the whole tolerance (``check(reference=)``).
+BOUND = "o:ref"
+
 # NOTE: blocks are compared in float64 on the cpu, in chunks of this many elements, so that
 # comparing two (32, 512, 512) Hessians needs a few temporaries of 8 MiB, not of 512 MiB.
 _CHUNK = 2**20
@@ -62,6 +65,7 @@ class Comparisons:
                 self.rtol,
                 self.atol,
                 self.value_scale,
+                bound=BOUND in actual.tags or BOUND in expected.tags,
             )
         return self.done[key]
 
@@ -79,8 +83,14 @@ def compare(
     rtol: float | None,
     atol: float | None,
     value_scale: float = 0.0,
+    *,
+    bound: bool = False,
 ) -> Cmp:
-    """Compare block by block; summarise the worst element."""
+    """Compare block by block; summarise the worst element.
+
+    ``bound``: ``errors`` is the whole tolerance (``check(reference=)``'s k-rule), not an
+    estimate added to the dtype's (``rtol``/``atol``, when given, still replace it).
+    """
     if len(actual) != len(expected):
         return Cmp.mismatch(f"{len(actual)} blocks vs {len(expected)}")
     max_abs = max_rel = 0.0
@@ -93,7 +103,7 @@ def compare(
             continue
         err = None if errors is None else errors[k]
         b_abs, b_rel, ratio, allowed, index, av, ev = _compare_block(
-            a, e, err, rtol, atol, value_scale
+            a, e, err, rtol, atol, value_scale, bound
         )
         max_abs, max_rel = max(max_abs, b_abs), max(max_rel, b_rel)
         if ratio > worst.ratio:
@@ -112,6 +122,7 @@ def _compare_block(
     rtol: float | None,
     atol: float | None,
     value_scale: float,
+    bound: bool = False,
 ) -> tuple[float, float, float, float, int, float, float]:
     """(max abs, max rel, worst ratio, tolerance there, its flat index, actual, expected)."""
     fa, fe = a.detach().reshape(-1), e.detach().reshape(-1)
@@ -122,13 +133,17 @@ def _compare_block(
     tol = testing.tolerance(lower, n, _block_scale(fa, fe, spans, value_scale))
     t_abs = tol.atol if atol is None else atol
     t_rel = tol.rtol if rtol is None else rtol
+    safety = testing.ERROR_SAFETY
+    if bound:
+        t_abs, t_rel = atol or 0.0, rtol or 0.0
+        safety = 0.0 if rtol is not None or atol is not None else 1.0
     max_abs = max_rel = 0.0
     best = (-1.0, math.nan, 0, math.nan, math.nan)
     for s, stop in spans:
         ca, ce = _chunk(fa, s, stop), _chunk(fe, s, stop)
         allowed = t_abs + t_rel * ce.abs()
         if fr is not None:
-            allowed = allowed + testing.ERROR_SAFETY * _chunk(fr, s, stop).abs()
+            allowed = allowed + safety * _chunk(fr, s, stop).abs()
         diff = (ca - ce).abs()
         finite = torch.isfinite(diff)
         same = (torch.isnan(ca) & torch.isnan(ce)) | (torch.isinf(ce) & (ca == ce))

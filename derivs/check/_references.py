@@ -11,7 +11,8 @@ import torch
 
 from derivs import _validate
 from derivs import oracles as _oracles
-from derivs.check._setup import InDims
+from derivs.check._compare import BOUND
+from derivs.check._setup import REFERENCE_K, InDims
 from derivs.check._sources import Source, leaves, run
 
 Tensor = torch.Tensor
@@ -25,11 +26,18 @@ class References:
     """
 
     def __init__(
-        self, func: Callable[..., Any], argnums: _validate.Argnums, chosen: tuple[str, ...]
+        self,
+        func: Callable[..., Any],
+        argnums: _validate.Argnums,
+        chosen: tuple[str, ...],
+        reference: Callable[..., Any] | None = None,
+        k: float = REFERENCE_K,
     ) -> None:
         self.func, self.argnums = func, argnums
         self.loop, self.fd = "loop" in chosen, "fd" in chosen
         self.cs = {False: True, True: True}
+        self.reference, self.k = reference, k
+        self._evaluated = False
         self.notes: dict[str, str] = {}
         self._cache: dict[tuple[bool, int], list[Source]] = {}
 
@@ -52,7 +60,10 @@ class References:
         found: list[Source] = []
         if self.loop:
             found.append(self._loop(grad, points[0], batched, full))
-        if self.fd:
+        if self.reference is not None:
+            found.append(self._reference(grad, points, batched is not None))
+        elif self.fd:
+            self._note_evaluation(points[0])
             estimate = partial(self._estimate, grad, points, batched is not None)
             if self.cs[grad]:
                 found += self._complex_step(grad, estimate)
@@ -65,6 +76,26 @@ class References:
         if batched is None:
             self._cache[key] = found
         return found
+
+    def _note_evaluation(self, point: tuple[Any, ...]) -> None:
+        """Say in the notes how fd and cs evaluate func, when they raise anything."""
+        if self._evaluated:
+            return
+        self._evaluated = True
+        try:
+            summary = _oracles.evaluation(self.func, point, self.argnums).summary()
+        except Exception:  # NOTE: func fails under the oracles: their rows say how
+            return
+        if summary:
+            self.notes["evaluation"] = f"fd, cs: {summary}"
+
+    def _reference(self, grad: bool, points: list[tuple[Any, ...]], stacked: bool) -> Source:
+        """``reference``'s derivatives in float64, each block's error bound by the k-rule."""
+        ref = _KRule(self.reference, self.argnums, self.k, grad)
+        src = run("ref", True, {BOUND}, partial(ref.bounds, points, stacked), estimate=True)
+        if src.status == "ok":
+            self.notes.setdefault(f"reference{'(grad)' * grad}", ref.note())
+        return src
 
     def _loop(
         self, grad: bool, point: tuple[Any, ...], batched: InDims | None, full: tuple[Any, ...]
@@ -107,6 +138,71 @@ class References:
         )
         self.notes.setdefault(cs.name, f"{what} does not apply here: {cs.note}")
         return []
+
+
+class _KRule:
+    """``check(reference=)``: the float64 derivatives of ``reference`` and, per block, the
+    bound ``k (max|d_ref_low - d_ref64| + max|round(d_ref64) - d_ref64|)``.
+
+    ``d_ref_low`` is the reference differentiated in func's dtype (its arguments as given,
+    every more precise tensor it uses lowered); the rounding term is the error of the
+    float64 answer stored in func's dtype, which even an exact kernel has (the atol that
+    flash-attention's tests take from ``ref + 0.3 - 0.3 - ref``).
+    """
+
+    def __init__(
+        self, reference: Callable[..., Any], argnums: _validate.Argnums, k: float, grad: bool
+    ) -> None:
+        self.reference, self.argnums, self.k = reference, argnums, k
+        self.loop = _oracles.loop_hessian if grad else _oracles.loop_jacobian
+        self.what = "second" if grad else "first"
+        self.low = torch.float64
+        self.errors: list[float] = []
+        self.rounding: list[float] = []
+
+    def bounds(
+        self, points: list[tuple[Any, ...]], stacked: bool
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        results = [self._at(p) for p in points]
+        values = [torch.stack(col) for col in zip(*(r[0] for r in results), strict=True)]
+        bounds = [torch.stack(col) for col in zip(*(r[1] for r in results), strict=True)]
+        if not stacked:
+            values, bounds = [v[0] for v in values], [b[0] for b in bounds]
+        return values, bounds
+
+    def _at(self, point: tuple[Any, ...]) -> tuple[list[Tensor], list[Tensor]]:
+        nums = _validate.normalize_argnums("derivs.check", self.argnums, len(point))
+        self.low = min((point[a].dtype for a in nums), key=lambda d: -torch.finfo(d).eps)
+        wide = tuple(_cast(a, torch.float64) for a in point)
+        exact = leaves(
+            self.loop(_oracles.cast_computation(self.reference, torch.float64), wide, self.argnums)
+        )
+        narrow = tuple(_cast(a, self.low) for a in point)
+        low = leaves(
+            self.loop(_oracles.cast_computation(self.reference, self.low), narrow, self.argnums)
+        )
+        bounds = []
+        for e, lo in zip(exact, low, strict=True):
+            error = float((lo.double() - e).abs().max()) if e.numel() else 0.0
+            rounding = float((e.to(self.low).double() - e).abs().max()) if e.numel() else 0.0
+            self.errors.append(error)
+            self.rounding.append(rounding)
+            bounds.append(torch.full_like(e, self.k * (error + rounding)))
+        return exact, bounds
+
+    def note(self) -> str:
+        low = str(self.low).removeprefix("torch.")
+        return (
+            f"reference: func's {self.what} derivatives ({low}) are compared with reference's "
+            f"float64 ones (autograd); each block passes when max|d_func - d_ref64| <= "
+            f"{self.k:g} x (reference's own {low} error, max|d_ref_{low} - d_ref64| = "
+            f"{max(self.errors, default=0.0):.3g} at most, + the rounding to {low}, "
+            f"{max(self.rounding, default=0.0):.3g} at most); fd and cs are not run on func"
+        )
+
+
+def _cast(a: Any, dtype: torch.dtype) -> Any:
+    return a.detach().to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a
 
 
 def _stack_estimates(estimates: list[_oracles.Estimate]) -> tuple[list[Tensor], list[Tensor]]:

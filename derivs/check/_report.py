@@ -138,6 +138,7 @@ _LEGEND = {
     "fd(grad)": "finite differences of the autograd gradient",
     "fd(dir)": "finite differences of values along the random directions",
     "cs(grad)": "complex step of the autograd gradient",
+    "ref": "reference= in float64, tolerance k x its own error in func's dtype (see notes)",
 }
 
 

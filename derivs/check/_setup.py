@@ -13,6 +13,9 @@ from derivs import _registry, _validate
 from derivs.check._compare import magnitude
 
 API = "derivs.check"
+#: check(reference=): func may be this many times as far from the float64 reference as the
+#: reference computed in func's dtype (flash-attention's and PyTorch's SDPA tests use 2).
+REFERENCE_K = 2.0
 Tensor = torch.Tensor
 InDims = int | tuple[int | None, ...]
 
@@ -41,6 +44,8 @@ class Options:
     rtol: float | None
     atol: float | None
     mode: str = "auto"  # "auto", "dense" or "projected" (MODES)
+    reference: Callable[..., Any] | None = None  # a plain-PyTorch func, see check(reference=)
+    reference_k: float = REFERENCE_K
 
     @property
     def single(self) -> bool:
@@ -61,6 +66,8 @@ def parse(
     atol: float | None,
     raise_exception: bool,
     mode: str = "auto",
+    reference: Callable[..., Any] | None = None,
+    reference_k: float = REFERENCE_K,
 ) -> Options:
     """Validate ``check``'s arguments, in the order of its signature."""
     _validate.check_callable(API, func)
@@ -71,12 +78,45 @@ def parse(
     rtol_, atol_ = _check_tol("rtol", rtol), _check_tol("atol", atol)
     _validate.check_bool(API, "raise_exception", raise_exception)
     _check_mode(mode)
+    _check_reference(reference, reference_k, mode)
     nums = _validate.normalize_argnums(API, argnums, len(args))
     _validate.check_diff_args(API, args, nums)
     dims, size = (None, 0) if batched is None else _check_batched(batched, args)
     return Options(
-        argnums, nums, order, selected, chosen, batched, dims, size, rtol_, atol_, mode=mode
+        argnums,
+        nums,
+        order,
+        selected,
+        chosen,
+        batched,
+        dims,
+        size,
+        rtol_,
+        atol_,
+        mode=mode,
+        reference=reference,
+        reference_k=float(reference_k),
     )
+
+
+def _check_reference(reference: object, k: object, mode: str) -> None:
+    if reference is not None and not callable(reference):
+        raise TypeError(
+            f"{API}: reference must be None or a callable taking func's arguments (a plain "
+            f"PyTorch version of func), got {_validate.describe(reference)}"
+        )
+    if isinstance(k, bool) or not isinstance(k, int | float):
+        raise TypeError(f"{API}: reference_k must be a number >= 1, got {_validate.describe(k)}")
+    if not (math.isfinite(k) and k >= 1):
+        raise ValueError(
+            f"{API}: reference_k={k!r} must be a finite number >= 1 (func may be k times as "
+            "far from the float64 reference as the reference computed in func's dtype)"
+        )
+    if reference is not None and mode == "projected":
+        raise ValueError(
+            f"{API}: reference= compares dense derivatives; it cannot be combined with "
+            "mode='projected' (use mode='auto' or 'dense')"
+        )
 
 
 def _check_order(order: object) -> None:
@@ -223,7 +263,22 @@ def evaluate(func: Callable[..., Any], args: tuple[Any, ...], opts: Options) -> 
             f"{API}: func must return a real floating-point tensor, got {_validate.describe(out)} "
             "(check one output at a time, e.g. lambda *a: func(*a)[0])"
         )
+    if opts.reference is not None:
+        _check_reference_output(opts.reference(*point), out)
     return Case(func, args, opts, name, point, out, magnitude([*point, out]))
+
+
+def _check_reference_output(ref_out: object, out: Tensor) -> None:
+    if not isinstance(ref_out, torch.Tensor) or not ref_out.dtype.is_floating_point:
+        raise ValueError(
+            f"{API}: reference must return a real floating-point tensor like func, got "
+            f"{_validate.describe(ref_out)}"
+        )
+    if ref_out.shape != out.shape:
+        raise ValueError(
+            f"{API}: reference returned shape {tuple(ref_out.shape)} at args, but func "
+            f"returned {tuple(out.shape)}; reference must compute the same function"
+        )
 
 
 def sample(args: Sequence[Any], dims: Sequence[int | None], b: int) -> tuple[Any, ...]:

@@ -42,12 +42,13 @@ from derivs.oracles._loops import (
     loop_hessian,
     loop_jacobian,
 )
-from derivs.oracles._promote import Evaluation, evaluation
+from derivs.oracles._promote import Evaluation, cast_computation, evaluation
 
 __all__ = [
     "SCHEMES",
     "Estimate",
     "Evaluation",
+    "cast_computation",
     "evaluation",
     "fd_hessian",
     "fd_jacobian",

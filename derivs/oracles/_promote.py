@@ -85,6 +85,15 @@ def _lower(t: object, real: torch.dtype) -> bool:
     return t.is_floating_point() and torch.finfo(t.dtype).eps > torch.finfo(real).eps
 
 
+def _higher(t: object, real: torch.dtype) -> bool:
+    """Whether ``t`` is a real floating tensor more precise than ``real``."""
+    return (
+        isinstance(t, Tensor)
+        and t.is_floating_point()
+        and torch.finfo(t.dtype).eps < torch.finfo(real).eps
+    )
+
+
 def _describe(t: Tensor) -> str:
     return f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)}"
 
@@ -179,9 +188,12 @@ class Raising(TorchFunctionMode):
     once and reused (a tensor whose version changed is copied again).
     """
 
-    def __init__(self, real: torch.dtype) -> None:
+    def __init__(self, real: torch.dtype, *, lowering: bool = False) -> None:
         super().__init__()
         self.real = real
+        # NOTE: lowering (check's reference= mode only) casts the more precise operands
+        # down instead: a reference computed in a low-precision kernel's dtype.
+        self._moves = _higher if lowering else _lower
         self.complex = torch.complex128 if real == torch.float64 else torch.complex64
         # id -> (the tensor, its version when copied, the copy, the copy's version then)
         self._copies: dict[int, tuple[weakref.ref[Tensor], int, Tensor, int]] = {}
@@ -244,11 +256,11 @@ class Raising(TorchFunctionMode):
 
     def _raise(self, t: Tensor) -> Tensor:
         if not self._external(t):
-            if _lower(t, self.real):
+            if self._moves(t, self.real):
                 return t.to(self.complex if t.is_complex() else self.real)
             return t
         self._seen.setdefault(id(t), (weakref.ref(t), t._version))
-        if not _lower(t, self.real):
+        if not self._moves(t, self.real):
             return t
         hit = self._copies.get(id(t))
         if hit is not None and hit[0]() is t and hit[1] == t._version:
@@ -282,7 +294,7 @@ class Raising(TorchFunctionMode):
         narrowed = False
         for t in _tensors(out):
             self._made[id(t)] = weakref.ref(t)
-            narrowed = narrowed or _lower(t, self.real)
+            narrowed = narrowed or self._moves(t, self.real)
         # NOTE: a lower-precision result from raised floating operands is func's own cast
         # (from integer operands or none, it is a constant made exactly, e.g. torch.zeros)
         if narrowed and target is None and any(_inexact(t) for t in _tensors((args, kwargs))):
@@ -332,3 +344,25 @@ def evaluation(
     mode.wrap(func)(*_cast_args(targs, cdtype))
     cast = tuple(_describe(a) for a in targs if _lower(a, cdtype))
     return mode.evaluation()._replace(arguments=cast)
+
+
+def cast_computation(func: Callable[..., Any], dtype: torch.dtype) -> Callable[..., Any]:
+    """``func`` computing in ``dtype``: every floating tensor it uses cast to ``dtype``.
+
+    With float64 (or float32) every less precise tensor is raised, as the finite-difference
+    oracles raise ``func``; with a less precise ``dtype`` (bfloat16, float16) every more
+    precise one is lowered: a reference written in plain float32 PyTorch computed as a
+    low-precision kernel would be. The results ``func`` computes in another dtype on purpose
+    are kept. The user's tensors are never modified; the casts are made once per tensor.
+    Call it on arguments of ``dtype``; only the forward pass runs under the casts.
+
+    >>> w = torch.tensor([0.1, 0.2])  # float32
+    >>> cast_computation(lambda x: w @ x, torch.float64)(torch.ones(2, dtype=torch.float64))
+    tensor(0.3000, dtype=torch.float64)
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"derivs.oracles.cast_computation: dtype must be a floating torch.dtype, got {dtype!r}"
+        )
+    mode = Raising(dtype, lowering=torch.finfo(dtype).eps > torch.finfo(torch.float32).eps)
+    return mode.wrap(func)
