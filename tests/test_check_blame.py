@@ -34,15 +34,7 @@ class SwishBad(torch.autograd.Function):
         return g * torch.sigmoid(x)
 
 
-class SwishGood(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return x * torch.sigmoid(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
+class SwishGood(SwishBad):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
@@ -117,16 +109,8 @@ class Cube(torch.autograd.Function):
         return 3 * g * SquareBadBackward.apply(x)
 
 
-class CubeDetached(torch.autograd.Function):
+class CubeDetached(Cube):
     """x**3 whose backward detaches x: right gradient, zero double backward."""
-
-    @staticmethod
-    def forward(x):
-        return x**3
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, g):
@@ -146,23 +130,14 @@ class OldStyleBad(torch.autograd.Function):
         return g
 
 
-class Float32OnlyBad(torch.autograd.Function):
-    """A forward that works only in float32 (a kernel would), with SwishBad's backward."""
+class Float32OnlyBad(SwishBad):
+    """SwishBad with a forward that works only in float32 (a kernel would)."""
 
     @staticmethod
     def forward(x):
         if x.dtype != torch.float32:
             raise TypeError("float32 only")
         return x * torch.sigmoid(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * torch.sigmoid(x)
 
 
 def _sequential(fn: type[torch.autograd.Function], dtype: torch.dtype = F64) -> nn.Module:
@@ -369,3 +344,33 @@ def test_a_kink_at_the_recorded_input_is_not_blamed_on_torch():
         return F.relu(F.relu(x) * 1.5).sum()  # the outer relu sees exact zeros
 
     assert locate(f, (x,), 0, "vjp").findings == []
+
+
+# ----------------------------------------------------------------------------- derivs.check
+
+
+def test_check_names_the_function_in_its_report():
+    model = _sequential(SwishBad)
+    report = derivs.check(model, torch.randn(4, dtype=F64), order=1, raise_exception=False)
+    assert not report.passed
+    assert "`SwishBad.backward` (called at `model.3`) is wrong" in str(report)
+    found = report.to_dict()["findings"]
+    assert [(f["name"], f["rule"], f["module"]) for f in found] == [("SwishBad", "vjp", "model.3")]
+
+
+def test_check_names_torchs_operator_in_its_report():
+    model = _layer_norm_model()
+    x = torch.randn(5, dtype=F64, generator=torch.Generator().manual_seed(1))
+
+    def f(x):
+        return model(x).sum()
+
+    error, estimate = _fwd_fwd_error(f, x)
+    if error <= 1e3 * estimate:
+        pytest.skip(f"this torch's forward-over-forward rule is right here ({error:.2g})")
+    report = derivs.check(f, x, raise_exception=False)
+    assert "of `aten.native_layer_norm` (called at `model.0`)" in str(report)
+    assert "(not your code; reverse-mode methods are right)" in report.verdict
+    found = {(f["owner"], f["name"], f["rule"]) for f in report.to_dict()["findings"]}
+    assert ("torch", "aten.native_layer_norm", "d_jvp_fwd") in found
+    assert {name for _, name, _ in found} == {"aten.native_layer_norm"}

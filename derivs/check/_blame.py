@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -143,8 +143,25 @@ class Located:
     notes: list[str] = field(default_factory=list)
 
     def clause(self) -> str:
-        """The findings as one clause for a verdict ("" when there are none)."""
-        return "; ".join(dict.fromkeys(str(f) for f in self.findings))
+        """The findings as one clause for a verdict ("" when there are none); a torch
+        operator's wrong rules at one call site in one sentence."""
+        groups: dict[tuple[str, ...], list[Finding]] = {}
+        for f in self.findings:
+            key = (f.name, f.site, f.cleared) if f.owner == "torch" else (str(f),)
+            groups.setdefault(key, []).append(f)
+        return "; ".join(_sentence(group) for group in groups.values())
+
+
+def _sentence(findings: list[Finding]) -> str:
+    """One finding's text, or a torch operator's several wrong rules in one."""
+    first = findings[0]
+    if len(findings) == 1:
+        return str(first)
+    names = [RULES[f.rule] for f in findings]
+    rules = ", ".join(names[:-1]) + " and " + names[-1]
+    where = f" (called at `{first.site}`)" if first.site else ""
+    tail = "not your code" + (f"; {first.cleared} are right" if first.cleared else "")
+    return f"torch's {rules} rules of `{first.name}`{where} are wrong ({tail})"
 
 
 # ----------------------------------------------------------------------------- recording
@@ -661,10 +678,8 @@ def _torch_findings(units: list[Unit], rules: tuple[str, ...], notes: list[str])
         for r in rules:
             finding = _check(unit, r, notes)
             if finding is not None:
-                cleared = _cleared(unit, r)
-                findings.append(_with_cleared(finding, cleared))
+                findings.append(_with_cleared(finding, _cleared(unit, r)))
                 checked[unit.name] = _PER_OP
-                break
     return findings
 
 
@@ -674,3 +689,33 @@ def _with_cleared(finding: Finding, cleared: str) -> Finding:
 
 def _plain(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
+
+
+def blame(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    nums: tuple[int, ...],
+    rules: Iterable[str],
+    second_order: bool = False,
+) -> Located:
+    """:func:`locate` for each rule a verdict found wrong, merged; for ``derivs.check``, whose
+    report must not fail for want of a culprit: what fails here becomes a note.
+
+    ``second_order``: the rules were found wrong by a second-order operator; a first-order
+    rule (``vjp``, ``jvp``) that no unit gets wrong is then looked for in its derivative
+    (``d_vjp``, ``d_jvp``): the outliers all differentiate it.
+    """
+    merged = Located()
+    for rule in sorted(rules):
+        tries = [rule, f"d_{rule}"] if second_order and rule in ("vjp", "jvp") else [rule]
+        for tag in tries:
+            try:
+                located = locate(func, args, nums, tag)
+            except Exception as exc:  # NOTE: func ran at this point already: not its error
+                merged.notes.append(f"whose {RULES.get(tag, tag)} rule is wrong: not found ({exc})")
+                break
+            merged.findings += [f for f in located.findings if f not in merged.findings]
+            merged.notes += [n for n in located.notes if n not in merged.notes]
+            if located.findings:
+                break
+    return merged
