@@ -12,6 +12,16 @@ from collections.abc import Iterator
 # parameters (N**2 entries) is refused before it takes the machine down.
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
 
+
+class MemoryBudgetError(ValueError):
+    """derivs refused a computation whose size or predicted peak is above the memory budget.
+
+    A ``ValueError`` (as before it had a class of its own), so callers that catch
+    ``ValueError`` still do; ``derivs.check`` tells it apart from a wrong derivative by this
+    class and reports the method as not run.
+    """
+
+
 _UNITS = {
     "": 1,
     "b": 1,

@@ -165,7 +165,7 @@ def check_size(api: str, what: str, numel: int, itemsize: int, hint: str) -> Non
     budget = _config.get_memory_budget()
     need = numel * itemsize
     if need > budget:
-        raise ValueError(
+        raise _config.MemoryBudgetError(
             f"{api}: {what} would need {fmt_bytes(need)} ({numel:,} elements), above the memory "
             f"budget of {fmt_bytes(budget)}; {hint} (or raise the budget with "
             f"derivs.set_memory_budget / DERIVS_MEMORY_BUDGET)"
@@ -176,7 +176,7 @@ def check_peak(api: str, what: str, nbytes: int, hint: str) -> None:
     """Refuse a computation whose predicted peak, ``nbytes``, is above the memory budget."""
     budget = _config.get_memory_budget()
     if nbytes > budget:
-        raise ValueError(
+        raise _config.MemoryBudgetError(
             f"{api}: {what} would need about {fmt_bytes(nbytes)} at its peak (predicted), above "
             f"the memory budget of {fmt_bytes(budget)}; {hint} (or raise the budget with "
             f"derivs.set_memory_budget / DERIVS_MEMORY_BUDGET)"

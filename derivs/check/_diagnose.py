@@ -8,7 +8,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from derivs.check._compare import Comparisons
+from derivs.check._kink import Sided
 from derivs.check._sources import Source
+
+#: (a result that differs from the arbiter, the arbiter) -> the one-sided derivatives there.
+KinkProbe = Callable[[Source, Source], Sided | None]
 
 # NOTE: tags name the derivative rules a result rests on; the verdict looks for the tag that
 # every outlier carries and no agreeing result does. Order = preference when several explain
@@ -18,12 +22,14 @@ CAUSES: dict[str, tuple[str, str]] = {
     "jvp": ("forward-mode methods", "the jvp (forward-mode derivative) of this function is wrong"),
     "d_vjp": (
         "methods that differentiate the backward",
-        "the backward gives the right gradient but is not differentiable as written "
-        "(a .detach(), torch.no_grad() or once_differentiable inside it?)",
+        "the double backward (the derivative of the backward) of this function is wrong: the "
+        "backward gives the right gradient, but differentiating it does not (a .detach(), "
+        "torch.no_grad() or a wrong term inside backward?)",
     ),
     "d_jvp": (
         "methods that differentiate the jvp",
-        "the jvp rule gives the right first derivative but is not differentiable as written",
+        "the derivative of the jvp rule of this function is wrong: the jvp gives the right "
+        "first derivative, but differentiating it does not",
     ),
     "d_vjp_fwd": (
         "forward-over-reverse methods",
@@ -35,8 +41,7 @@ CAUSES: dict[str, tuple[str, str]] = {
     ),
     "d_jvp_fwd": (
         "forward-over-forward methods",
-        "nested forward mode through the jvp rule gives a wrong second derivative "
-        "(torch 2.x returns zeros there for a custom autograd.Function's jvp rule)",
+        "nested forward mode through the jvp rule gives a wrong second derivative",
     ),
     "d_jvp_rev": (
         "reverse-over-forward methods",
@@ -66,18 +71,26 @@ _PAIR_CAUSES: dict[frozenset[str], tuple[str, str]] = {
         "the jvp is wrong under torch.vmap: its batching rule is wrong",
     ),
 }
+# NOTE: what a group of raising results shares, stated as a fact: the raises that have an
+# established reason other than a wrong derivative are skips already (_limits).
 _ERROR_CAUSES = {
-    "vjp": "reverse-mode AD is not available for this function",
-    "jvp": "forward-mode AD is not available for this function (a custom autograd.Function "
-    "needs setup_context and a jvp staticmethod)",
-    "vmap": "this function cannot run under torch.vmap (a custom autograd.Function needs "
-    "generate_vmap_rule = True or a vmap staticmethod)",
-    "d_vjp": "the backward cannot be differentiated again",
-    "d_jvp": "the jvp rule cannot be differentiated again",
+    "vjp": "reverse mode (the backward) raised for this function",
+    "jvp": "forward mode (the jvp) raised for this function",
+    "vmap": "methods under torch.vmap raised for this function",
+    "d_vjp": "differentiating the backward raised for this function",
+    "d_jvp": "differentiating the jvp rule raised for this function",
 }
 _KINK = (
-    "func may not be differentiable at this point (a kink such as relu or abs at "
-    "0), or its backward and jvp are wrong the same way; try another point"
+    "func is not differentiable at this point (a kink, such as relu or abs at 0); try another point"
+)
+_BOTH = (
+    "the backward (vjp) and the jvp of this function are both wrong, the same way: func is "
+    "differentiable here (its one-sided differences agree) and they disagree with its finite "
+    "differences"
+)
+_UNSURE = (
+    "the AD methods agree with each other but not with the finite differences, and the "
+    "one-sided differences could not tell a kink from wrong rules"
 )
 
 Rule = str | frozenset[str]
@@ -90,23 +103,48 @@ class Diagnosis:
     problem: bool
     causes: tuple[str, ...] = ()  # the short explanations, for the headline
     found: frozenset[str] = frozenset()  # the rules found wrong (their tags)
+    verified: bool = True  # False: no independent (value-based) oracle judged the methods
 
 
 def diagnose(
-    operator: str, sources: list[Source], cmp: Comparisons, untrusted: set[str]
+    operator: str,
+    sources: list[Source],
+    cmp: Comparisons,
+    untrusted: set[str],
+    kink: KinkProbe | None = None,
+    cleared: set[str] | None = None,
 ) -> Diagnosis:
     """Explain one operator's results: who disagrees with whom, and which rule is to blame.
 
-    ``untrusted``: the rules found wrong by the operators diagnosed before this one.
+    ``untrusted``: the rules found wrong by the operators diagnosed before this one;
+    ``kink``: the one-sided differences where a result differs from the arbiter (first order);
+    ``cleared``: the first-order rules (vjp, jvp) methods of earlier operators got right
+    against an arbiter, never blamed again; this call adds its own.
     """
+    cleared = set() if cleared is None else cleared
     ok = [s for s in sources if s.status == "ok"]
     failed = [s for s in sources if s.status == "error"]
     prefix, reason = _raised(failed, ok)
-    if not ok:
-        return Diagnosis(prefix.rstrip("; ") or "nothing was computed", bool(failed), reason)
-    arbiters = [s for s in ok if s.oracle and s.name[:2] in ("cs", "fd") and not s.tags & untrusted]
-    d = _against(arbiters[0], ok, cmp) if arbiters else _by_clusters(operator, ok, cmp, untrusted)
-    return Diagnosis(prefix + d.line, d.problem or bool(failed), d.causes or reason, d.found)
+    if not any(not s.oracle for s in ok):
+        skipped = [s for s in sources if s.status == "skip" and not s.oracle]
+        line = prefix.rstrip("; ") or (
+            f"not checked: {_names(skipped)} could not run (see the notes)"
+            if skipped
+            else "nothing was computed"
+        )
+        return Diagnosis(line, bool(failed), reason)
+    arbiters = [
+        s
+        for s in ok
+        if s.oracle and (s.name[:2] in ("cs", "fd") or s.name == "ref") and not s.tags & untrusted
+    ]
+    if arbiters:
+        d = _against(arbiters[0], ok, cmp, kink, cleared)
+    else:
+        d = _by_clusters(operator, ok, cmp, untrusted)
+    return Diagnosis(
+        prefix + d.line, d.problem or bool(failed), d.causes or reason, d.found, d.verified
+    )
 
 
 def _raised(failed: list[Source], ok: list[Source]) -> tuple[str, tuple[str, ...]]:
@@ -125,10 +163,15 @@ def _raised(failed: list[Source], ok: list[Source]) -> tuple[str, tuple[str, ...
     return f"{_names(failed)} raised ({failed[0].note}): {text}; ", (text,)
 
 
-def _against(arbiter: Source, ok: list[Source], cmp: Comparisons) -> Diagnosis:
-    """The outliers are those that disagree with the arbiter; blame the rule they share."""
+def _against(
+    arbiter: Source, ok: list[Source], cmp: Comparisons, kink: KinkProbe | None, cleared: set[str]
+) -> Diagnosis:
+    """The outliers are those that disagree with the arbiter; blame the rule they share,
+    unless the finite differences themselves show a kink."""
     good = [s for s in ok if s is arbiter or cmp.agree(s, arbiter)]
     bad = [s for s in ok if s not in good]
+    before = frozenset(cleared)
+    cleared |= {t for s in good if not s.oracle for t in s.tags & {"vjp", "jvp"}}
     if not bad:
         refs = [s for s in good if s.oracle]
         methods = [s for s in good if not s.oracle]
@@ -138,19 +181,25 @@ def _against(arbiter: Source, ok: list[Source], cmp: Comparisons) -> Diagnosis:
         return Diagnosis(
             f"{what} with {_names(refs)}" if methods else f"{_names(refs)} agree", False
         )
-    explanation = _explain(bad, good)
+    # NOTE: a kink shows in the finite differences themselves (the one-sided ones differ);
+    # it is looked for only where no AD result agrees with the value-based oracles.
+    ad_bad = [s for s in bad if "eval" not in s.tags]
+    only_values = bool(ad_bad) and all("eval" in s.tags for s in good)
+    sided = kink(ad_bad[0], arbiter) if only_values and kink is not None else None
+    if sided is not None and sided.kink:
+        line = (
+            f"{_names(bad)} disagree with {_names(good)}, whose one-sided differences differ "
+            f"there ({sided.where}: {sided.right:.6g} from the right, {sided.left:.6g} from "
+            f"the left): {_KINK}"
+        )
+        return Diagnosis(line, True, (_KINK,))
+    explanation = _explain(bad, good, before)
     if explanation is not None and len(explanation) == 1:
         return _explained(explanation, good)
-    # NOTE: every AD result agreeing with every other, and only value-based oracles
-    # against them, is more likely a kink than two wrong rules that happen to agree.
-    ad_bad = [s for s in bad if "eval" not in s.tags]
-    if (
-        ad_bad
-        and all(cmp.agree(ad_bad[0], s) for s in ad_bad[1:])
-        and all("eval" in s.tags for s in good)
-    ):
-        line = f"{_names(bad)} agree with each other but disagree with {_names(good)}: {_KINK}"
-        return Diagnosis(line, True, (_KINK,))
+    if only_values and all(cmp.agree(ad_bad[0], s) for s in ad_bad[1:]):
+        why = _UNSURE if sided is None else _BOTH
+        line = f"{_names(bad)} agree with each other but disagree with {_names(good)}: {why}"
+        return Diagnosis(line, True, (why,), frozenset({"vjp", "jvp"}) if sided else frozenset())
     if explanation is not None:
         return _explained(explanation, good)
     line = f"{_names(bad)} disagree with {_names(good)}; see the rows"
@@ -173,7 +222,7 @@ def _by_clusters(
             )
             return Diagnosis(line, True)
         who = f"all {_count(ok)}" if len(ok) > 2 else _names(ok)
-        return Diagnosis(f"{who} agree (no independent oracle)", False)
+        return Diagnosis(f"{who} agree (no independent oracle)", False, verified=False)
     tainted_groups = [g for g in groups if frozenset.intersection(*(s.tags for s in g)) & untrusted]
     if tainted_groups:
         g = tainted_groups[0]
@@ -192,7 +241,9 @@ def _by_clusters(
     return Diagnosis(line, True, (line,))
 
 
-def _explain(bad: Sequence[Source], good: Sequence[Source]) -> Groups | None:
+def _explain(
+    bad: Sequence[Source], good: Sequence[Source], cleared: frozenset[str] = frozenset()
+) -> Groups | None:
     """Group the ``bad`` sources by the rule to blame: one that every source of the group uses
     and no ``good`` source does. One group when a single rule explains them all; else the
     rule explaining the most first (two bugs at once, or a torch limitation on top of a bug).
@@ -201,7 +252,7 @@ def _explain(bad: Sequence[Source], good: Sequence[Source]) -> Groups | None:
     singles: list[Rule] = [t for t in CAUSES if t in tags]
     singles += sorted(t for t in tags if t.startswith(("m:", "o:")))
     candidates = singles + list(_PAIR_CAUSES)
-    usable = [r for r in candidates if not any(_uses(g, r) for g in good)]
+    usable = [r for r in candidates if r not in cleared and not any(_uses(g, r) for g in good)]
     for rule in usable:  # NOTE: a single rule explaining every outlier wins outright
         if all(_uses(s, rule) for s in bad):
             return [(list(bad), _cause_of(rule))]

@@ -6,10 +6,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch
 
+from derivs.check import _blame, _kink
 from derivs.check._compare import Comparisons
 from derivs.check._diagnose import diagnose
 from derivs.check._report import CheckReport, CheckRow
@@ -21,38 +23,95 @@ class Judged(NamedTuple):
     rows: list[CheckRow]
     verdicts: dict[str, str]  # operator -> its verdict line
     headline: str
+    limitations: list[str]  # what could not be checked, and why
+    unverified: list[str]  # what no independent oracle checked
+    located: _blame.Located  # whose rule is wrong: a custom Function's or torch's
 
 
 def judge(
-    operators: dict[str, Operator], rtol: float | None, atol: float | None, value_scale: float
+    operators: dict[str, Operator],
+    rtol: float | None,
+    atol: float | None,
+    value_scale: float,
+    case: Case | None = None,
 ) -> Judged:
     """Compare and diagnose the operators in order; a rule found wrong in one operator makes
-    the references of the later ones that rest on it untrusted."""
+    the references of the later ones that rest on it untrusted. With ``case``, a first-order
+    disagreement that only value-based oracles side with is probed for a kink."""
     rows: list[CheckRow] = []
     verdicts: dict[str, str] = {}
     untrusted: set[str] = set()
+    cleared: set[str] = set()  # NOTE: the first-order rules found right; diagnose adds to it
     causes: list[str] = []
     problems: list[str] = []
+    unverified: list[str] = []
+    checked: list[str] = []
+    located = _blame.Located()
     for op, (srcs, labels) in operators.items():
         cmp = Comparisons(labels, rtol, atol, value_scale)
-        diagnosis = diagnose(op, srcs, cmp, untrusted)
+        kink = None if case is None else partial(_kink.at_worst, case, op)
+        diagnosis = diagnose(op, srcs, cmp, untrusted, kink, cleared)
+        owners = _owners(case, op, diagnosis.found - untrusted, located)
         untrusted |= diagnosis.found
-        verdicts[op] = diagnosis.line
+        verdicts[op] = diagnosis.line + (f": {owners}" if owners else "")
         if diagnosis.problem:
             problems.append(op)
-            causes += diagnosis.causes
+            causes += [*diagnosis.causes, *([owners] if owners else [])]
+        elif not diagnosis.verified:
+            unverified.append(op)
+        elif any(s.status == "ok" and not s.oracle for s in srcs):
+            checked.append(op)
         rows += _rows(op, srcs, cmp, untrusted)
-    return Judged(rows, verdicts, _headline(causes, problems, list(operators)))
+    if not (problems or unverified or checked):
+        unverified.append("nothing")  # NOTE: no method could run at all
+    limitations = _limitations(operators)
+    headline = _headline(causes, problems, unverified, checked, bool(limitations))
+    return Judged(rows, verdicts, headline, limitations, unverified, located)
 
 
-def _headline(causes: list[str], problems: list[str], operators: list[str]) -> str:
+def _owners(case: Case | None, op: str, rules: frozenset[str], located: _blame.Located) -> str:
+    """Whose ``rules`` (found wrong just now by operator ``op``) are wrong, as a clause; the
+    findings and notes are added to ``located``."""
+    if case is None or not rules:
+        return ""
+    second = op in ("hessian", "hvp", "vhp", "batch_hessian")
+    found = _blame.blame(case.func, case.point, case.opts.nums, rules, second)
+    located.findings += found.findings
+    located.notes += found.notes
+    return found.clause()
+
+
+def _headline(
+    causes: list[str],
+    problems: list[str],
+    unverified: list[str],
+    checked: list[str],
+    limited: bool,
+) -> str:
     if causes:
         return "; ".join(dict.fromkeys(causes))
     if problems:
         return f"see {', '.join(problems)}"
-    if operators:
-        return f"every method agrees with the oracles ({', '.join(operators)})"
-    return "nothing was checked"
+    if unverified == ["nothing"]:
+        return "nothing could be checked: no method ran (see the notes)"
+    if unverified:
+        return (
+            f"unverified: no independent oracle checked {', '.join(unverified)} (the loop "
+            "oracle shares the backward with the methods; add the 'fd' oracle)"
+        )
+    which = "every derivative that could be checked" if limited else "every method"
+    return f"{which} agrees with the oracles ({', '.join(checked)})"
+
+
+def _limitations(operators: dict[str, Operator]) -> list[str]:
+    """``operator method, ...: reason`` for each reason some source could not run."""
+    by_reason: dict[str, list[str]] = {}
+    for op, (srcs, _) in operators.items():
+        for s in srcs:
+            if s.status == "skip":
+                name = f"{s.name} oracle" if s.oracle else s.name
+                by_reason.setdefault(s.note, []).append(f"{op} {name}")
+    return [f"{', '.join(who)}: {reason}" for reason, who in by_reason.items()]
 
 
 def _rows(op: str, srcs: list[Source], cmp: Comparisons, untrusted: set[str]) -> list[CheckRow]:
@@ -164,9 +223,12 @@ def build_report(
         device=str(case.diff[0].device),
         rows=tuple(judged.rows),
         verdict=judged.headline,
+        limitations=tuple(judged.limitations),
+        unverified=tuple(judged.unverified),
         verdicts=judged.verdicts,
         sum_trick=_sum_verdict(operators, judged.rows) if batched else None,
-        notes=tuple(notes.values()),
+        notes=(*notes.values(), *judged.located.notes),
+        findings=tuple(judged.located.findings),
         seconds=time.perf_counter() - started,
         timings=timings,
     )

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from derivs.check._blame import Finding
 from derivs.check._setup import API
 
 
@@ -13,9 +14,11 @@ from derivs.check._setup import API
 class CheckRow:
     """One comparison: ``method``'s result for ``operator`` against ``reference``.
 
-    ``status`` is ``"pass"``, ``"FAIL"``, ``"error"`` (the method or oracle raised; see
-    ``note``), ``"skip"`` (an oracle that does not apply, e.g. the complex step for a
-    function that rejects complex input) or ``"n/a"`` (the sum trick refused the function).
+    ``status`` is ``"pass"``, ``"FAIL"``, ``"error"`` (the method or oracle raised for a
+    reason check could not establish; see ``note``), ``"skip"`` (it could not run, or could
+    not check anything, for a reason other than a wrong derivative, named in ``note``: the
+    memory budget, a rule func's custom ``autograd.Function`` does not define, a torch
+    limitation) or ``"n/a"`` (the sum trick refused the function).
     An element passes when ``|actual - expected| <= atol + rtol |expected| + 2 error``
     (``derivs.testing.tolerance``, ``error`` being the finite-difference estimate);
     ``ratio`` is the largest ``|actual - expected| / tolerance``, ``tolerance`` its
@@ -40,8 +43,15 @@ class CheckRow:
 class CheckReport:
     """What ``derivs.check`` found: the rows, a verdict per operator and a headline.
 
-    ``str(report)`` is a table; ``report.to_dict()`` a JSON-ready dict; ``report.passed``
-    is True when no row is ``FAIL`` or ``error``.
+    ``str(report)`` is a table; ``report.to_dict()`` a JSON-ready dict. ``report.status`` is
+    ``"passed"`` (every derivative that could be checked agrees with an independent oracle),
+    ``"failed"`` (a row is ``FAIL`` or ``error``) or ``"unverified"`` (nothing failed, but no
+    independent oracle checked some operator, e.g. ``oracles="loop"``, which shares the
+    backward with the methods); ``report.passed`` is True only for ``"passed"``.
+    ``limitations`` lists what could not be checked and why (the ``skip`` rows), and
+    ``unverified`` the operators no independent oracle checked. ``findings`` says whose rule
+    is wrong when the verdict names one: a custom ``autograd.Function`` (class and call site)
+    or a torch operator, each checked on the inputs it saw (``derivs.check._blame``).
     """
 
     function: str
@@ -57,11 +67,24 @@ class CheckReport:
     notes: tuple[str, ...]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    limitations: tuple[str, ...] = ()
+    unverified: tuple[str, ...] = ()
     mode: str = "dense"  # "dense" or "projected": what check's mode= resolved to
+    findings: tuple[Finding, ...] = ()  # whose rule is wrong (derivs.check._blame)
+
+    @property
+    def verified(self) -> bool:
+        return not self.unverified
+
+    @property
+    def status(self) -> str:
+        if self.failures:
+            return "failed"
+        return "passed" if self.verified else "unverified"
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return self.status == "passed"
 
     @property
     def failures(self) -> tuple[CheckRow, ...]:
@@ -77,8 +100,12 @@ class CheckReport:
             "batched": self.batched,
             "device": self.device,
             "passed": self.passed,
+            "status": self.status,
             "verdict": self.verdict,
+            "limitations": list(self.limitations),
+            "unverified": list(self.unverified),
             "verdicts": dict(self.verdicts),
+            "findings": [f.to_dict() for f in self.findings],
             "sum_trick": self.sum_trick,
             "notes": list(self.notes),
             "seconds": self.seconds,
@@ -97,16 +124,19 @@ class CheckReport:
         legend = _legend(self.rows)
         if legend:
             lines += ["", "references: " + "; ".join(legend)]
-        # NOTE: an n/a row's note is the sum trick's refusal, which the verdict quotes.
+        # NOTE: an n/a row's note is the sum trick's refusal, which the verdict quotes; a skip
+        # row's is listed under "not checked".
         notes = [
             f"  {r.operator} {r.method}: {r.note}"
             for r in self.rows
-            if r.note and r.status != "n/a"
+            if r.note and r.status not in ("n/a", "skip")
         ]
         if notes:
             lines += ["", "notes:", *dict.fromkeys(notes)]
-        lines += ["", f"verdict: {'PASS' if self.passed else 'FAIL'}: {self.verdict}"]
+        word = {"passed": "PASS", "failed": "FAIL", "unverified": "UNVERIFIED"}[self.status]
+        lines += ["", f"verdict: {word}: {self.verdict}"]
         lines += [f"  {op}: {text}" for op, text in self.verdicts.items()]
+        lines += [f"  not checked: {text}" for text in self.limitations]
         if self.sum_trick is not None:
             lines.append(f"  sum trick: {self.sum_trick}")
         lines += [f"  note: {text}" for text in self.notes]
@@ -117,7 +147,7 @@ class CheckFailure(AssertionError):
     """Raised by ``derivs.check(..., raise_exception=True)`` on a mismatch; ``.report`` has it all."""
 
     def __init__(self, report: CheckReport) -> None:
-        super().__init__(f"{API}: {report.function} failed: {report.verdict}\n\n{report}")
+        super().__init__(f"{API}: {report.function} {report.status}: {report.verdict}\n\n{report}")
         self.report = report
 
 

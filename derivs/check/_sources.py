@@ -30,6 +30,7 @@ class Source:
     status: str = "ok"  # ok | error | skip | n/a
     note: str = ""
     seconds: float = 0.0
+    exc: BaseException | None = None  # what it raised (traceback dropped), for _limits
 
 
 class Operator(NamedTuple):
@@ -80,6 +81,7 @@ def run(
         src.status, src.note = "skip", summary(exc)
     except Exception as exc:
         src.status, src.note = (refused or "error"), summary(exc)
+        src.exc = exc.with_traceback(None)
     else:
         if estimate:
             src.leaves, src.errors = leaves(result[0]), leaves(result[1])
