@@ -61,7 +61,7 @@ class References:
         if self.loop:
             found.append(self._loop(grad, points[0], batched, full))
         if self.reference is not None:
-            found.append(self._reference(grad, points, batched is not None))
+            found.append(self._reference(self.reference, grad, points, batched is not None))
         elif self.fd:
             self._note_evaluation(points[0])
             estimate = partial(self._estimate, grad, points, batched is not None)
@@ -89,9 +89,15 @@ class References:
         if summary:
             self.notes["evaluation"] = f"fd, cs: {summary}"
 
-    def _reference(self, grad: bool, points: list[tuple[Any, ...]], stacked: bool) -> Source:
+    def _reference(
+        self,
+        reference: Callable[..., Any],
+        grad: bool,
+        points: list[tuple[Any, ...]],
+        stacked: bool,
+    ) -> Source:
         """``reference``'s derivatives in float64, each block's error bound by the k-rule."""
-        ref = _KRule(self.reference, self.argnums, self.k, grad)
+        ref = _KRule(reference, self.argnums, self.k, grad)
         src = run("ref", True, {BOUND}, partial(ref.bounds, points, stacked), estimate=True)
         if src.status == "ok":
             self.notes.setdefault(f"reference{'(grad)' * grad}", ref.note())

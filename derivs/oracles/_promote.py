@@ -244,8 +244,13 @@ class Raising(TorchFunctionMode):
             seen = ref()
             if seen is not None and seen._version != version and key not in self._saved:
                 self.mutated.setdefault(key, _describe(seen))
-        for key, (_, _, copy, version) in list(self._copies.items()):
-            if copy._version != version:  # an op changed the copy: copy it afresh next time
+        for key, (ref, _, copy, version) in list(self._copies.items()):
+            original = ref()
+            # NOTE: an op changed the copy (batch_norm updates its running statistics
+            # without bumping their version, hence the comparison): copy afresh next time
+            if original is None:
+                del self._copies[key]
+            elif copy._version != version or not _same(copy, original.to(copy.dtype)):
                 self.mutated.setdefault(key, f"{self.promoted[key]}, its copy")
                 del self._copies[key]
 
@@ -366,3 +371,7 @@ def cast_computation(func: Callable[..., Any], dtype: torch.dtype) -> Callable[.
         )
     mode = Raising(dtype, lowering=torch.finfo(dtype).eps > torch.finfo(torch.float32).eps)
     return mode.wrap(func)
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return bool(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True))
