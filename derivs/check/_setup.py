@@ -193,9 +193,7 @@ MODES = {
 
 def _check_mode(mode: object) -> None:
     if not isinstance(mode, str):
-        raise TypeError(
-            f"{API}: mode must be one of {list(MODES)}, got {_validate.describe(mode)}"
-        )
+        raise TypeError(f"{API}: mode must be one of {list(MODES)}, got {_validate.describe(mode)}")
     if mode not in MODES:
         listing = "; ".join(f"{k!r}: {v}" for k, v in MODES.items())
         raise ValueError(f"{API}: mode={mode!r} is not one of {list(MODES)} ({listing})")
