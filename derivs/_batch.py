@@ -130,7 +130,7 @@ def _prepare(
 ) -> None:
     _validate.check_callable(api, func)
     _validate.check_argnums_spec(api, argnums)
-    _validate.check_method(api, method, METHODS)
+    _validate.check_choice(api, "method", method, METHODS)
     _validate.check_chunk_size(api, chunk_size)
 
 

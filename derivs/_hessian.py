@@ -20,7 +20,7 @@ METHODS = OPERATORS["hessian"]
 # NOTE: 'auto' keeps the outer mode forward: the inner Jacobian has out*N elements for N
 # inputs, never fewer than N, so forward mode never loses there (and fwd-over-rev is the
 # well-known best pairing for scalar functions).
-_COMPOSITIONS = {
+COMPOSITIONS = {
     "auto": ("fwd", "auto"),
     "fwd_rev": ("fwd", "rev"),
     "rev_rev": ("rev", "rev"),
@@ -44,7 +44,7 @@ def hessian_blocks(
     if method == "loop":
         res = oracles.loop_hessian(func, tuple(args), argnums)
         return [list(row) for row in res]
-    outer, inner = _COMPOSITIONS[method]
+    outer, inner = COMPOSITIONS[method]
 
     def gradient(*a: Any) -> tuple[torch.Tensor, ...]:
         blocks, _, _ = jacobian_blocks(func, a, argnums, inner, chunk_size=chunk_size, api=api)
@@ -92,7 +92,7 @@ def hessian(
     """
     _validate.check_callable(API, func)
     _validate.check_argnums_spec(API, argnums)
-    _validate.check_method(API, method, METHODS)
+    _validate.check_choice(API, "method", method, METHODS)
     _validate.check_chunk_size(API, chunk_size)
     if method == "loop" and chunk_size is not None:
         raise ValueError(

@@ -42,14 +42,12 @@ def prefers_forward(out_numel: int, in_numel: int, device: str | torch.device = 
     only wins once reverse mode's ``out x out`` basis of cotangents is big.
 
     * CPU (and any device other than CUDA): forward iff ``out > in`` and ``out >= 512``.
-      Grid of 8 to 2048 inputs and outputs, torch 2.13, one thread: right in 81 of 81 cells,
-      for auto's eager modes and for the torch.func methods; the textbook rule in 66 of 81
-      (8 -> 256 runs 1.2x slower forward).
-    * CUDA: forward iff ``out > in`` and ``out * max(in, 256) >= 2**22``. An H100 launches
-      kernels for either mode in about the same time, so reverse mode wins until its basis
-      (``out**2`` elements) or its work (``out**2 * in``) is large: 8 -> 8192 still runs
-      reverse faster, 512 -> 8192 and 8 -> 16384 forward. Grid of 8 to 16384 inputs and
-      outputs, torch 2.11: right in 36 of 36 cells (the CPU rule: 29).
+    * CUDA: forward iff ``out > in`` and ``out * max(in, 256) >= 2**22``: kernel launches cost
+      either mode about the same, so reverse mode wins until its basis (``out**2`` elements)
+      or its work (``out**2 * in``) is large.
+
+    The grids, and how often each rule picks the faster mode on them: docs/benchmarks.md,
+    "The rule from the grid".
 
     The grid's function is cheap; where evaluating ``func`` dominates, the ratio of outputs
     to inputs matters more than these thresholds.
@@ -286,7 +284,7 @@ def _loop(
     return blocks_of(jac, len(argnums)), spec, aux
 
 
-_IMPLS = {"auto": _auto, "rev": _rev, "fwd": _fwd, "vjp_vmap": _vjp_vmap, "loop": _loop}
+IMPLS = {"auto": _auto, "rev": _rev, "fwd": _fwd, "vjp_vmap": _vjp_vmap, "loop": _loop}
 
 
 def jacobian_blocks(
@@ -303,7 +301,7 @@ def jacobian_blocks(
 
     ``func`` is expected to be checked already (see ``_validate.CheckedFunc``).
     """
-    blocks, spec, aux = _IMPLS[method](func, args, argnums, has_aux, chunk_size, api)
+    blocks, spec, aux = IMPLS[method](func, args, argnums, has_aux, chunk_size, api)
     # NOTE: the contract says results have the input's dtype; a func that computes in another
     # precision would otherwise give forward mode (output dtype) and reverse mode (input dtype)
     # results of different dtypes.
@@ -360,7 +358,7 @@ def jacobian(
     """
     _validate.check_callable(API, func)
     _validate.check_argnums_spec(API, argnums)
-    _validate.check_method(API, method, METHODS)
+    _validate.check_choice(API, "method", method, METHODS)
     _validate.check_bool(API, "has_aux", has_aux)
     _validate.check_chunk_size(API, chunk_size)
     if method == "loop" and chunk_size is not None:

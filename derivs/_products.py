@@ -29,7 +29,7 @@ def _prepare(
     methods: dict[str, str],
 ) -> tuple[_validate.CheckedFunc, Vectors, Vectors, tuple[int, ...]]:
     _validate.check_callable(api, func)
-    _validate.check_method(api, method, methods)
+    _validate.check_choice(api, "method", method, methods)
     ps, vs = _validate.check_primals_tangents(api, primals, vectors, name)
     assert callable(func)
     if method == "dense":

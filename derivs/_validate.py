@@ -78,12 +78,13 @@ def normalize_argnums(api: str, argnums: Argnums, nargs: int) -> tuple[int, ...]
     return tuple(out)
 
 
-def check_method(api: str, method: object, methods: Mapping[str, str]) -> None:
-    """``methods`` maps each valid name to a one-line hint on when to use it."""
-    if isinstance(method, str) and method in methods:
+def check_choice(api: str, name: str, value: object, choices: Mapping[str, str]) -> None:
+    """``value`` of the argument ``name`` must be a key of ``choices`` (name -> one-line hint
+    on when to use it): a ``method``, a sparse ``mode``, ``layout``..."""
+    if isinstance(value, str) and value in choices:
         return
-    listing = "\n".join(f"  {name!r}: {hint}" for name, hint in methods.items())
-    raise ValueError(f"{api}: method={method!r} is not one of {list(methods)}:\n{listing}")
+    listing = "\n".join(f"  {key!r}: {hint}" for key, hint in choices.items())
+    raise ValueError(f"{api}: {name}={value!r} is not one of {list(choices)}:\n{listing}")
 
 
 def check_chunk_size(api: str, chunk_size: object) -> None:
@@ -181,6 +182,15 @@ def check_peak(api: str, what: str, nbytes: int, hint: str) -> None:
             f"the memory budget of {fmt_bytes(budget)}; {hint} (or raise the budget with "
             f"derivs.set_memory_budget / DERIVS_MEMORY_BUDGET)"
         )
+
+
+def fmt_index(flat: int, shape: Sequence[int]) -> str:
+    """The position ``flat`` of a flattened tensor of ``shape`` as an index: ``(1, 0, 2)``."""
+    index = []
+    for size in reversed(shape):
+        index.append(flat % size)
+        flat //= size
+    return str(tuple(reversed(index)))
 
 
 def fmt_bytes(n: int) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from derivs import _validate
+
 __all__ = ["ERROR_SAFETY", "Tolerance", "assert_close", "tolerance"]
 
 Tensor = torch.Tensor
@@ -195,14 +197,6 @@ def _pairs(
 # ----------------------------------------------------------------------------- values
 
 
-def _fmt_index(flat: int, shape: torch.Size) -> str:
-    index = []
-    for size in reversed(shape):
-        index.append(flat % size)
-        flat //= size
-    return str(tuple(reversed(index)))
-
-
 def _where(path: str) -> str:
     return f"block{path}" if path else "tensor"
 
@@ -299,10 +293,10 @@ def _check_values(
     lines = [
         f"values differ in {where} (shape {tuple(shape)}, {name}, {actual.device}):"
         f" {nbad} of {expected.numel()} elements out of tolerance",
-        f"  worst at index {_fmt_index(worst, shape)}: actual {_num(av)}, expected {_num(ev)},"
+        f"  worst at index {_validate.fmt_index(worst, shape)}: actual {_num(av)}, expected {_num(ev)},"
         f" |diff| {float(diff.reshape(-1)[worst]):.3g} > tolerance {tol_there:.3g}",
-        f"  max abs error {max_abs:.3g} at {_fmt_index(abs_at, shape)};"
-        f" max rel error {float(rel.reshape(-1)[rel_at]):.3g} at {_fmt_index(rel_at, shape)}",
+        f"  max abs error {max_abs:.3g} at {_validate.fmt_index(abs_at, shape)};"
+        f" max rel error {float(rel.reshape(-1)[rel_at]):.3g} at {_validate.fmt_index(rel_at, shape)}",
         "  tolerance: |actual - expected| <= atol + rtol*|expected|"
         + (f" + {ERROR_SAFETY:g}*error" if error is not None else "")
         + f"; {how}",

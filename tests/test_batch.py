@@ -16,7 +16,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import IMPL, Snapshot, assert_close, batched_values, call_repr
+from suite_helpers import IMPL, Snapshot, assert_close_scaled, batched_values, call_repr
 
 import derivs
 import derivs.strategies as ds
@@ -104,7 +104,7 @@ def test_batch_jacobian_matches_per_sample_oracle(
     ctx = call_repr("batch_jacobian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
     snap.check(ctx)
     expected = oracles.loop_batch_jacobian(p.func, p.args, argnums, in_dims=p.in_dims)
-    assert_close(result, expected, values=values(p, "batch_jacobian", argnums), context=ctx)
+    assert_close_scaled(result, expected, values=values(p, "batch_jacobian", argnums), context=ctx)
 
 
 @pytest.mark.parametrize("method", IMPL.params("batch_hessian"))
@@ -119,7 +119,7 @@ def test_batch_hessian_matches_per_sample_oracle(
     ctx = call_repr("batch_hessian", p.func, argnums=argnums, in_dims=p.in_dims, method=method)
     snap.check(ctx)
     expected = oracles.loop_batch_hessian(p.func, p.args, argnums, in_dims=p.in_dims)
-    assert_close(result, expected, values=values(p, "batch_hessian", argnums), context=ctx)
+    assert_close_scaled(result, expected, values=values(p, "batch_hessian", argnums), context=ctx)
 
 
 @given(data=st.data())
@@ -136,7 +136,7 @@ def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(
     for b in range(p.batch_size):
         single = oracles.loop_jacobian(p.func, p.sample(b), argnums)
         got = tuple(r[b] for r in result) if isinstance(result, tuple) else result[b]
-        assert_close(
+        assert_close_scaled(
             got,
             single,
             values=scales,
@@ -171,7 +171,7 @@ def test_tutorial_batch_predict(device: str, dtype: torch.dtype, data: st.DataOb
     y = p.func(p.weight, p.bias, p.xs)
     expected = (1 - y**2)[..., :, None] * p.weight
     result = IMPL.batch_jacobian(p.func, 2, in_dims=(None, None, 0), method=method)(*p.batched_args)
-    assert_close(
+    assert_close_scaled(
         result,
         expected,
         values=(p.batched_args, y),

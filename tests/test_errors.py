@@ -15,6 +15,10 @@ import torch
 from suite_helpers import IMPL
 
 import derivs
+import derivs.conformance
+import pytest_derivs._impl
+from derivs import _hessian, _jacobian, _registry
+from derivs.check import OPERATORS as CHECK_OPERATORS
 
 pytestmark = pytest.mark.conformance
 
@@ -557,6 +561,21 @@ def test_bad_input_raises_clear_error(
     assert re.search(pattern, str(info.value)), (
         f"message {str(info.value)!r} does not match {pattern!r}"
     )
+
+
+@pytest.mark.derivs_only("derivs' own tables of methods")
+def test_method_tables_match_the_registry() -> None:
+    """Every list of operators and methods is the registry's, and each dispatch table holds
+    exactly the registry's methods (hvp, vhp and the batch operators branch instead: their
+    properties run every registry method through IMPL.methods)."""
+    registry = {op: tuple(ms) for op, ms in _registry.OPERATORS.items()}
+    assert registry == derivs.METHODS
+    assert CHECK_OPERATORS == _registry.OPERATORS
+    assert tuple(registry) == derivs.conformance.OPERATORS
+    assert tuple(registry) == pytest_derivs._impl.OPERATORS
+    assert tuple(_jacobian.IMPLS) == registry["jacobian"]
+    composed = set(_hessian.COMPOSITIONS) | {"loop"}  # loop runs the oracle, not a composition
+    assert composed == set(registry["hessian"])
 
 
 @pytest.mark.derivs_only("the bad-input table itself")

@@ -20,7 +20,7 @@ import torch
 from oracle_cases import F64_EPS, TRUTH_SLACK, check_complex_step, quadratic_gradient_case
 from suite_helpers import (
     IMPL,
-    assert_close,
+    assert_close_scaled,
     batched_values,
     magnitude,
     measured_rounding,
@@ -123,7 +123,7 @@ def test_layout_comparison_scaled_by_sensitivity_seed_343() -> None:
     scale = sensitivity(oracle_run("hvp", f, None, v), args)
     assert magnitude(scale) > 100 * magnitude(args, f(*args), v)
     for method in IMPL.methods("hvp"):
-        assert_close(
+        assert_close_scaled(
             derivs.hvp(f, args, v, method=method),
             derivs.hvp(f, dense, v, method=method),
             values=(args, f(*args), scale),
@@ -175,8 +175,8 @@ def test_vmap_comparison_scaled_by_the_measured_rounding_seed_539(method: str) -
     context = f"vmap(hessian(f, method={method!r})) on the seed-539 draw"
     if not torch.equal(result, reference):  # methods that happen to round alike pass either way
         with pytest.raises(AssertionError, match="values differ"):
-            assert_close(result, reference, values=before, context=context)
-    assert_close(result, reference, values=batched_values(p, oracle, 0), context=context)
+            assert_close_scaled(result, reference, values=before, context=context)
+    assert_close_scaled(result, reference, values=batched_values(p, oracle, 0), context=context)
 
 
 def test_complex_step_scaled_by_the_terms_of_its_closed_form_seed_532() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import IMPL, Snapshot, assert_close, call_repr, fd_check, values_of
+from suite_helpers import IMPL, Snapshot, assert_close_scaled, call_repr, fd_check, values_of
 
 import derivs.strategies as ds
 from derivs import oracles
@@ -45,7 +45,9 @@ def test_matches_loop_oracle(
     H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("hessian", p.func, argnums=argnums, method=method)
     snap.check(ctx)
-    assert_close(H, oracles.loop_hessian(p.func, p.args, argnums), values=values_of(p), context=ctx)
+    assert_close_scaled(
+        H, oracles.loop_hessian(p.func, p.args, argnums), values=values_of(p), context=ctx
+    )
 
 
 @pytest.mark.parametrize("method", IMPL.params("hessian"))
@@ -63,7 +65,9 @@ def test_mixed_blocks_match_loop_oracle(
     argnums = data.draw(ds.argnums(n, allow_int=False, min_size=n), label="argnums")
     H = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("hessian", p.func, argnums=argnums, method=method)
-    assert_close(H, oracles.loop_hessian(p.func, p.args, argnums), values=values_of(p), context=ctx)
+    assert_close_scaled(
+        H, oracles.loop_hessian(p.func, p.args, argnums), values=values_of(p), context=ctx
+    )
 
 
 @pytest.mark.parametrize("method", IMPL.params("hessian"))
@@ -99,7 +103,7 @@ def test_symmetric(device: str, dtype: torch.dtype, data: st.DataObject) -> None
         for j in range(n):
             di, dj = len(p.func.in_shapes[i]), len(p.func.in_shapes[j])
             perm = (*range(out), *range(out + dj, out + dj + di), *range(out, out + dj))
-            assert_close(
+            assert_close_scaled(
                 H[j][i].permute(perm),
                 H[i][j],
                 values=values_of(p),
@@ -118,7 +122,7 @@ def test_is_jacobian_of_jacobian(
     composed = IMPL.jacobian(IMPL.jacobian(p.func, argnums, method=inner), argnums, method=outer)(
         *p.args
     )
-    assert_close(
+    assert_close_scaled(
         IMPL.hessian(p.func, argnums, method=method)(*p.args),
         composed,
         values=values_of(p),
@@ -144,7 +148,7 @@ def test_chunk_size_does_not_change_values(
     chunk = data.draw(ds.chunk_sizes(total), label="chunk_size")
     whole = IMPL.hessian(p.func, argnums, method=method)(*p.args)
     chunked = IMPL.hessian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
-    assert_close(
+    assert_close_scaled(
         chunked,
         whole,
         values=values_of(p),
@@ -161,7 +165,7 @@ def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.
     y = p.func(*p.args)
     W = p.weight
     expected = (-2 * y * (1 - y**2))[:, None, None] * W[:, :, None] * W[:, None, :]
-    assert_close(
+    assert_close_scaled(
         IMPL.hessian(p.func, 2, method=method)(*p.args),
         expected,
         values=values_of(p),

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import event, given, note
 from hypothesis import strategies as st
-from suite_helpers import IMPL, Snapshot, assert_close, call_repr, fd_check, values_of
+from suite_helpers import IMPL, Snapshot, assert_close_scaled, call_repr, fd_check, values_of
 
 import derivs
 import derivs.strategies as ds
@@ -44,7 +44,7 @@ def test_matches_loop_oracle(
     jac = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     ctx = call_repr("jacobian", p.func, argnums=argnums, method=method)
     snap.check(ctx)
-    assert_close(
+    assert_close_scaled(
         jac, oracles.loop_jacobian(p.func, p.args, argnums), values=values_of(p), context=ctx
     )
 
@@ -77,7 +77,7 @@ def test_methods_agree_tightly(device: str, dtype: torch.dtype, data: st.DataObj
     argnums = data.draw(ds.argnums(p.func.n_args), label="argnums")
     results = {m: IMPL.jacobian(p.func, argnums, method=m)(*p.args) for m in METHODS}
     for m in METHODS[1:]:
-        assert_close(
+        assert_close_scaled(
             results[m],
             results[METHODS[0]],
             values=values_of(p),
@@ -98,7 +98,7 @@ def test_tuple_argnums_are_the_single_blocks(
     assert isinstance(blocks, tuple) and len(blocks) == len(argnums)
     for k, a in enumerate(argnums):
         single = IMPL.jacobian(p.func, a, method=method)(*p.args)
-        assert_close(
+        assert_close_scaled(
             blocks[k],
             single,
             values=values_of(p),
@@ -120,7 +120,7 @@ def test_chunk_size_does_not_change_values(
     chunk = data.draw(ds.chunk_sizes(total), label="chunk_size")
     whole = IMPL.jacobian(p.func, argnums, method=method)(*p.args)
     chunked = IMPL.jacobian(p.func, argnums, method=method, chunk_size=chunk)(*p.args)
-    assert_close(
+    assert_close_scaled(
         chunked,
         whole,
         values=values_of(p),
@@ -142,13 +142,13 @@ def test_has_aux_returns_aux_untouched(
 
     jac, aux = IMPL.jacobian(with_aux, argnums, method=method, has_aux=True)(*p.args)
     ctx = call_repr("jacobian", p.func, argnums=argnums, method=method, has_aux=True)
-    assert_close(
+    assert_close_scaled(
         jac,
         IMPL.jacobian(p.func, argnums, method=method)(*p.args),
         values=values_of(p),
         context=ctx,
     )
-    assert_close(
+    assert_close_scaled(
         aux,
         {"out": p.func(*p.args) * 2, "first": p.args[0] + 1},
         values=values_of(p),
@@ -170,7 +170,7 @@ def test_auto_equals_the_method_it_picks(
     picked = "fwd" if fwd else "vjp_vmap"
     note(f"auto picks {picked}")
     auto = derivs.jacobian(p.func, argnums)(*p.args)
-    assert_close(
+    assert_close_scaled(
         auto,
         derivs.jacobian(p.func, argnums, method=picked)(*p.args),
         values=values_of(p),
@@ -186,7 +186,7 @@ def test_tutorial_predict_closed_form(device: str, dtype: torch.dtype, data: st.
     method = data.draw(st.sampled_from(METHODS), label="method")
     y = p.func(*p.args)
     expected = (1 - y**2)[:, None] * p.weight
-    assert_close(
+    assert_close_scaled(
         IMPL.jacobian(p.func, 2, method=method)(*p.args),
         expected,
         values=values_of(p),
@@ -219,7 +219,7 @@ def test_auto_same_when_inputs_require_grad(
     plain = derivs.jacobian(p.func, argnums)(*p.args)
     tracked_args = [a.detach().clone().requires_grad_() for a in p.args]
     tracked = derivs.jacobian(p.func, argnums)(*tracked_args)
-    assert_close(
+    assert_close_scaled(
         tuple(t.detach() for t in tracked) if isinstance(tracked, tuple) else tracked.detach(),
         plain,
         values=values_of(p),
@@ -250,7 +250,7 @@ def test_auto_eager_modes_match_loop_oracle(
         return
     single = isinstance(argnums, int)
     jac = blocks[0][0] if single else tuple(blocks[0])
-    assert_close(
+    assert_close_scaled(
         jac,
         oracles.loop_jacobian(p.func, p.args, argnums),
         values=values_of(p),
@@ -277,7 +277,9 @@ def test_auto_differentiable_in_closed_over_parameters(
         jac = derivs.jacobian(f, method=method)(x)
         assert jac.requires_grad, f"jacobian(method={method!r}) lost the graph to W"
         grads[method] = torch.autograd.grad(jac.square().sum(), w)[0]
-    assert_close(grads["auto"], grads["rev"], values=(x, w.detach()), context=f"{shape} d|J|^2/dW")
+    assert_close_scaled(
+        grads["auto"], grads["rev"], values=(x, w.detach()), context=f"{shape} d|J|^2/dW"
+    )
 
 
 @pytest.mark.derivs_only("auto's eager path")
@@ -295,7 +297,9 @@ def test_auto_differentiable_in_inputs_requiring_grad(
     for method in ("auto", "rev"):
         jac = derivs.jacobian(f, method=method)(x)
         second[method] = torch.autograd.grad(jac.square().sum(), x)[0]
-    assert_close(second["auto"], second["rev"], values=(x.detach(),), context=f"{shape} d|J|^2/dx")
+    assert_close_scaled(
+        second["auto"], second["rev"], values=(x.detach(),), context=f"{shape} d|J|^2/dx"
+    )
 
 
 class _SquareNoDoubleBackward(torch.autograd.Function):
@@ -336,7 +340,9 @@ def test_auto_with_a_custom_function_that_is_not_twice_differentiable(
         return _tiled(_SquareNoDoubleBackward.apply(x) + x, n_out)
 
     expected = torch.diag(2 * x + 1)[torch.arange(n_out, device=device) % n_in]
-    assert_close(derivs.jacobian(f)(x), expected, values=(x,), context=f"{shape} custom Function")
+    assert_close_scaled(
+        derivs.jacobian(f)(x), expected, values=(x,), context=f"{shape} custom Function"
+    )
 
 
 @pytest.mark.derivs_only("writable zero blocks, auto's eager path")
@@ -353,7 +359,9 @@ def test_auto_unused_inputs_and_constant_outputs(
 
     (dx, dy), (cx, cy) = derivs.jacobian(f, (0, 1))(x, y)
     expected = derivs.jacobian(f, (0, 1), method="loop")(x, y)
-    assert_close(((dx, dy), (cx, cy)), expected, values=(x, y), context=f"{shape} unused/constant")
+    assert_close_scaled(
+        ((dx, dy), (cx, cy)), expected, values=(x, y), context=f"{shape} unused/constant"
+    )
     for block in (dy, cx, cy):
         assert all(st > 0 for st, n in zip(block.stride(), block.shape, strict=True) if n > 1), (
             f"a zero block is a broadcast view: strides {block.stride()}"
@@ -384,7 +392,7 @@ def test_auto_traced_path_run_eagerly_matches_the_loop(
     got = {a: derivs.jacobian(f, a, has_aux=True)(x, y) for a in (0, (0, 1))}
     monkeypatch.undo()
     for a in got:
-        assert_close(
+        assert_close_scaled(
             got[a], expected[a], values=(x, y), context=f"{shape} traced auto, argnums={a}"
         )
 
@@ -405,4 +413,6 @@ def test_auto_under_no_grad_and_aux_detached(device: str, dtype: torch.dtype, sh
             ref_jac, ref_aux = derivs.jacobian(f, has_aux=True, method="rev")(x)
         assert not jac.requires_grad and not aux.requires_grad
         assert aux.requires_grad == ref_aux.requires_grad
-        assert_close((jac, aux), (ref_jac, ref_aux), values=(x,), context=f"{shape} {context}")
+        assert_close_scaled(
+            (jac, aux), (ref_jac, ref_aux), values=(x,), context=f"{shape} {context}"
+        )

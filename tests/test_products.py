@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import IMPL, Snapshot, assert_close, contract, oracle_result, values_of
+from suite_helpers import IMPL, Snapshot, assert_close_scaled, contract, oracle_result, values_of
 
 import derivs.strategies as ds
 from derivs import oracles
@@ -39,7 +39,7 @@ def test_hvp_is_H_times_v(
     result = IMPL.hvp(p.func, p.args, v, method=method)
     snap.check(f"hvp(method={method!r})")
     expected = oracle_result("hvp", p.func, p.args, None, v)
-    assert_close(
+    assert_close_scaled(
         result,
         expected,
         values=(*values_of(p), v),
@@ -57,7 +57,7 @@ def test_vhp_is_v_times_H(
     result = IMPL.vhp(p.func, p.args, v, method=method)
     snap.check(f"vhp(method={method!r})")
     expected = oracle_result("vhp", p.func, p.args, None, v)
-    assert_close(
+    assert_close_scaled(
         result,
         expected,
         values=(*values_of(p), v),
@@ -73,7 +73,7 @@ def test_hvp_equals_vhp(device: str, dtype: torch.dtype, data: st.DataObject) ->
     p, v = draw(data, device, dtype)
     hm = data.draw(st.sampled_from(HVP), label="hvp method")
     vm = data.draw(st.sampled_from(VHP), label="vhp method")
-    assert_close(
+    assert_close_scaled(
         IMPL.hvp(p.func, p.args, v, method=hm),
         IMPL.vhp(p.func, p.args, v, method=vm),
         values=(*values_of(p), v),
@@ -101,7 +101,7 @@ def test_linear_in_the_vector(
             op(p.func, p.args, v, method=method), op(p.func, p.args, w, method=method), strict=True
         )
     )
-    assert_close(
+    assert_close_scaled(
         lhs,
         rhs,
         values=(*values_of(p), v, w, combined),
@@ -128,7 +128,7 @@ def test_mixed_blocks_of_an_asymmetric_coupling(
     v = data.draw(ds.tangents_like((x, y)), label="vectors")
     H = oracles.loop_hessian(f, (x, y), (0, 1))
     result = IMPL.operator(api)(f, (x, y), v, method=method)
-    assert_close(
+    assert_close_scaled(
         result,
         contract(H, v, left=api == "vhp"),
         values=((x, y), v, W),

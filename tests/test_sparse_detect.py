@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from suite_helpers import Snapshot
 
 import derivs
 import derivs.strategies as ds
 from derivs.sparse._detect import hessian_pattern, jacobian_pattern
-from tests.suite_helpers import Snapshot
 
 API = "derivs.jacobian_sparsity"
 
@@ -95,10 +95,6 @@ def _argnums(data, func) -> tuple[int, ...]:
     return tuple(data.draw(st.permutations(range(func.n_args))))[
         : data.draw(st.integers(1, func.n_args))
     ]
-
-
-def _cpu64(problem):
-    return problem.device == "cpu" and problem.dtype == torch.float64
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from derivs import testing
+from derivs._validate import fmt_index
 from derivs.check._sources import Source
 
 Tensor = torch.Tensor
@@ -108,7 +108,7 @@ def compare(
         max_abs, max_rel = max(max_abs, b_abs), max(max_rel, b_rel)
         if ratio > worst.ratio:
             where = (
-                f"{label}{' ' if label else ''}{_fmt_index(index, e.shape)}: {av:.6g} vs {ev:.6g}"
+                f"{label}{' ' if label else ''}{fmt_index(index, e.shape)}: {av:.6g} vs {ev:.6g}"
             )
             worst = Cmp(True, 0.0, 0.0, allowed, ratio, where)
     ratio = max(worst.ratio, 0.0)
@@ -196,11 +196,3 @@ def magnitude(values: list[Any]) -> float:
             if finite.numel():
                 best = max(best, float(finite.abs().max()))
     return best
-
-
-def _fmt_index(flat: int, shape: Sequence[int]) -> str:
-    index = []
-    for size in reversed(shape):
-        index.append(flat % size)
-        flat //= size
-    return str(tuple(reversed(index)))

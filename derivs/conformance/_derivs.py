@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import derivs
+from derivs._hessian import COMPOSITIONS
 from derivs.conformance._features import Features
 
 _ALL_BUT_LOOP = {
@@ -18,7 +19,7 @@ _ALL_BUT_LOOP = {
 FEATURES = Features(
     methods=derivs.METHODS,
     # NOTE: 'loop' calls torch.autograd.grad on detached copies: it neither runs under
-    # torch.func transforms nor keeps a graph to the inputs (measured; DESIGN.md says so).
+    # torch.func transforms nor keeps a graph to the inputs (measured; docs/contract.md says so).
     vmap=_ALL_BUT_LOOP,
     forward_mode={"jacobian": _ALL_BUT_LOOP["jacobian"]},
     reverse_mode={"jacobian": _ALL_BUT_LOOP["jacobian"]},
@@ -29,12 +30,7 @@ FEATURES = Features(
     vector_hessians={"hessian": True, "batch_hessian": True},
     devices=None,
     dtypes=("float32", "float64"),
-    compositions={
-        "fwd_rev": ("fwd", "rev"),
-        "rev_rev": ("rev", "rev"),
-        "fwd_fwd": ("fwd", "fwd"),
-        "rev_fwd": ("rev", "fwd"),
-    },
+    compositions={m: pair for m, pair in COMPOSITIONS.items() if m != "auto"},
 )
 
 

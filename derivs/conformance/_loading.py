@@ -22,7 +22,7 @@ class Adapter(Protocol):
     """What the suite needs from an implementation under test.
 
     ``name``, ``version`` and ``features`` (a :class:`Features`), plus one callable attribute
-    per operator in ``features.methods``, with derivs' calling conventions (DESIGN.md):
+    per operator in ``features.methods``, with derivs' calling conventions (docs/contract.md):
     ``jacobian(func, argnums=0, *, method, has_aux=False, chunk_size=None)`` and
     ``hessian(func, argnums=0, *, method, chunk_size=None)`` return callables;
     ``batch_jacobian`` / ``batch_hessian(func, argnums=0, *, in_dims=0, method)`` too;

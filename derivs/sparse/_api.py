@@ -37,16 +37,9 @@ PATTERNS = {
 _MAX_PLANS = 64
 
 
-def _check_choice(api: str, name: str, value: object, choices: Mapping[str, str]) -> None:
-    if isinstance(value, str) and value in choices:
-        return
-    listing = "\n".join(f"  {k!r}: {hint}" for k, hint in choices.items())
-    raise ValueError(f"{api}: {name}={value!r} is not one of {list(choices)}:\n{listing}")
-
-
 def _check_pattern_spec(api: str, pattern: object) -> None:
     if isinstance(pattern, str):
-        _check_choice(api, "pattern", pattern, PATTERNS)
+        _validate.check_choice(api, "pattern", pattern, PATTERNS)
     elif not isinstance(pattern, torch.Tensor | SparsityPattern):
         raise TypeError(
             f"{api}: pattern must be 'global', 'local', a bool tensor, a torch sparse tensor "
@@ -212,9 +205,9 @@ def _check_common(
     _validate.check_callable(api, func)
     _validate.check_argnums_spec(api, argnums)
     _check_pattern_spec(api, pattern)
-    _check_choice(api, "mode", mode, modes)
-    _check_choice(api, "order", order, _coloring.ORDER_CHOICES)
-    _check_choice(api, "layout", layout, LAYOUTS)
+    _validate.check_choice(api, "mode", mode, modes)
+    _validate.check_choice(api, "order", order, _coloring.ORDER_CHOICES)
+    _validate.check_choice(api, "layout", layout, LAYOUTS)
     _validate.check_chunk_size(api, chunk_size)
     _validate.check_bool(api, "guard", guard)
 

@@ -11,7 +11,7 @@ import torch
 from derivs import _validate
 from derivs._validate import Argnums
 from derivs.sparse import _coloring, _detect
-from derivs.sparse._api import JACOBIAN_MODES, PATTERNS, _check_choice
+from derivs.sparse._api import JACOBIAN_MODES, PATTERNS
 from derivs.sparse._coloring import Coloring
 from derivs.sparse._pattern import SparsityPattern, given_pattern
 
@@ -24,7 +24,7 @@ def _sparsity(
 ) -> Callable[..., SparsityPattern]:
     _validate.check_callable(api, func)
     _validate.check_argnums_spec(api, argnums)
-    _check_choice(api, "detection", detection, DETECTIONS)
+    _validate.check_choice(api, "detection", detection, DETECTIONS)
     assert callable(func) and isinstance(detection, str)
 
     def sparsity(*args: Any) -> SparsityPattern:
@@ -122,8 +122,8 @@ def coloring(
     3
     """
     api = "derivs.coloring"
-    _check_choice(api, "mode", mode, COLORING_MODES)
-    _check_choice(api, "order", order, _coloring.ORDER_CHOICES)
+    _validate.check_choice(api, "mode", mode, COLORING_MODES)
+    _validate.check_choice(api, "order", order, _coloring.ORDER_CHOICES)
     if not isinstance(pattern, SparsityPattern):
         if not isinstance(pattern, torch.Tensor) or pattern.dim() != 2:
             raise TypeError(
