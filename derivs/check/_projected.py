@@ -137,8 +137,9 @@ def _forward(func: Callable[..., Any], x: Sequence[Tensor], u: Sequence[Tensor])
     """``J u`` by ``torch.autograd.forward_ad`` (dual tensors, not ``torch.func``: old-style
     Functions with a jvp rule run under it too)."""
     with fwAD.dual_level():
-        duals = [fwAD.make_dual(p.detach(), t) for p, t in zip(x, u, strict=True)]
-        primal, tangent = fwAD.unpack_dual(func(*duals))
+        pairs = zip(x, u, strict=True)
+        duals = [fwAD.make_dual(p.detach(), t) for p, t in pairs]  # type: ignore[no-untyped-call]
+        primal, tangent = fwAD.unpack_dual(func(*duals))  # type: ignore[no-untyped-call]
     return torch.zeros_like(primal.detach()) if tangent is None else tangent.detach()
 
 
@@ -289,7 +290,8 @@ def _second_order(
     opts = case.opts
 
     def s(*p: Tensor) -> Tensor:
-        return (d.w * func(*p)).sum()
+        out: Tensor = (d.w * func(*p)).sum()
+        return out
 
     products: list[Source] = []
     for m, tags in _HVP_RULES.items():
@@ -339,7 +341,8 @@ def _rev_fwd(
 
 def _directional(s: Callable[..., Tensor], u: tuple[Tensor, ...], *p: Tensor) -> Tensor:
     """``<grad s(p), u>`` by forward mode."""
-    return torch.func.jvp(s, p, u)[1]
+    tangent: Tensor = torch.func.jvp(s, p, u)[1]
+    return tangent
 
 
 def _fwd_fwd(
