@@ -353,7 +353,9 @@ def test_report_table_and_dict() -> None:
     report = check(energy, x4, order=1)
     text = str(report)
     lines = text.splitlines()
-    assert lines[0].startswith("derivs.check: energy(float64[4]*)  argnums=0  order=1  on cpu")
+    assert lines[0].startswith(
+        "derivs.check: energy(float64[4]*)  argnums=0  order=1  mode=dense  on cpu"
+    )
     header = re.split(r"\s{2,}", lines[2])
     assert header == [
         "operator",
