@@ -1,30 +1,15 @@
-"""Root conftest: devices, dtypes, Hypothesis profiles and markers for the derivs suite.
+"""Root conftest: what only the derivs repository's own run adds to the suite's setup.
 
-Options come from the suite's pytest plugin, ``pytest_derivs`` (registered here and as the
-``pytest11`` entry point, once): ``--impl NAME`` (the implementation under test, default
-``derivs``), ``--devices cpu,cuda`` (default: every device present), ``--expected-failures``
-and ``--conformance-report``. Test modules marked ``conformance`` hold the properties of the
-implementation under test; every other module tests derivs' own tools or the suite itself
-and is skipped, with that reason, for other implementations.
+The suite's setup itself (Hypothesis profiles, the ``device``/``dtype`` parameters, skipping
+what is not a conformance property for other implementations) is the plugin
+``pytest_derivs.suite``, which this conftest loads, as does the conftest of the properties the
+wheel ships (``derivs.conformance.suite``). The options (``--impl``, ``--devices``,
+``--expected-failures``, ``--conformance-report``) come from ``pytest_derivs``, registered here
+and as the ``pytest11`` entry point, once. Here:
 
-Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``dev``):
-
-* ``dev``      fast local feedback (the whole ``pytest -n auto`` run in about 3 minutes on 2 cores);
-* ``ci``       derandomised, more examples: what ``.ci/run`` uses;
-* ``thorough`` many more examples, for long runs before a release;
-* ``mutation`` the ci examples without shrinking, for mutation runs (tools/mutation.py);
-* ``replay``   only the examples in the database (what ``hypothesis fuzz`` found), no new ones.
-
-Environment (docs/suite/trust.md):
-
-* ``DERIVS_MAX_EXAMPLES=N``    the chosen profile with ``max_examples=N`` (the false-alarm sweep
-  scales examples per run this way);
-* ``DERIVS_HYPOTHESIS_DB=...`` the example database: unset, Hypothesis' default
-  (``.hypothesis/examples``); ``none``, no database (every sweep seed independent);
-  ``redis://host:port/db``, a ``RedisExampleDatabase`` shared between machines (needs the
-  ``redis`` package); any other value, a ``DirectoryBasedExampleDatabase`` at that path (a
-  shared filesystem). Failures found by ``hypothesis fuzz`` land there and the next plain
-  ``pytest`` run replays them first.
+* the planted bug named by ``DERIVS_PLANTED_BUG`` (tests/planted.py, tools/planted_bugs.py);
+* two fixes for HypoFuzz 25.11 when the suite is collected by ``hypothesis fuzz``
+  (docs/suite/trust.md).
 """
 
 from __future__ import annotations
@@ -34,77 +19,9 @@ import sys
 from typing import Any
 
 import pytest
-import torch
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis.database import DirectoryBasedExampleDatabase
-
-import pytest_derivs
 
 # NOTE: the entry point has the same name, so an installed plugin is not registered twice.
-pytest_plugins = ["pytest_derivs"]
-
-
-def _database() -> dict[str, Any]:
-    """The ``database`` setting DERIVS_HYPOTHESIS_DB asks for (none: Hypothesis' default)."""
-    where = os.environ.get("DERIVS_HYPOTHESIS_DB", "")
-    if not where:
-        return {}
-    if where.lower() == "none":
-        return {"database": None}
-    if where.startswith("redis://"):
-        import redis
-        from hypothesis.extra.redis import RedisExampleDatabase
-
-        return {"database": RedisExampleDatabase(redis.Redis.from_url(where))}
-    return {"database": DirectoryBasedExampleDatabase(where)}
-
-
-# NOTE: deadline=None everywhere: first calls into torch.func trace and warm caches, so
-# per-example timings are noisy and a deadline would only produce flaky failures.
-_COMMON: dict[str, Any] = dict(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
-# NOTE: derandomised profiles use no database (Hypothesis requires it), the others the one
-# DERIVS_HYPOTHESIS_DB names.
-_DB = _database()
-settings.register_profile("dev", max_examples=8, **_COMMON, **_DB)
-settings.register_profile("ci", max_examples=16, derandomize=True, **_COMMON)
-settings.register_profile("thorough", max_examples=200, **_COMMON, **_DB)
-# NOTE: derandomize=True ignores --hypothesis-seed; a seed given with the ci profile means
-# "these ci settings, but from this seed" (used to sweep seeds for false failures).
-settings.register_profile("ci-seeded", max_examples=16, **_COMMON, **_DB)
-# NOTE: mutation runs (tools/mutation.py) need a verdict per mutant, fast and the same every
-# time: the ci profile's derandomised examples, and no shrinking (a kill needs one failing
-# example, not the smallest one; shrinking was most of the time a kill took).
-settings.register_profile(
-    "mutation",
-    parent=settings.get_profile("ci"),
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    print_blob=False,
-)
-# NOTE: replay runs only what the database holds (no new examples): with DERIVS_HYPOTHESIS_DB
-# pointing at a fuzzing campaign's database, a failure can only come from what the fuzzer
-# (or an earlier run) saved there.
-settings.register_profile(
-    "replay", parent=settings.get_profile("dev"), phases=[Phase.explicit, Phase.reuse]
-)
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
-
-
-def _load_profile(name: str) -> None:
-    """Load profile ``name``, with ``max_examples`` from DERIVS_MAX_EXAMPLES when set."""
-    scaled = os.environ.get("DERIVS_MAX_EXAMPLES")
-    if scaled:
-        settings.register_profile(
-            f"{name}-scaled", parent=settings.get_profile(name), max_examples=int(scaled)
-        )
-        name = f"{name}-scaled"
-    settings.load_profile(name)
-
-
-_load_profile(PROFILE)
+pytest_plugins = ["pytest_derivs", "pytest_derivs.suite"]
 
 
 def _align_hypofuzz_keys() -> None:
@@ -157,17 +74,9 @@ if "hypofuzz" in sys.modules:  # collected by `hypothesis fuzz` (docs/suite/trus
     _keep_hypofuzz_hub_waiting()
 
 
+# NOTE: last, so the bug is planted into the implementation pytest_derivs has loaded.
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    impl = pytest_derivs.activate(config)  # the implementation under test and the devices
-    if PROFILE == "ci" and config.getoption("hypothesis_seed", None) is not None:
-        _load_profile("ci-seeded")
-    if not impl.is_derivs:
-        # NOTE: another implementation's failures are reported with their shrunk examples;
-        # the explain phase (which lines every failing case ran) says nothing about them
-        # and costs a quarter of a failing test's time.
-        phases = tuple(p for p in settings().phases if p is not Phase.explain)
-        settings.register_profile(f"{PROFILE}-conformance", parent=settings(), phases=phases)
-        settings.load_profile(f"{PROFILE}-conformance")
     planted = os.environ.get("DERIVS_PLANTED_BUG")
     if planted:
         _load_planted().apply(planted)
@@ -187,58 +96,5 @@ def _load_planted():  # type: ignore[no-untyped-def]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [f"derivs: hypothesis profile={settings._current_profile} torch={torch.__version__}"]
-    for var in ("DERIVS_HYPOTHESIS_DB", "DERIVS_MAX_EXAMPLES"):
-        if os.environ.get(var):
-            lines.append(f"derivs: {var}={os.environ[var]}")
-    if os.environ.get("DERIVS_PLANTED_BUG"):
-        lines.append(f"derivs: PLANTED BUG {os.environ['DERIVS_PLANTED_BUG']!r} is active")
-    return lines
-
-
-def dtypes_for(device: str) -> list[torch.dtype]:
-    """Floating dtypes the suite checks on ``device`` (mps has no float64)."""
-    return [torch.float32] if device.startswith("mps") else [torch.float32, torch.float64]
-
-
-def _device_dtype_param(device: str, dtype: torch.dtype | None) -> object:
-    """One (device, dtype) parameter, skipped where the implementation under test declares
-    neither (ids stay those of derivs' run)."""
-    impl = pytest_derivs.impl()
-    values = (device,) if dtype is None else (device, dtype)
-    name = None if dtype is None else str(dtype).removeprefix("torch.")
-    marks = []
-    if not impl.features.supports_device(device):
-        marks.append(pytest.mark.skip(reason=f"{impl.name} does not declare device {device!r}"))
-    if name is not None and name not in impl.features.dtypes:
-        marks.append(pytest.mark.skip(reason=f"{impl.name} does not declare dtype {name}"))
-    ident = device if name is None else f"{device}-{name}"
-    return pytest.param(*values, marks=marks, id=ident)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    devices = pytest_derivs.devices()
-    names = metafunc.fixturenames
-    if "device" in names and "dtype" in names:
-        pairs = [_device_dtype_param(d, dt) for d in devices for dt in dtypes_for(d)]
-        metafunc.parametrize(("device", "dtype"), pairs, scope="session")
-    elif "device" in names:
-        metafunc.parametrize(
-            "device", [_device_dtype_param(d, None) for d in devices], scope="session"
-        )
-    elif "dtype" in names:
-        dts = sorted({dt for d in devices for dt in dtypes_for(d)}, key=str)
-        ids = [str(dt).removeprefix("torch.") for dt in dts]
-        metafunc.parametrize("dtype", dts, ids=ids, scope="session")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    impl = pytest_derivs.impl()
-    if impl.is_derivs:
-        return
-    skip = pytest.mark.skip(
-        reason=f"not a conformance property: tests derivs' own tools or the suite itself, not {impl.name}"
-    )
-    for item in items:
-        if item.get_closest_marker("conformance") is None:
-            item.add_marker(skip)
+    planted = os.environ.get("DERIVS_PLANTED_BUG")
+    return [f"derivs: PLANTED BUG {planted!r} is active"] if planted else []
