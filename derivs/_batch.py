@@ -12,6 +12,7 @@ from derivs._blocks import standard_basis, with_diff
 from derivs._hessian import hessian_blocks, nest
 from derivs._jacobian import jacobian_blocks
 from derivs._memory import checked_for_hessian
+from derivs._pytree import Flat
 from derivs._registry import OPERATORS
 
 METHODS = OPERATORS["batch_jacobian"]
@@ -136,22 +137,32 @@ def _prepare(
 
 def _resolve(
     api: str, args: Sequence[Any], argnums: Any, in_dims: Any
-) -> tuple[tuple[int, ...], tuple[int | None, ...], int, list[torch.Tensor]]:
-    dims, batch = _validate.check_in_dims(api, in_dims, args)
+) -> tuple[Flat, tuple[int | None, ...], int, list[torch.Tensor]]:
+    """The arguments with their pytrees flattened (the differentiated ones and the batched
+    ones), the batch dim of each flat argument, the batch size and the differentiated leaves."""
     nums = _validate.normalize_argnums(api, argnums, len(args))
-    diff = _validate.check_diff_args(api, args, nums)
+    batched = (
+        range(len(args))
+        if isinstance(in_dims, int)
+        else [k for k, d in enumerate(in_dims) if d is not None][: len(args)]
+        if isinstance(in_dims, tuple)
+        else ()
+    )
+    flat = Flat(api, args, nums, also=batched)
+    dims, batch = _validate.check_in_dims(api, flat.in_dims(api, in_dims, len(args)), flat.args)
+    diff = _validate.check_diff_args(api, flat.args, flat.nums)
     if batch == 0:
         raise ValueError(
             f"{api}: the batch is empty (batch size 0); there are no samples to differentiate"
         )
-    return nums, dims, batch, diff
+    return flat, dims, batch, diff
 
 
 def batch_jacobian(
     func: Callable[..., Any],
     argnums: _validate.Argnums = 0,
     *,
-    in_dims: int | tuple[int | None, ...] = 0,
+    in_dims: int | tuple[Any, ...] = 0,
     method: str = "vmap",
     chunk_size: int | None = None,
 ) -> Callable[..., Any]:
@@ -162,13 +173,16 @@ def batch_jacobian(
             on the whole batch instead and must return the outputs batched along dim 0.
         argnums: which positional argument(s) to differentiate; an int or a tuple of ints.
         in_dims: as in ``torch.vmap``: the batch dim of each argument, ``None`` for an
-            argument shared by all samples (e.g. ``(None, None, 0)`` for ``predict(w, b, x)``).
+            argument shared by all samples (e.g. ``(None, None, 0)`` for ``predict(w, b, x)``);
+            for a pytree argument an int, ``None`` or a pytree of them shaped like it.
         method: ``"vmap"``, ``"loop"`` or ``"sum"`` (see ``METHODS``).
         chunk_size: basis vectors pushed through at once by each per-sample Jacobian.
 
     Returns:
         A function of the batched arguments giving shape ``(B, *out_shape, *in_shape)``, where
-        ``out_shape`` and ``in_shape`` are per-sample; a tuple ``argnums`` gives a tuple.
+        ``out_shape`` and ``in_shape`` are per-sample; a tuple ``argnums`` gives a tuple. A
+        pytree argument (a parameter dict, ...) gives its structure with a block per leaf, as
+        ``torch.func.vmap(torch.func.jacrev(func))``.
 
     Raises:
         TypeError, ValueError: bad arguments; ``in_dims`` that do not match the arguments;
@@ -189,17 +203,18 @@ def batch_jacobian(
     single = not isinstance(argnums, tuple)
 
     def batch_jacobian_fn(*args: Any) -> Any:
-        nums, dims, batch, diff = _resolve(api, args, argnums, in_dims)
-        n = _per_sample_numel(args, dims, nums, batch)
+        flat, dims, batch, diff = _resolve(api, args, argnums, in_dims)
+        fargs, nums, user = flat.args, flat.nums, flat.wrap(func)
+        n = _per_sample_numel(fargs, dims, nums, batch)
         if method == "sum":
             checked = _validate.CheckedFunc(
-                func, api, allow_pytree=False, factor=n, itemsize=_validate.itemsize_of(diff)
+                user, api, allow_pytree=False, factor=n, itemsize=_validate.itemsize_of(diff)
             )
-            _check_independent(api, checked, args, nums, dims, batch)
-            blocks, _ = _sum_jacobian_blocks(checked, args, nums, dims, chunk_size, "auto", api)
-            return blocks[0] if single else tuple(blocks)
+            _check_independent(api, checked, fargs, nums, dims, batch)
+            blocks, _ = _sum_jacobian_blocks(checked, fargs, nums, dims, chunk_size, "auto", api)
+            return flat.per_argnum(blocks, single)
         checked = _validate.CheckedFunc(
-            func, api, allow_pytree=False, factor=batch * n, itemsize=_validate.itemsize_of(diff)
+            user, api, allow_pytree=False, factor=batch * n, itemsize=_validate.itemsize_of(diff)
         )
 
         def per_sample(*a: Any) -> tuple[torch.Tensor, ...]:
@@ -208,12 +223,12 @@ def batch_jacobian(
             )
 
         if method == "vmap":
-            result = torch.func.vmap(per_sample, in_dims=dims)(*args)
+            result = torch.func.vmap(per_sample, in_dims=dims)(*fargs)
         else:
             result = tuple(
-                _stack([[list(per_sample(*_sample(args, dims, b)))] for b in range(batch)])[0]
+                _stack([[list(per_sample(*_sample(fargs, dims, b)))] for b in range(batch)])[0]
             )
-        return result[0] if single else tuple(result)
+        return flat.per_argnum(result, single)
 
     batch_jacobian_fn.__name__ = _validate.transform_name("batch_jacobian", func, argnums)
     return batch_jacobian_fn
@@ -223,7 +238,7 @@ def batch_hessian(
     func: Callable[..., Any],
     argnums: _validate.Argnums = 0,
     *,
-    in_dims: int | tuple[int | None, ...] = 0,
+    in_dims: int | tuple[Any, ...] = 0,
     method: str = "vmap",
 ) -> Callable[..., Any]:
     """Return a function computing the Hessian of ``func`` for every sample of a batch.
@@ -238,7 +253,7 @@ def batch_hessian(
     Returns:
         A function of the batched arguments giving shape ``(B, *out_shape, *in_shape, *in_shape)``
         (per-sample shapes); a tuple ``argnums`` gives nested tuples ``H[i][j]``, each
-        ``(B, *out, *in_i, *in_j)``.
+        ``(B, *out, *in_i, *in_j)``. Pytrees nest as in ``derivs.hessian``.
 
     Raises:
         TypeError, ValueError: as for ``batch_jacobian``.
@@ -257,24 +272,28 @@ def batch_hessian(
     single = not isinstance(argnums, tuple)
 
     def batch_hessian_fn(*args: Any) -> Any:
-        nums, dims, batch, diff = _resolve(api, args, argnums, in_dims)
-        n = _per_sample_numel(args, dims, nums, batch)
+        flat, dims, batch, diff = _resolve(api, args, argnums, in_dims)
+        fargs, nums, user = flat.args, flat.nums, flat.wrap(func)
+        n = _per_sample_numel(fargs, dims, nums, batch)
+
+        def nested(H: list[list[torch.Tensor]]) -> Any:
+            return nest(H, single) if flat.trivial else flat.hessian(H, single)
+
         if method == "sum":
-            checked = checked_for_hessian(func, api, diff, n=n)
-            _check_independent(api, checked, args, nums, dims, batch)
-            return nest(_sum_hessian_blocks(checked, args, nums, dims, batch, api), single)
-        checked = checked_for_hessian(func, api, diff, n=n, factor=batch)
+            checked = checked_for_hessian(user, api, diff, n=n)
+            _check_independent(api, checked, fargs, nums, dims, batch)
+            return nested(_sum_hessian_blocks(checked, fargs, nums, dims, batch, api))
+        checked = checked_for_hessian(user, api, diff, n=n, factor=batch)
 
         def per_sample(*a: Any) -> tuple[tuple[torch.Tensor, ...], ...]:
             return tuple(tuple(row) for row in hessian_blocks(checked, a, nums, "auto", api=api))
 
         if method == "vmap":
-            result = torch.func.vmap(per_sample, in_dims=dims)(*args)
-            return nest([list(row) for row in result], single)
-        stacked = _stack(
-            [[list(r) for r in per_sample(*_sample(args, dims, b))] for b in range(batch)]
+            result = torch.func.vmap(per_sample, in_dims=dims)(*fargs)
+            return nested([list(row) for row in result])
+        return nested(
+            _stack([[list(r) for r in per_sample(*_sample(fargs, dims, b))] for b in range(batch)])
         )
-        return nest(stacked, single)
 
     batch_hessian_fn.__name__ = _validate.transform_name("batch_hessian", func, argnums)
     return batch_hessian_fn

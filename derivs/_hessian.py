@@ -9,6 +9,7 @@ import torch
 
 from derivs import _memory, _validate, oracles
 from derivs._jacobian import jacobian_blocks
+from derivs._pytree import Flat
 from derivs._registry import OPERATORS
 from derivs._validate import Argnums
 
@@ -70,7 +71,9 @@ def hessian(
     Args:
         func: a function of tensors returning a tensor; scalar-valued as usual, or
             vector-valued (one Hessian per output element, as in the tutorial's ``(32, 512, 512)``).
-        argnums: which positional argument(s) to differentiate; an int or a tuple of ints.
+        argnums: which positional argument(s) to differentiate; an int or a tuple of ints. A
+            differentiated argument may be a pytree of floating-point tensors (a parameter
+            dict, a list, a tuple, a namedtuple, nested).
         method: ``"auto"``, ``"fwd_rev"``, ``"rev_rev"``, ``"fwd_fwd"``, ``"rev_fwd"`` or ``"loop"``.
         chunk_size: basis vectors pushed through at once by both Jacobians (memory, not values).
 
@@ -79,6 +82,9 @@ def hessian(
         of shape ``(out1, ...)`` the Hessian has shape ``(out1, ..., in1, ..., in1, ...)``. A
         tuple ``argnums`` gives nested tuples ``H[i][j]`` of shape ``(*out, *in_i, *in_j)``:
         the derivative of ``d out / d args[argnums[i]]`` with respect to ``args[argnums[j]]``.
+        Pytrees nest as in ``torch.func.hessian``: the argument's structure twice (a tuple
+        ``argnums``: the tuple over ``i``, argument ``i``'s structure, the tuple over ``j``,
+        argument ``j``'s structure), each leaf a block ``(*out, *leaf_a, *leaf_b)``.
 
     Raises:
         TypeError, ValueError: bad arguments, naming the argument; a Hessian above the
@@ -100,9 +106,12 @@ def hessian(
             f"entry at a time; drop chunk_size or choose a composed method"
         )
 
+    single = not isinstance(argnums, tuple)
+
     def hessian_fn(*args: Any) -> Any:
         nums = _validate.normalize_argnums(API, argnums, len(args))
-        diff = _validate.check_diff_args(API, args, nums)
+        flat = Flat(API, args, nums)
+        diff = _validate.check_diff_args(API, flat.args, flat.nums)
         if method != "loop" and chunk_size is None:
             n = sum(x.numel() for x in diff)
             _validate.check_size(
@@ -112,9 +121,11 @@ def hessian(
                 _validate.itemsize_of(diff),
                 "pass chunk_size, or use derivs.hvp/derivs.vhp",
             )
-        checked = _memory.within_budget(func, API, args, nums, method, chunk_size)
-        blocks = hessian_blocks(checked, args, nums, method, chunk_size=chunk_size)
-        return nest(blocks, not isinstance(argnums, tuple))
+        checked = _memory.within_budget(
+            flat.wrap(func), API, flat.args, flat.nums, method, chunk_size
+        )
+        blocks = hessian_blocks(checked, flat.args, flat.nums, method, chunk_size=chunk_size)
+        return nest(blocks, single) if flat.trivial else flat.hessian(blocks, single)
 
     hessian_fn.__name__ = _validate.transform_name("hessian", func, argnums)
     hessian_fn.__doc__ = (

@@ -24,6 +24,7 @@ from derivs._blocks import (
     unflatten,
     with_diff,
 )
+from derivs._pytree import Flat
 from derivs._registry import OPERATORS
 from derivs._validate import Argnums
 
@@ -173,6 +174,7 @@ _MAX_SIGNATURES = 64
 
 def _pick_key(func: Any, args: Sequence[Any], argnums: tuple[int, ...]) -> tuple[Any, Any]:
     user_func = getattr(func, "func", func)  # the user's function inside a CheckedFunc
+    user_func = getattr(user_func, "__wrapped__", user_func)  # ... of pytrees (_pytree.Flat)
     parts: list[Any] = [argnums]
     for a in args:
         if isinstance(a, torch.Tensor):
@@ -326,7 +328,9 @@ def jacobian(
     Args:
         func: a function of tensors returning a tensor (or a tuple/list/dict of tensors).
         argnums: which positional argument(s) to differentiate; an int or a tuple of ints
-            (negative indices count from the end).
+            (negative indices count from the end). A differentiated argument may be a pytree
+            of tensors (a dict such as ``dict(model.named_parameters())``, a list, a tuple or
+            a namedtuple, nested); every leaf must be a floating-point tensor.
         method: ``"auto"``, ``"rev"``, ``"fwd"``, ``"vjp_vmap"`` or ``"loop"`` (see ``METHODS``).
             ``"auto"`` picks forward or reverse mode by ``prefers_forward``; at the top level
             of eager code it takes either from one autograd graph of ``func`` (vmap over
@@ -343,11 +347,14 @@ def jacobian(
         ``(in1, in2, ...)`` and the output has shape ``(out1, out2, ...)`` the Jacobian has
         shape ``(out1, out2, ..., in1, in2, ...)``, in the input's dtype and on its device. A
         tuple ``argnums`` gives a tuple of blocks, one per argnum; ``has_aux=True`` gives
-        ``(jacobian, aux)``.
+        ``(jacobian, aux)``. Pytrees nest as in ``torch.func.jacrev``: ``func``'s output
+        structure outside, the tuple over ``argnums`` (if any) next, each argument's
+        structure inside.
 
     Raises:
-        TypeError, ValueError: bad arguments, naming the argument; a Jacobian above the
-            memory budget (``derivs.set_memory_budget``).
+        TypeError, ValueError: bad arguments, naming the argument (or the leaf's path in a
+            pytree: ``args[0]['lr']``); a Jacobian above the memory budget
+            (``derivs.set_memory_budget``).
 
     >>> import torch, derivs
     >>> W = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
@@ -369,22 +376,23 @@ def jacobian(
 
     def jacobian_fn(*args: Any) -> Any:
         nums = _validate.normalize_argnums(API, argnums, len(args))
-        diff = _validate.check_diff_args(API, args, nums)
+        flat = Flat(API, args, nums)
+        diff = _validate.check_diff_args(API, flat.args, flat.nums)
         checked = _validate.CheckedFunc(
-            func,
+            flat.wrap(func),
             API,
             has_aux=has_aux,
             factor=sum(x.numel() for x in diff),
             itemsize=_validate.itemsize_of(diff),
         )
         blocks, spec, aux = jacobian_blocks(
-            checked, args, nums, method, has_aux=has_aux, chunk_size=chunk_size
+            checked, flat.args, flat.nums, method, has_aux=has_aux, chunk_size=chunk_size
         )
-        jac = (
-            assemble(blocks, spec)
-            if isinstance(argnums, tuple)
-            else unflatten([r[0] for r in blocks], spec)
-        )
+        single = not isinstance(argnums, tuple)
+        if not flat.trivial:
+            jac = flat.jacobian(blocks, spec, single)
+        else:
+            jac = unflatten([r[0] for r in blocks], spec) if single else assemble(blocks, spec)
         return (jac, aux) if has_aux else jac
 
     jacobian_fn.__name__ = _validate.transform_name("jacobian", func, argnums)

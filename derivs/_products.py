@@ -7,10 +7,12 @@ from typing import Any
 
 import torch
 from torch.autograd.graph import get_gradient_edge
+from torch.utils._pytree import TreeSpec, tree_unflatten
 
 from derivs import _eager, _validate
 from derivs._hessian import hessian_blocks
 from derivs._memory import checked_for_hessian
+from derivs._pytree import flatten_primals, on_leaves, paths
 from derivs._registry import OPERATORS
 
 HVP_METHODS = OPERATORS["hvp"]
@@ -27,16 +29,27 @@ def _prepare(
     name: str,
     method: object,
     methods: dict[str, str],
-) -> tuple[_validate.CheckedFunc, Vectors, Vectors, tuple[int, ...]]:
+) -> tuple[_validate.CheckedFunc, Vectors, Vectors, tuple[int, ...], TreeSpec | None]:
+    """The checked ``func`` of the primals' leaves, the leaves of primals and vectors, the
+    argnums of the leaves and the primals' structure (``None`` for a tuple of tensors)."""
     _validate.check_callable(api, func)
     _validate.check_choice(api, "method", method, methods)
-    ps, vs = _validate.check_primals_tangents(api, primals, vectors, name)
+    primals, vectors, spec = flatten_primals(api, primals, vectors, name)
+    labels = None if spec is None else paths(spec)
+    ps, vs = _validate.check_primals_tangents(api, primals, vectors, name, labels)
     assert callable(func)
+    if spec is not None:
+        func = on_leaves(func, spec)
     if method == "dense":
         checked = checked_for_hessian(func, api, ps, scalar=True)
     else:
         checked = _validate.CheckedFunc(func, api, allow_pytree=False, scalar=True)
-    return checked, ps, vs, tuple(range(len(ps)))
+    return checked, ps, vs, tuple(range(len(ps))), spec
+
+
+def _nested(result: Vectors, spec: TreeSpec | None) -> Any:
+    """A product shaped like primals: the leaves' products nested like them."""
+    return result if spec is None else tree_unflatten(list(result), spec)
 
 
 def _rev_rev(
@@ -108,34 +121,51 @@ def _auto(
 
 def hvp(
     func: Callable[..., torch.Tensor],
-    primals: tuple[torch.Tensor, ...],
-    tangents: tuple[torch.Tensor, ...],
+    primals: tuple[Any, ...],
+    tangents: tuple[Any, ...],
     *,
     method: str = "auto",
-) -> tuple[torch.Tensor, ...]:
+) -> Any:
     """Hessian-vector product ``H @ v`` of a scalar function at ``primals``.
 
     Args:
-        func: a scalar-valued (0-d) function of ``len(primals)`` tensors.
-        primals: a tuple of tensors, the point where the Hessian is taken.
-        tangents: a tuple of tensors ``v``, one per primal, each of the same shape and dtype.
+        func: a scalar-valued (0-d) function of ``len(primals)`` arguments.
+        primals: a tuple of tensors, the point where the Hessian is taken; an entry may be a
+            pytree of tensors (a dict, list, tuple or namedtuple, nested), as in torch.func.
+        tangents: a tuple of tensors ``v`` structured like ``primals``, each leaf of the same
+            shape and dtype as the primal's.
         method: ``"auto"`` (reverse over reverse, the fastest measured: see
             ``docs/performance.md``; in plain eager code by torch.autograd, else torch.func),
             ``"fwd_rev"`` (jvp of grad), ``"rev_rev"`` (vjp of grad) or ``"dense"``.
 
     Returns:
-        A tuple shaped like ``primals``: entry ``i`` is ``sum_j H[i][j] @ tangents[j]``, the
-        mixed blocks included, where ``H[i][j] = d^2 func / d primals[i] d primals[j]``.
+        A tuple shaped like ``primals`` (pytrees included): entry ``i`` is
+        ``sum_j H[i][j] @ tangents[j]``, the mixed blocks included, where
+        ``H[i][j] = d^2 func / d primals[i] d primals[j]`` (over the leaves of pytrees).
 
     Raises:
-        TypeError, ValueError: bad arguments (naming the entry), or a non-scalar ``func``.
+        TypeError, ValueError: bad arguments (naming the entry or the leaf's path), tangents
+            structured unlike primals (naming the first difference), or a non-scalar ``func``.
 
     >>> import torch, derivs
     >>> derivs.hvp(lambda x: (x ** 3).sum(), (torch.tensor([1.0, 2.0]),), (torch.ones(2),))
     (tensor([ 6., 12.]),)
     """
     api = "derivs.hvp"
-    checked, ps, ts, nums = _prepare(api, func, primals, tangents, "tangents", method, HVP_METHODS)
+    checked, ps, ts, nums, spec = _prepare(
+        api, func, primals, tangents, "tangents", method, HVP_METHODS
+    )
+    return _nested(_hvp(api, checked, ps, ts, nums, method), spec)
+
+
+def _hvp(
+    api: str,
+    checked: _validate.CheckedFunc,
+    ps: Vectors,
+    ts: Vectors,
+    nums: tuple[int, ...],
+    method: str,
+) -> Vectors:
     # NOTE: auto, rev_rev: the reverse-over-reverse product is v^T H, which is H v because H
     # is symmetric for functions that are twice continuously differentiable.
     if method == "auto":
@@ -158,34 +188,47 @@ def hvp(
 
 def vhp(
     func: Callable[..., torch.Tensor],
-    primals: tuple[torch.Tensor, ...],
-    cotangents: tuple[torch.Tensor, ...],
+    primals: tuple[Any, ...],
+    cotangents: tuple[Any, ...],
     *,
     method: str = "auto",
-) -> tuple[torch.Tensor, ...]:
+) -> Any:
     """Vector-Hessian product ``v @ H`` of a scalar function at ``primals``.
 
     Args:
-        func: a scalar-valued (0-d) function of ``len(primals)`` tensors.
-        primals: a tuple of tensors, the point where the Hessian is taken.
-        cotangents: a tuple of tensors ``v``, one per primal, each of the same shape and dtype.
+        func: a scalar-valued (0-d) function of ``len(primals)`` arguments.
+        primals: a tuple of tensors, the point where the Hessian is taken; an entry may be a
+            pytree of tensors, as in ``hvp``.
+        cotangents: a tuple of tensors ``v`` structured like ``primals``.
         method: ``"auto"`` (reverse over reverse; in plain eager code by torch.autograd, else
             torch.func), ``"rev_rev"`` (vjp of grad) or ``"dense"``.
 
     Returns:
-        A tuple shaped like ``primals``: entry ``j`` is ``sum_i cotangents[i] @ H[i][j]``.
+        A tuple shaped like ``primals`` (pytrees included): entry ``j`` is
+        ``sum_i cotangents[i] @ H[i][j]``.
 
     Raises:
-        TypeError, ValueError: bad arguments (naming the entry), or a non-scalar ``func``.
+        TypeError, ValueError: as for ``hvp``.
 
     >>> import torch, derivs
     >>> derivs.vhp(lambda x: x.prod(), (torch.tensor([2.0, 3.0]),), (torch.tensor([1.0, 0.0]),))
     (tensor([0., 1.]),)
     """
     api = "derivs.vhp"
-    checked, ps, vs, nums = _prepare(
+    checked, ps, vs, nums, spec = _prepare(
         api, func, primals, cotangents, "cotangents", method, VHP_METHODS
     )
+    return _nested(_vhp(api, checked, ps, vs, nums, method), spec)
+
+
+def _vhp(
+    api: str,
+    checked: _validate.CheckedFunc,
+    ps: Vectors,
+    vs: Vectors,
+    nums: tuple[int, ...],
+    method: str,
+) -> Vectors:
     if method == "auto":
         return _auto(checked, ps, vs, nums)
     if method == "rev_rev":

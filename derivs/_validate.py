@@ -101,8 +101,17 @@ def check_chunk_size(api: str, chunk_size: object) -> None:
 def check_differentiable(api: str, value: object, name: str) -> torch.Tensor:
     """A tensor we differentiate with respect to: real floating point."""
     if not isinstance(value, torch.Tensor):
+        # NOTE: the operators flatten pytrees before they get here (derivs/_pytree.py); the
+        # APIs that reach this with one (derivs.sparse) take tensors only.
+        hint = (
+            f" (a pytree: {api} takes tensors only; pass its tensors as separate arguments or "
+            f"concatenate them into one)"
+            if isinstance(value, tuple | list | dict)
+            else ""
+        )
         raise TypeError(
-            f"{api}: {name} must be a floating-point tensor to differentiate, got {describe(value)}"
+            f"{api}: {name} must be a floating-point tensor to differentiate, got "
+            f"{describe(value)}{hint}"
         )
     if not value.dtype.is_floating_point:
         raise TypeError(
@@ -121,9 +130,17 @@ def check_diff_args(
 
 
 def check_primals_tangents(
-    api: str, primals: object, tangents: object, tangents_name: str
+    api: str,
+    primals: object,
+    tangents: object,
+    tangents_name: str,
+    labels: Sequence[str] | None = None,
 ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    """``primals`` and ``tangents``/``cotangents``: tuples of tensors, equal in number and shape."""
+    """``primals`` and ``tangents``/``cotangents``: tuples of tensors, equal in number and shape.
+
+    ``labels[k]`` names entry ``k`` in messages (``[0]['w']`` for the leaves of pytrees);
+    ``[k]`` by default.
+    """
     for name, value in (("primals", primals), (tangents_name, tangents)):
         if not isinstance(value, tuple):
             hint = (
@@ -141,22 +158,23 @@ def check_primals_tangents(
         raise ValueError(
             f"{api}: {tangents_name} has {len(tangents)} entries, expected {len(primals)} like primals"
         )
-    ps = tuple(check_differentiable(api, p, f"primals[{k}]") for k, p in enumerate(primals))
+    at = [f"[{k}]" for k in range(len(primals))] if labels is None else labels
+    ps = tuple(check_differentiable(api, p, f"primals{at[k]}") for k, p in enumerate(primals))
     for k, (p, t) in enumerate(zip(ps, tangents, strict=True)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{api}: {tangents_name}[{k}] must be a tensor, got {describe(t)}")
+            raise TypeError(f"{api}: {tangents_name}{at[k]} must be a tensor, got {describe(t)}")
         if t.shape != p.shape:
             raise ValueError(
-                f"{api}: {tangents_name}[{k}] has shape {tuple(t.shape)}, "
-                f"expected {tuple(p.shape)} like primals[{k}]"
+                f"{api}: {tangents_name}{at[k]} has shape {tuple(t.shape)}, "
+                f"expected {tuple(p.shape)} like primals{at[k]}"
             )
         if t.dtype != p.dtype:
             raise TypeError(
-                f"{api}: {tangents_name}[{k}] has dtype {t.dtype}, expected {p.dtype} like primals[{k}]"
+                f"{api}: {tangents_name}{at[k]} has dtype {t.dtype}, expected {p.dtype} like primals{at[k]}"
             )
         if t.device != p.device:
             raise ValueError(
-                f"{api}: {tangents_name}[{k}] is on {t.device}, expected {p.device} like primals[{k}]"
+                f"{api}: {tangents_name}{at[k]} is on {t.device}, expected {p.device} like primals{at[k]}"
             )
     return ps, tuple(tangents)
 

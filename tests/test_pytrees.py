@@ -1,0 +1,350 @@
+"""Pytrees in every operator: structure as torch.func nests it, values as derivs' flat results.
+
+Every operator and method runs on each kind of pytree argument (dict, list, nested tuple,
+namedtuple, a single leaf) and, for the Jacobians, on a pytree output. Two references:
+
+* structure: torch.func (``jacrev``, ``hessian``, ``vmap(jacrev)``, ``jvp(grad)``), whose
+  nesting derivs promises to follow;
+* values: the same derivs operator and method on the flat leaves (a tuple ``argnums`` over
+  them), the tensor code path; the pytree path computes the same products on the same
+  leaves, so the values agree exactly. torch.func's values agree to float64 rounding too.
+
+Bad input: a leaf that is not a floating-point tensor is named by its path; tangents
+structured unlike primals by the first difference.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch.utils._pytree import tree_flatten, tree_map, tree_structure, tree_unflatten
+
+import derivs
+from derivs._memory import predicted_peak
+
+pytestmark = pytest.mark.derivs_only("pytree arguments of derivs' operators")
+
+Pair = namedtuple("Pair", ["first", "second"])
+
+
+def _t(*shape: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen, dtype=torch.float64)
+
+
+KINDS: dict[str, Callable[[], Any]] = {
+    "dict": lambda: {"0.weight": _t(2, 3, seed=1), "0.bias": _t(2, seed=2)},
+    "list": lambda: [_t(3, seed=3), _t(2, 2, seed=4)],
+    "nested_tuple": lambda: (_t(2, seed=5), (_t(3, seed=6), [_t(1, seed=7)])),
+    "namedtuple": lambda: Pair(_t(2, seed=8), {"w": _t(2, seed=9)}),
+    "single_leaf": lambda: {"w": _t(3, seed=10)},
+}
+
+
+def _mix(tree: Any, x: torch.Tensor) -> torch.Tensor:
+    """A vector function of every leaf and of ``x``; no Hessian block (mixed ones too) is zero."""
+    sums = torch.stack([torch.sin(leaf).sum() for leaf in tree_flatten(tree)[0]])
+    return x * (sums.prod() + (sums**2).sum()) + torch.tanh(x) * sums.sum()
+
+
+def vector(tree: Any, x: torch.Tensor) -> torch.Tensor:
+    return _mix(tree, x)
+
+
+def scalar(tree: Any, x: torch.Tensor) -> torch.Tensor:
+    return _mix(tree, x).sum()
+
+
+def tree_out(tree: Any, x: torch.Tensor) -> dict[str, Any]:
+    y = _mix(tree, x)
+    return {"y": y, "rest": [y.sum(), (y[:1] ** 2)]}
+
+
+X = _t(2, seed=11)
+
+
+def _on_leaves(func: Callable[..., Any], spec: Any) -> Callable[..., Any]:
+    """``func(tree, x)`` as a function of the tree's leaves and then ``x``."""
+
+    def flat(*a: Any) -> Any:
+        return func(tree_unflatten(list(a[:-1]), spec), a[-1])
+
+    return flat
+
+
+def _flat_call(
+    op: Callable[..., Any], func: Callable[..., Any], tree: Any, argnums: Any, **kw: Any
+) -> Any:
+    """The same operator on the flat leaves: argnums over the leaves (and ``x`` if named)."""
+    leaves, spec = tree_flatten(tree)
+    n = len(leaves)
+    nums = tuple(range(n)) + ((n,) if argnums != 0 else ())
+    return op(_on_leaves(func, spec), nums, **kw)(*leaves, X)
+
+
+def _same(result: Any, structure_ref: Any, values_ref: Any) -> None:
+    assert tree_structure(result) == tree_structure(structure_ref)
+    got = tree_flatten(result)[0]
+    for g, r in zip(got, tree_flatten(values_ref)[0], strict=True):
+        assert g.dtype == r.dtype and g.shape == r.shape
+        assert torch.equal(g, r)
+    # NOTE: torch.func on the same float64 function, well conditioned: rounding only.
+    for g, r in zip(got, tree_flatten(structure_ref)[0], strict=True):
+        torch.testing.assert_close(g, r)
+
+
+ARGNUMS = [0, (0, 1)]
+
+
+@pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", derivs.METHODS["jacobian"])
+@pytest.mark.parametrize("func", [vector, tree_out], ids=["tensor_out", "pytree_out"])
+def test_jacobian(func: Callable[..., Any], method: str, kind: str, argnums: Any) -> None:
+    tree = KINDS[kind]()
+    result = derivs.jacobian(func, argnums, method=method)(tree, X)
+    flat = _flat_call(derivs.jacobian, func, tree, argnums, method=method)
+    _same(result, torch.func.jacrev(func, argnums)(tree, X), flat)
+
+
+@pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", derivs.METHODS["hessian"])
+@pytest.mark.parametrize("func", [scalar, vector], ids=["scalar", "vector"])
+def test_hessian(func: Callable[..., Any], method: str, kind: str, argnums: Any) -> None:
+    tree = KINDS[kind]()
+    result = derivs.hessian(func, argnums, method=method)(tree, X)
+    flat = _flat_call(derivs.hessian, func, tree, argnums, method=method)
+    _same(result, torch.func.hessian(func, argnums)(tree, X), flat)
+
+
+def _product(name: str, method: str, kind: str) -> tuple[Any, Any, Any]:
+    tree = KINDS[kind]()
+    primals = (tree, X)
+    vectors = tree_map(lambda t: torch.cos(3 * t), primals)
+    op = getattr(derivs, name)
+    result = op(scalar, primals, vectors, method=method)
+    leaves, spec = tree_flatten(primals)
+    flat = op(
+        lambda *a: scalar(*tree_unflatten(list(a), spec)),
+        tuple(leaves),
+        tuple(tree_flatten(vectors)[0]),
+        method=method,
+    )
+    ref = torch.func.jvp(torch.func.grad(scalar, (0, 1)), primals, vectors)[1]
+    return result, ref, tree_unflatten(list(flat), spec)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", derivs.METHODS["hvp"])
+def test_hvp(method: str, kind: str) -> None:
+    result, ref, flat = _product("hvp", method, kind)
+    _same(result, ref, flat)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", derivs.METHODS["vhp"])
+def test_vhp(method: str, kind: str) -> None:
+    """v^T H = H v: the Hessian is symmetric (torch.func's hvp is the structure reference)."""
+    result, ref, flat = _product("vhp", method, kind)
+    _same(result, ref, flat)
+
+
+B = 3
+
+
+def _batched(tree: Any) -> Any:
+    return tree_map(lambda t: torch.stack([t * (1 + b) for b in range(B)]), tree)
+
+
+XB = torch.stack([X, -X, 2 * X])
+
+
+@pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", ["vmap", "loop"])
+@pytest.mark.parametrize("batch_op", ["batch_jacobian", "batch_hessian"])
+def test_batch_shared_tree(batch_op: str, method: str, kind: str, argnums: Any) -> None:
+    """A shared (unbatched) parameter tree, batched inputs: in_dims=(None, 0)."""
+    tree = KINDS[kind]()
+    op = getattr(derivs, batch_op)
+    func = vector if batch_op == "batch_jacobian" else scalar
+    result = op(func, argnums, in_dims=(None, 0), method=method)(tree, XB)
+    leaves, spec = tree_flatten(tree)
+    n = len(leaves)
+    nums = tuple(range(n)) + ((n,) if argnums != 0 else ())
+    flat = op(_on_leaves(func, spec), nums, in_dims=(None,) * n + (0,), method=method)(*leaves, XB)
+    inner = torch.func.jacrev if batch_op == "batch_jacobian" else torch.func.hessian
+    ref = torch.func.vmap(inner(func, argnums), in_dims=(None, 0))(tree, XB)
+    _same(result, ref, flat)
+
+
+def _per_sample(tree: Any) -> torch.Tensor:
+    """Per sample: a scalar of every leaf (the sum trick's batch: one output per sample)."""
+    sums = torch.stack(
+        [torch.sin(leaf).sum(tuple(range(1, leaf.dim()))) for leaf in tree_flatten(tree)[0]]
+    )
+    return sums.prod(0) + (sums**2).sum(0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", derivs.METHODS["batch_jacobian"])
+@pytest.mark.parametrize("batch_op", ["batch_jacobian", "batch_hessian"])
+def test_batch_batched_tree(batch_op: str, method: str, kind: str) -> None:
+    """The tree itself batched along dim 0 (every method, the sum trick included)."""
+    tree = _batched(KINDS[kind]())
+    op = getattr(derivs, batch_op)
+
+    def func(t: Any) -> torch.Tensor:
+        # NOTE: the sum trick calls func on the whole batch; the others on one sample.
+        return _per_sample(t) if method == "sum" else _per_sample(tree_map(lambda x: x[None], t))[0]
+
+    result = op(func, method=method)(tree)
+    leaves, spec = tree_flatten(tree)
+    flat = op(
+        lambda *a: func(tree_unflatten(list(a), spec)), tuple(range(len(leaves))), method=method
+    )(*leaves)
+    inner = torch.func.jacrev if batch_op == "batch_jacobian" else torch.func.hessian
+    ref = torch.func.vmap(inner(lambda t: _per_sample(tree_map(lambda x: x[None], t))[0]))(tree)
+    _same(result, ref, tuple(flat))
+
+
+def test_batch_in_dims_pytree() -> None:
+    """in_dims as vmap takes them: a pytree of ints and None shaped like the argument."""
+    tree = {"u": _batched(_t(3, seed=12)), "v": _t(2, seed=13)}
+
+    def func(t: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (torch.sin(t["u"]) * t["v"].sum()).sum()
+
+    dims = ({"u": 0, "v": None},)
+    result = derivs.batch_hessian(func, in_dims=dims)(tree)
+    flat = derivs.batch_hessian(lambda u, v: func({"u": u, "v": v}), (0, 1), in_dims=(0, None))(
+        tree["u"], tree["v"]
+    )
+    _same(result, torch.func.vmap(torch.func.hessian(func), in_dims=dims)(tree), flat)
+
+
+def test_plain_tensors_keep_their_results() -> None:
+    """A tensor argument is not a pytree: the results are the tensors they always were."""
+    x = _t(3, seed=14)
+    assert isinstance(derivs.jacobian(torch.sin)(x), torch.Tensor)
+    assert isinstance(derivs.hessian(lambda v: v.pow(3).sum())(x), torch.Tensor)
+    assert isinstance(derivs.hvp(lambda v: v.pow(3).sum(), (x,), (x,)), tuple)
+
+
+def test_memory_guard_counts_every_leaf() -> None:
+    """Two leaves of 60 are refused where one of 60 fits: the guard sees all 120 inputs."""
+    one = {"a": torch.ones(60, dtype=torch.float64)}
+    two = {**one, "b": torch.ones(60, dtype=torch.float64)}
+
+    def func(t: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum((torch.sin(leaf) ** 2).sum() for leaf in t.values())  # type: ignore[return-value]
+
+    # NOTE: the budget is the memory model's prediction for the one leaf, as a tensor.
+    budget = predicted_peak(lambda a: func({"a": a}), (one["a"],), (0,), "auto")
+    assert budget is not None
+    with derivs.memory_budget(budget):
+        derivs.hessian(func)(one)
+        with pytest.raises(ValueError, match=r"derivs\.hessian: .* would need"):
+            derivs.hessian(func)(two)
+    # NOTE: batch_hessian refuses by sizes: per sample the basis (n^2) and the Hessians
+    # (2 n^2) in float64. n = 60 (28.1 KiB, 56.2 KiB) fits 10^5 bytes; n = 120, with the
+    # unbatched leaf, does not (112.5 KiB, 225.0 KiB).
+    batch = torch.ones(2, 60, dtype=torch.float64)
+    with derivs.memory_budget(10**5):
+        derivs.batch_hessian(func)({"b": batch})
+        with pytest.raises(
+            ValueError, match=r"derivs\.batch_hessian: .* would need .*\((14,400|28,800) elements\)"
+        ):
+            derivs.batch_hessian(func, in_dims=({"a": None, "b": 0},))({"a": one["a"], "b": batch})
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_non_tensor_leaf_named_by_path() -> None:
+    with pytest.raises(TypeError, match=r"derivs\.hessian: args\[0\]\['lr'\] is an int, not a"):
+        derivs.hessian(lambda p: p["w"].sum())({"w": torch.ones(2), "lr": 3})
+
+
+def test_integer_tensor_leaf_named_by_path() -> None:
+    with pytest.raises(
+        TypeError, match=r"derivs\.jacobian: args\[1\]\[0\]\.second is a int64 tensor"
+    ):
+        derivs.jacobian(lambda x, p: x * p[0].first, 1)(
+            torch.ones(2), [Pair(torch.ones(2), torch.ones(2, dtype=torch.int64))]
+        )
+
+
+def test_leaf_in_primals_named_by_path() -> None:
+    with pytest.raises(TypeError, match=r"derivs\.hvp: primals\[0\]\['s'\] is a str"):
+        derivs.hvp(lambda p: p["w"].sum(), ({"w": torch.ones(2), "s": "x"},), ({"w": 1},))
+
+
+def test_empty_pytree() -> None:
+    with pytest.raises(ValueError, match=r"derivs\.batch_jacobian: args\[0\] is an empty dict"):
+        derivs.batch_jacobian(lambda p: torch.ones(1))({})
+
+
+@pytest.mark.parametrize(
+    ("tangents", "pattern"),
+    [
+        (
+            ({"w": torch.ones(2), "c": torch.ones(3)},),
+            r"tangents\[0\] \(a dict with keys \['c', 'w'\]\) against primals\[0\] \(a dict with keys \['b', 'w'\]\)",
+        ),
+        (
+            (({"w": torch.ones(2), "b": (torch.ones(3),)}),),
+            r"tangents\[0\]\['b'\] \(a tuple of 1\)",
+        ),
+        (
+            ([torch.ones(2), torch.ones(3)],),
+            r"tangents\[0\] \(a list of 2\) against primals\[0\] \(a dict",
+        ),
+    ],
+    ids=["keys", "leaf_vs_tuple", "list_vs_dict"],
+)
+def test_tangents_structure_names_first_difference(tangents: Any, pattern: str) -> None:
+    primals = ({"w": torch.ones(2), "b": torch.ones(3)},)
+    with pytest.raises(ValueError, match=r"derivs\.vhp: cotangents is not structured like primals"):
+        derivs.vhp(lambda p: p["w"].sum(), primals, tuple(tangents))
+    with pytest.raises(ValueError, match=pattern):
+        derivs.hvp(lambda p: p["w"].sum(), primals, tuple(tangents))
+
+
+def test_tangent_leaf_shape_named_by_path() -> None:
+    primals = (Pair(torch.ones(2), torch.ones(3)),)
+    tangents = (Pair(torch.ones(2), torch.ones(4)),)
+    with pytest.raises(
+        ValueError, match=r"derivs\.hvp: tangents\[0\]\.second has shape \(4,\), expected \(3,\)"
+    ):
+        derivs.hvp(lambda p: p.first.sum(), primals, tangents)
+
+
+def test_namedtuple_against_tuple() -> None:
+    primals = (Pair(torch.ones(2), torch.ones(3)),)
+    with pytest.raises(
+        ValueError, match=r"tangents\[0\] \(a tuple of 2\) against primals\[0\] \(a Pair of 2\)"
+    ):
+        derivs.hvp(lambda p: p.first.sum(), primals, ((torch.ones(2), torch.ones(3)),))
+
+
+def test_in_dims_unlike_the_tree() -> None:
+    with pytest.raises(
+        ValueError, match=r"derivs\.batch_jacobian: in_dims\[0\]=\{'u': 0\} does not match"
+    ):
+        derivs.batch_jacobian(lambda t: t["u"], in_dims=({"u": 0},))(
+            {"u": torch.ones(2, 3), "v": torch.ones(2)}
+        )
+
+
+def test_sparse_refuses_pytrees() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"derivs\.sparse_jacobian: args\[0\] .*got dict \(a pytree: .* takes tensors only",
+    ):
+        derivs.sparse_jacobian(lambda p: p["w"] ** 2)({"w": torch.ones(3)})
