@@ -20,7 +20,6 @@ form "forward iff n_out > c * n_in" fit the data best, which is how the rule was
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -34,7 +33,7 @@ import derivs
 from bench.machine import load_average, run_facts
 from bench.output import write_outputs
 from bench.problems import predict, predict_inputs, predict_jacobian
-from bench.timing import CLOCKS, sync, time_interleaved
+from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
 from derivs import _eager as eager_path
 from derivs import _jacobian as _J
 from derivs import prefers_forward
@@ -265,33 +264,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cpu")
+    parser = timing_parser(__doc__, "auto_grid", rounds=7, block=0.02)
     parser.add_argument(
         "--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="comma-separated"
     )
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved blocks per cell")
-    parser.add_argument("--block", type=float, default=0.02, help="seconds per timed block")
-    parser.add_argument(
-        "--out",
-        default=str(ROOT / "docs" / "bench" / "auto_grid"),
-        help="path prefix for the .json and .md results",
-    )
     parser.add_argument("--rescore", metavar="JSON", help="re-score a saved grid, measure nothing")
-    parser.add_argument(
-        "--clock",
-        choices=sorted(CLOCKS),
-        default="wall",
-        help="wall (perf_counter, default) or thread (this thread's CPU time: steadier on a "
-        "shared machine, meaningful with --threads 1)",
-    )
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
-    args = parser.parse_args(argv)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_timing(parser, argv)
     clock = CLOCKS[args.clock]
     if args.rescore:
         result = json.loads(Path(args.rescore).read_text())

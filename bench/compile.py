@@ -22,7 +22,6 @@ This is the one compile benchmark: ``docs/bench/report.md`` quotes its table.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,18 +30,10 @@ from typing import Any
 import torch
 
 import derivs
+from bench import problems as bp
 from bench.machine import load_average, run_facts
 from bench.output import write_outputs
-from bench.problems import (
-    predict,
-    predict_hessian,
-    predict_inputs,
-    predict_jacobian,
-    sin_sum,
-    sin_sum_hvp,
-    vector_inputs,
-)
-from bench.timing import CLOCKS, sync, time_interleaved
+from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
 from derivs import prefers_forward
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +57,7 @@ def _fresh_predict() -> Callable[..., torch.Tensor]:
     """``predict`` as a new function object: nothing remembered about it from another case."""
 
     def fresh(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return predict(weight, bias, x)
+        return bp.predict(weight, bias, x)
 
     return fresh
 
@@ -80,7 +71,7 @@ def jacobian_bound(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) ->
     can compile to. derivs' compiled path goes below it: its basis is ``derivs::identity``,
     whose products a post-grad pass rewrites (``derivs/_compiled.py``).
     """
-    y = predict(weight, bias, x)
+    y = bp.predict(weight, bias, x)
     if prefers_forward(y.numel(), x.numel(), x.device):
         eye = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
         return ((eye @ weight.T) * (1 - y**2)).T
@@ -89,11 +80,11 @@ def jacobian_bound(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) ->
 
 
 def hvp_derivs(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return derivs.hvp(sin_sum, (x,), (v,))
+    return derivs.hvp(bp.sin_sum, (x,), (v,))
 
 
 def hvp_closed(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return (sin_sum_hvp(x, v),)
+    return (bp.sin_sum_hvp(x, v),)
 
 
 class Case:
@@ -111,11 +102,11 @@ class Case:
 
 
 def _predict_inputs(n_in: int, n_out: int, device: str) -> Callable[[int], tuple[Any, ...]]:
-    return lambda seed: predict_inputs(n_in, n_out, device, seed=seed)
+    return lambda seed: bp.predict_inputs(n_in, n_out, device, seed=seed)
 
 
 def _vector_inputs(n: int, device: str) -> Callable[[int], tuple[Any, ...]]:
-    return lambda seed: vector_inputs(n, device, seed=seed)
+    return lambda seed: bp.vector_inputs(n, device, seed=seed)
 
 
 def cases(device: str, only: set[str]) -> list[Case]:
@@ -124,13 +115,15 @@ def cases(device: str, only: set[str]) -> list[Case]:
         for name, (n_in, n_out) in JACOBIAN_SHAPES.items():
             fn = derivs.jacobian(_fresh_predict(), argnums=2)
             found.append(
-                Case("jacobian", name, fn, predict_jacobian, _predict_inputs(n_in, n_out, device))
+                Case(
+                    "jacobian", name, fn, bp.predict_jacobian, _predict_inputs(n_in, n_out, device)
+                )
             )
     if "hessian" in only:
         for name, (n_in, n_out) in HESSIAN_SHAPES.items():
             fn = derivs.hessian(_fresh_predict(), argnums=2)
             found.append(
-                Case("hessian", name, fn, predict_hessian, _predict_inputs(n_in, n_out, device))
+                Case("hessian", name, fn, bp.predict_hessian, _predict_inputs(n_in, n_out, device))
             )
     if "hvp" in only:
         for name, n in HVP_SIZES.items():
@@ -244,20 +237,10 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cpu")
+    parser = timing_parser(__doc__, "compile", rounds=15, block=0.02)
     parser.add_argument("--backend", default="inductor")
     parser.add_argument("--only", default="jacobian,hessian,hvp", help="comma-separated kinds")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved blocks per case")
-    parser.add_argument("--block", type=float, default=0.02, help="seconds per timed block")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "compile"))
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_timing(parser, argv)
     load = load_average()
     print(f"compile bench on {args.device} ({args.backend}), load average {load}", flush=True)
     found = []

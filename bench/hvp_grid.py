@@ -18,7 +18,6 @@ method on every cell.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from bench.machine import load_average, run_facts
 from bench.output import write_outputs
 from bench.problems import SCALAR as PROBLEMS
 from bench.problems import Scalar, vector_inputs
-from bench.timing import CLOCKS, sync, time_interleaved
+from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,21 +141,11 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cpu")
+    parser = timing_parser(__doc__, "hvp_grid", rounds=7, block=0.05)
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
     parser.add_argument("--functions", default=",".join(PROBLEMS))
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved blocks per cell")
-    parser.add_argument("--block", type=float, default=0.05, help="seconds per timed block")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "hvp_grid"))
     parser.add_argument("--rescore", metavar="JSON", help="re-score a saved grid, measure nothing")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_timing(parser, argv)
     if args.rescore:
         result = json.loads(Path(args.rescore).read_text())
     else:

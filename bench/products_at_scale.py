@@ -24,7 +24,6 @@ Writes ``docs/bench/products_at_scale.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ from bench.machine import load_average, run_facts
 from bench.output import write_outputs
 from bench.problems import SCALAR as PROBLEMS
 from bench.problems import vector_inputs as inputs
-from bench.timing import CLOCKS, sync, time_interleaved
+from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
 from derivs import _memory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,21 +165,11 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cpu")
+    parser = timing_parser(__doc__, "products_at_scale", rounds=5, block=0.2)
     parser.add_argument("--n", type=int, default=10**7)
     parser.add_argument("--functions", default=",".join(PROBLEMS))
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved blocks per call")
-    parser.add_argument("--block", type=float, default=0.2, help="seconds per timed block")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
     parser.add_argument("--rss", action="store_true", help="also fresh-process ru_maxrss growth")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "products_at_scale"))
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_timing(parser, argv)
     load = load_average()
     print(f"products at N={args.n} on {args.device}, load average {load}", flush=True)
     rows = [

@@ -64,7 +64,9 @@ def brusselator(ops: Ops) -> Callable[[Any], Any]:
     """The Brusselator right-hand side for a state ``y`` of shape ``(2, N, N)``."""
 
     def lap(a: Any) -> Any:
-        return ops.roll(a, 1, 0) + ops.roll(a, -1, 0) + ops.roll(a, 1, 1) + ops.roll(a, -1, 1) - 4 * a
+        return (
+            ops.roll(a, 1, 0) + ops.roll(a, -1, 0) + ops.roll(a, 1, 1) + ops.roll(a, -1, 1) - 4 * a
+        )
 
     def f(y: Any) -> Any:
         n = y.shape[-1]
@@ -128,6 +130,22 @@ def problems(ops: Ops) -> dict[str, Problem]:
     }
 
 
+def numpy_like(xp: Any, conv3x3: Callable[[Any, Any], Any]) -> Ops:
+    """The namespace of an array library with numpy's API (numpy, jax.numpy), float64."""
+    return Ops(
+        roll=xp.roll,
+        stack=xp.stack,
+        pad1=lambda x: xp.pad(x, (1, 1)),
+        sin=xp.sin,
+        cos=xp.cos,
+        tanh=xp.tanh,
+        conv3x3=conv3x3,
+        linspace=lambda a, b, n: xp.linspace(a, b, n),
+        meshgrid=lambda a, b: tuple(xp.meshgrid(a, b, indexing="ij")),
+        arange=lambda a, b: xp.arange(a, b, dtype=xp.float64),
+    )
+
+
 def numpy_ops() -> Ops:
     """The numpy namespace: the reference the torch and jax evaluations are checked against
     (its 3x3 convolution is nine shifted slices, written apart from torch's and XLA's)."""
@@ -142,18 +160,7 @@ def numpy_ops() -> Ops:
                 out += w[:, 0, di, dj, None, None] * padded[None, di : di + h, dj : dj + wd]
         return out
 
-    return Ops(
-        roll=np.roll,
-        stack=np.stack,
-        pad1=lambda x: np.pad(x, (1, 1)),
-        sin=np.sin,
-        cos=np.cos,
-        tanh=np.tanh,
-        conv3x3=conv3x3,
-        linspace=lambda a, b, n: np.linspace(a, b, n),
-        meshgrid=lambda a, b: tuple(np.meshgrid(a, b, indexing="ij")),
-        arange=lambda a, b: np.arange(a, b, dtype=np.float64),
-    )
+    return numpy_like(np, conv3x3)
 
 
 def pattern(name: str) -> set[tuple[int, int]]:

@@ -3,10 +3,12 @@ check-then-time helper of the pytest-benchmark fixtures (``tests/bench``)."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +17,39 @@ import derivs
 from bench.machine import device_name
 
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+DOCS_BENCH = Path(__file__).resolve().parent.parent / "docs" / "bench"
+
+
+def timing_parser(
+    doc: str | None, name: str, *, rounds: int, block: float
+) -> argparse.ArgumentParser:
+    """The options of every interleaved-timing tool; ``--out`` defaults to docs/bench/<name>."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved blocks per case")
+    parser.add_argument("--block", type=float, default=block, help="seconds per timed block")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall (perf_counter, default) or thread (this thread's CPU time: steadier on a "
+        "shared machine, meaningful with --threads 1)",
+    )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads before measuring")
+    parser.add_argument(
+        "--out", default=str(DOCS_BENCH / name), help="path prefix of the .json and .md results"
+    )
+    return parser
+
+
+def parse_timing(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, and set torch's thread count when ``--threads`` asks for one."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def sync(device: str | torch.device) -> Callable[[], None]:

@@ -1,7 +1,7 @@
 """Planted bugs: deliberately wrong variants of the public operators.
 
 The suite's worth is whether it catches bugs. Each variant below patches one piece of
-``derivs`` with a plausible mistake; ``python tools/planted_bugs.py`` runs the suite once per
+``derivs`` with a plausible mistake; ``python -m tools.planted_bugs`` runs the suite once per
 variant (the root conftest applies the one named by ``DERIVS_PLANTED_BUG``) and reports
 killed/total with the time to kill. Every variant must be killed.
 

@@ -2,7 +2,7 @@
 
 The dynamo-level properties do not depend on the backend, so the graphs are handed to the
 ``eager`` backend (no AOT autograd, no C++ build) to keep the file fast;
-``tools/compile_bench.py`` times the inductor-compiled calls against the closed forms.
+``bench/compile.py`` times the inductor-compiled calls against the closed forms.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from suite_helpers import assert_close_scaled, call_repr, fd_check, values_of
 
 import derivs
 import derivs.strategies as ds
+from bench.problems import brusselator
 
 JAC_MODES = derivs.SPARSE_MODES["sparse_jacobian"]
 HESS_MODES = derivs.SPARSE_MODES["sparse_hessian"]
@@ -242,19 +243,10 @@ def test_star_recovery_of_a_symmetric_matrix(dense: torch.Tensor) -> None:
 
 def test_best_order_keeps_the_fewest_colours() -> None:
     """order='best' never has more colours than any single order (on a 2-D Brusselator)."""
-    p = derivs.jacobian_sparsity(_brusselator)(torch.rand(2, 8, 8, dtype=torch.float64))
+    p = derivs.jacobian_sparsity(brusselator)(torch.rand(2, 8, 8, dtype=torch.float64))
     best = derivs.coloring(p, mode="column")
     for order in derivs.sparse.ORDERS:
         assert best.num_colors <= derivs.coloring(p, mode="column", order=order).num_colors
-
-
-def _brusselator(y: torch.Tensor) -> torch.Tensor:
-    u, v = y[0], y[1]
-
-    def lap(a: torch.Tensor) -> torch.Tensor:
-        return a.roll(1, 0) + a.roll(-1, 0) + a.roll(1, 1) + a.roll(-1, 1) - 4 * a
-
-    return torch.stack([1 + u * u * v - 4.4 * u + lap(u), 3.4 * u - u * u * v + lap(v)])
 
 
 # --- reuse, chunking, given patterns, local detection ------------------------------------------

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tools/conformance_table.py derivs.json torch.func.json torch.autograd.functional.json
+    python -m tools.conformance_table derivs.json torch.func.json torch.autograd.functional.json
 
 One row per conformance property (test function), one column per implementation; a cell
 counts the property's cases by outcome (``8 pass``, ``2 xfail``, ``4 skip``) and names the

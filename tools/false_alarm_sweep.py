@@ -9,12 +9,12 @@ and the test id) and classified by replaying it (see ``VERDICTS`` and docs/suite
 
 Usage::
 
-    python tools/false_alarm_sweep.py run --seeds 0:200            # resumable: done seeds skip
-    python tools/false_alarm_sweep.py run --seeds 0:100 --jobs 2 --workers 1
-    python tools/false_alarm_sweep.py run --seeds 0:25 --max-examples 64   # same examples, 8x fewer runs
-    python tools/false_alarm_sweep.py report                        # the tables, from the results
-    python tools/false_alarm_sweep.py classify                      # re-classify recorded failures
-    python tools/false_alarm_sweep.py replay --index 0              # replay one failure again
+    python -m tools.false_alarm_sweep run --seeds 0:200            # resumable: done seeds skip
+    python -m tools.false_alarm_sweep run --seeds 0:100 --jobs 2 --workers 1
+    python -m tools.false_alarm_sweep run --seeds 0:25 --max-examples 64   # same examples, 8x fewer runs
+    python -m tools.false_alarm_sweep report                        # the tables, from the results
+    python -m tools.false_alarm_sweep classify                      # re-classify recorded failures
+    python -m tools.false_alarm_sweep replay --index 0              # replay one failure again
 
 Each seed writes ``<out>/seed-<seed>.json`` when it finishes (atomically), so an interrupted
 sweep resumes where it stopped, and disjoint ``--seeds`` ranges can run on several machines

@@ -2,7 +2,7 @@
 
 Usage (in the ``fuzz`` tox env, or any environment with hypofuzz installed)::
 
-    DERIVS_HYPOTHESIS_DB=/shared/derivs-fuzz python tools/fuzz_stats.py [pytest selection]
+    DERIVS_HYPOTHESIS_DB=/shared/derivs-fuzz python -m tools.fuzz_stats [pytest selection]
 
 HypoFuzz saves progress reports to the example database (``<test key>.hypofuzz.reports``):
 per test and worker, the test cases run so far by status and the fuzzing time. This adds up

@@ -8,13 +8,13 @@ mutmut's caches and can run one after another, or on different machines.
 
 Usage::
 
-    python tools/mutation.py list                       # the campaigns
-    python tools/mutation.py run oracles                # mutate, test, time; resumable
-    python tools/mutation.py run jacobian --sample 0.25 # every 4th mutant (by a stable hash)
-    python tools/mutation.py estimate jacobian          # mutants and mutmut's time estimate
-    python tools/mutation.py triage oracles             # survivors vs the equivalent list
-    python tools/mutation.py rerun oracles              # after new tests: re-test survivors
-    python tools/mutation.py report                     # the score table of every campaign
+    python -m tools.mutation list                       # the campaigns
+    python -m tools.mutation run oracles                # mutate, test, time; resumable
+    python -m tools.mutation run jacobian --sample 0.25 # every 4th mutant (by a stable hash)
+    python -m tools.mutation estimate jacobian          # mutants and mutmut's time estimate
+    python -m tools.mutation triage oracles             # survivors vs the equivalent list
+    python -m tools.mutation rerun oracles              # after new tests: re-test survivors
+    python -m tools.mutation report                     # the score table of every campaign
 
 ``tox -e mutation -- <command> <campaign>`` runs the same. Survivors are triaged against
 ``docs/suite/mutation-equivalent.toml``: an entry names the function, the line before and

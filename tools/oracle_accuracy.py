@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tools/oracle_accuracy.py [--draws 200] [--seed 0] [--markdown]
+    python -m tools.oracle_accuracy [--draws 200] [--seed 0] [--markdown]
 
 For each scheme (central, richardson, complex_step), each compute dtype (float64, and
 float32 as on mps) and each closed form (linear map, sin, x^T A x, the tutorial's

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python tools/planted_bugs.py                 # every variant in tests/planted.py
-    python tools/planted_bugs.py jac-rev-transposed hess-drop-mixed-blocks
-    python tools/planted_bugs.py --list
+    python -m tools.planted_bugs                 # every variant in tests/planted.py
+    python -m tools.planted_bugs jac-rev-transposed hess-drop-mixed-blocks
+    python -m tools.planted_bugs --list
 
 Each variant runs ``pytest -x -n auto`` over the operator properties (``SUITE``) with ``DERIVS_PLANTED_BUG=<name>`` (the
 root conftest patches derivs with it) and the ``dev`` Hypothesis profile unless

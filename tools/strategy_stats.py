@@ -1,6 +1,6 @@
 """Measure the strategies: generation rate and what 1,000 draws look like.
 
-Run from the repository root: ``python tools/strategy_stats.py [--draws 1000] [--examples 3]``.
+Run from the repository root: ``python -m tools.strategy_stats [--draws 1000] [--examples 3]``.
 Prints Markdown (used for docs/strategies.md). Draws go through ``@given`` exactly as in
 the suite (generation phase only, no database), so the rate includes Hypothesis' overhead.
 """
@@ -11,7 +11,6 @@ import argparse
 import collections
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +18,6 @@ from typing import Any
 import torch
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import derivs.strategies as ds
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import derivs
-from derivs import _memory
 from bench.problems import sin_sum as f
 from bench.problems import sin_sum_hvp, vector_inputs
 from bench.timing import Bench
+from derivs import _memory
 
 pytestmark = pytest.mark.bench
 
