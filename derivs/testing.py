@@ -144,6 +144,8 @@ def tolerance(dtype: torch.dtype, numel: int, scale: float = 1.0) -> Tolerance:
 def _kind(node: object) -> str:
     if isinstance(node, torch.Tensor):
         return "Tensor"
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return type(node).__name__  # a namedtuple: its fields name the paths
     if isinstance(node, tuple):
         return "tuple"
     if isinstance(node, list):
@@ -174,6 +176,15 @@ def _pairs(
         for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             sub = None if error is None else error[i]
             found = _pairs(a, e, sub, f"{path}[{i}]", out)
+            if found:
+                return found
+        return None
+    if hasattr(expected, "_fields"):  # a namedtuple (the same type: its kind is its name)
+        for field in expected._fields:
+            sub = None if error is None else getattr(error, field, None)
+            found = _pairs(
+                getattr(actual, field), getattr(expected, field), sub, f"{path}.{field}", out
+            )
             if found:
                 return found
         return None
@@ -233,8 +244,9 @@ def _check_values(
     error: Tensor | None,
     rtol: float | None,
     atol: float | None,
-) -> str | None:
-    """None when the block's values agree, else a multi-line description of the failure."""
+) -> tuple[str, float] | None:
+    """None when the block's values agree, else a multi-line description of the failure and
+    how far out of tolerance its worst element is (``|diff| / tolerance``, inf if not finite)."""
     where = _where(path)
     if actual.device.type == "meta" or expected.numel() == 0:
         return None
@@ -280,6 +292,9 @@ def _check_values(
     av = a.reshape(-1)[worst].item()
     ev = e.reshape(-1)[worst].item()
     tol_there = float(allowed.reshape(-1)[worst])
+    # NOTE: a block of a pytree names its worst element by the leaf's path: ['0.weight'][2, 1].
+    index = _validate.fmt_index(worst, shape)
+    at = f"index {index}" if not path else path + (f"[{index[1:-1].rstrip(',')}]" if shape else "")
     how = (
         (f"atol={t_abs:.3g} (given)" if atol is not None else "")
         + (", " if atol is not None and rtol is not None else "")
@@ -293,7 +308,7 @@ def _check_values(
     lines = [
         f"values differ in {where} (shape {tuple(shape)}, {name}, {actual.device}):"
         f" {nbad} of {expected.numel()} elements out of tolerance",
-        f"  worst at index {_validate.fmt_index(worst, shape)}: actual {_num(av)}, expected {_num(ev)},"
+        f"  worst at {at}: actual {_num(av)}, expected {_num(ev)},"
         f" |diff| {float(diff.reshape(-1)[worst]):.3g} > tolerance {tol_there:.3g}",
         f"  max abs error {max_abs:.3g} at {_validate.fmt_index(abs_at, shape)};"
         f" max rel error {float(rel.reshape(-1)[rel_at]):.3g} at {_validate.fmt_index(rel_at, shape)}",
@@ -301,7 +316,7 @@ def _check_values(
         + (f" + {ERROR_SAFETY:g}*error" if error is not None else "")
         + f"; {how}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines), float(ratio.reshape(-1)[worst])
 
 
 def _num(v: complex | float | int | bool) -> str:
@@ -321,7 +336,8 @@ def assert_close(
 ) -> None:
     """Assert that ``actual`` matches ``expected`` within a derived tolerance.
 
-    Checks, in order: the structure (tensors and nested tuples/lists/dicts of them), then
+    Checks, in order: the structure (tensors and pytrees of them: nested tuples, lists,
+    namedtuples and dicts; a mismatch is named by its path), then
     each block's shape, dtype and device, then its values, compared in float64 (complex128
     for complex blocks). An element passes when
 
@@ -344,8 +360,10 @@ def assert_close(
 
     Raises:
         AssertionError: on the first structure, shape, dtype or device mismatch, or when
-            values differ; the message names the block path (``[1][0]``), the worst index,
-            both values there, max abs and rel error, and the tolerance with its derivation.
+            values differ; the message names the block of the worst element first, by its
+            path in the pytree (``['0.weight']``, ``[1][0]``, ``.first``), the worst element by
+            its leaf path and index (``['0.weight'][2, 1]``), both values there, max abs and
+            rel error, the tolerance with its derivation, and the other failing blocks.
 
     >>> x = torch.tensor([1.0, 2.0], dtype=torch.float64)
     >>> assert_close((x, x * 2), (x.clone(), x * 2))
@@ -375,11 +393,13 @@ def assert_close(
     for path, a, e, err in leaves:
         found = _check_values(path, a, e, err, rtol, atol)
         if found:
-            failures.append((path, found))
+            failures.append((path, *found))
     if not failures:
         return
-    path, message = failures[0]
-    others = [p or "tensor" for p, _ in failures[1:]]
+    # NOTE: the block of the worst element first (the first such block on ties).
+    failures.sort(key=lambda f: -f[2])
+    path, message, _ = failures[0]
+    others = [p or "tensor" for p, _, _ in failures[1:]]
     if others:
         message += f"\n  (also failing: {', '.join(others)})"
     raise AssertionError(prefix + message)

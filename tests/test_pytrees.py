@@ -24,7 +24,9 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map, tree_structure, tree_unflatten
 
 import derivs
+from derivs import oracles
 from derivs._memory import predicted_peak
+from derivs.testing import assert_close
 
 pytestmark = pytest.mark.derivs_only("pytree arguments of derivs' operators")
 
@@ -86,15 +88,19 @@ def _flat_call(
     return op(_on_leaves(func, spec), nums, **kw)(*leaves, X)
 
 
-def _same(result: Any, structure_ref: Any, values_ref: Any) -> None:
+def _same(result: Any, structure_ref: Any, values_ref: Any, *, exact: bool = True) -> None:
+    """``result`` nested like ``structure_ref``; its leaves equal to ``values_ref``'s (the
+    same computation on the flat leaves: ``exact``) or close to them (another method)."""
     assert tree_structure(result) == tree_structure(structure_ref)
     got = tree_flatten(result)[0]
     for g, r in zip(got, tree_flatten(values_ref)[0], strict=True):
         assert g.dtype == r.dtype and g.shape == r.shape
-        assert torch.equal(g, r)
-    # NOTE: torch.func on the same float64 function, well conditioned: rounding only.
-    for g, r in zip(got, tree_flatten(structure_ref)[0], strict=True):
-        torch.testing.assert_close(g, r)
+        if exact:
+            assert torch.equal(g, r)
+        else:
+            assert_close(g, r)
+    # NOTE: torch.func on the same well-conditioned float64 function: rounding only.
+    assert_close(result, structure_ref)
 
 
 ARGNUMS = [0, (0, 1)]
@@ -348,3 +354,111 @@ def test_sparse_refuses_pytrees() -> None:
         match=r"derivs\.sparse_jacobian: args\[0\] .*got dict \(a pytree: .* takes tensors only",
     ):
         derivs.sparse_jacobian(lambda p: p["w"] ** 2)({"w": torch.ones(3)})
+
+
+# ----------------------------------------------------------------------------- oracles
+
+ORACLES: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
+    # name: (oracle, function, torch.func transform giving the reference)
+    "loop_jacobian": (oracles.loop_jacobian, tree_out, torch.func.jacrev),
+    "loop_hessian": (oracles.loop_hessian, scalar, torch.func.hessian),
+    **{
+        f"fd_jacobian_{scheme}": (
+            lambda f, a, n, s=scheme: oracles.fd_jacobian(f, a, n, scheme=s),
+            tree_out,
+            torch.func.jacrev,
+        )
+        for scheme in oracles.SCHEMES
+    },
+    **{
+        f"fd_hessian_{scheme}": (
+            lambda f, a, n, s=scheme: oracles.fd_hessian(f, a, n, scheme=s),
+            vector,
+            torch.func.hessian,
+        )
+        for scheme in oracles.SCHEMES
+    },
+}
+
+
+@pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ORACLES)
+def test_oracles(name: str, kind: str, argnums: Any) -> None:
+    """Nested as torch.func nests, equal to the oracle on the flat leaves, close to torch.func."""
+    oracle, func, transform = ORACLES[name]
+    tree = KINDS[kind]()
+    result = oracle(func, (tree, X), argnums)
+    leaves, spec = tree_flatten(tree)
+    n = len(leaves)
+    nums = tuple(range(n)) + ((n,) if argnums != 0 else ())
+    flat = oracle(_on_leaves(func, spec), (*leaves, X), nums)
+    ref = transform(func, argnums)(tree, X)
+    if isinstance(result, oracles.Estimate):
+        # NOTE: finite differences measure their rounding noise per call (not bitwise
+        # repeatable): the flat run agrees within both error estimates, torch.func within one.
+        assert tree_structure(result.value) == tree_structure(ref)
+        assert tree_structure(result.error) == tree_structure(ref)
+        both = tree_map(torch.add, result.error, _nest_like(ref, flat.error))
+        assert_close(result.value, _nest_like(ref, flat.value), error=both, context=name)
+        assert_close(result.value, ref, error=result.error, context=name)
+    else:
+        _same(result, ref, _nest_like(ref, flat))
+
+
+def _nest_like(ref: Any, flat: Any) -> Any:
+    """The flat oracle's leaves, in their order, nested like ``ref`` (same leaf order)."""
+    return tree_unflatten(tree_flatten(flat)[0], tree_structure(ref))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["loop_batch_jacobian", "loop_batch_hessian"])
+def test_batch_oracles(name: str, kind: str) -> None:
+    tree = KINDS[kind]()
+    func = vector if name == "loop_batch_jacobian" else scalar
+    transform = torch.func.jacrev if name == "loop_batch_jacobian" else torch.func.hessian
+    result = getattr(oracles, name)(func, (tree, XB), (0, 1), in_dims=(None, 0))
+    ref = torch.func.vmap(transform(func, (0, 1)), in_dims=(None, 0))(tree, XB)
+    op = derivs.batch_jacobian if name == "loop_batch_jacobian" else derivs.batch_hessian
+    _same(result, ref, op(func, (0, 1), in_dims=(None, 0))(tree, XB), exact=False)
+
+
+def test_oracle_leaf_named_by_path() -> None:
+    with pytest.raises(TypeError, match=r"loop_hessian: args\[0\]\['b'\]\[0\] is int 3, not a"):
+        oracles.loop_hessian(scalar, ({"w": X, "b": [3]}, X))
+    with pytest.raises(TypeError, match=r"fd_jacobian: args\[1\]\[0\] has dtype torch\.int64"):
+        oracles.fd_jacobian(vector, ({"w": X}, (torch.ones(2, dtype=torch.int64),)), 1)
+
+
+# ----------------------------------------------------------------------------- assert_close
+
+
+def _failure(actual: Any, expected: Any) -> str:
+    with pytest.raises(AssertionError) as info:
+        assert_close(actual, expected)
+    return str(info.value)
+
+
+def test_assert_close_names_the_worst_leaf_path() -> None:
+    expected = {"0.weight": torch.arange(12.0).reshape(3, 4), "0.bias": torch.ones(3)}
+    actual = tree_map(torch.clone, expected)
+    actual["0.weight"][2, 1] += 1.0
+    actual["0.bias"][0] += 1e-4  # out of tolerance too, but far less
+    lines = _failure(actual, expected).splitlines()
+    assert lines[0].startswith("values differ in block['0.weight'] (shape (3, 4)")
+    assert lines[1].startswith("  worst at ['0.weight'][2, 1]: actual 10, expected 9")
+    assert lines[-1] == "  (also failing: ['0.bias'])"
+    nt = _failure(Pair(torch.ones(2), torch.zeros(())), Pair(torch.ones(2), torch.ones(())))
+    assert "values differ in block.second (shape ()" in nt
+    assert "worst at .second: actual 0, expected 1" in nt
+
+
+def test_assert_close_names_the_structure_mismatch() -> None:
+    x = torch.ones(2)
+    message = _failure({"a": [x, {"b": x}]}, {"a": [x, {"c": x}]})
+    assert (
+        "structure mismatch: actual['a'][1] has keys ['b'], expected['a'][1] has keys ['c']"
+        in message
+    )
+    message = _failure([Pair(x, x)], [(x, x)])
+    assert "actual[0] is a Pair, expected[0] is a tuple" in message

@@ -187,7 +187,7 @@ def test_message_reads_well() -> None:
         " (shape (3, 4), float32, cpu): 1 of 12 elements out of tolerance"
     )
     assert re.match(
-        r"  worst at index \(2, 1\): actual 7\.5, expected 9, \|diff\| 1\.5 > ", lines[1]
+        r"  worst at \[0\]\[2, 1\]: actual 7\.5, expected 9, \|diff\| 1\.5 > ", lines[1]
     )
     assert "max abs error 1.5 at (2, 1); max rel error 0.167 at (2, 1)" in lines[2]
     assert "32*eps*sqrt(numel)*max|expected|" in lines[3] and "eps of float32" in lines[3]

@@ -29,6 +29,14 @@ differentiated; a Jacobian block has shape ``(*out_shape, *in_shape)`` and the d
 device of the differentiated argument; a tuple ``argnums`` gives one block per argnum, in
 ``argnums`` order; a Hessian block ``H[i][j]`` has shape ``(*out_shape, *in_i, *in_j)`` and is
 ``d/dx_j (d out / d x_i)``. No oracle mutates its arguments or their ``requires_grad``.
+
+A differentiated argument may be a pytree: a tuple, list, namedtuple or dict of tensors,
+nested (a model's ``dict(named_parameters())``); every leaf must be a floating-point tensor
+(a leaf that is not is named by its path, ``args[0]['lr']``). The results nest as
+``torch.func`` nests them: a Jacobian with the output's structure outside and the
+argument's inside (the tuple over ``argnums`` between them), a Hessian with the argument's
+structure twice; ``in_dims`` of the batch loops may be an int or ``None`` per pytree, or a
+pytree of them shaped like the argument (``_trees``).
 """
 
 from __future__ import annotations

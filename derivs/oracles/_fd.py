@@ -45,6 +45,7 @@ from derivs.oracles._differences import (
 )
 from derivs.oracles._noise import measured_noise
 from derivs.oracles._promote import Raising
+from derivs.oracles._trees import Leaves
 
 # Outputs at given points of the differentiated arguments, the others taken from call_args.
 _Outputs = Callable[[list[Tensor], list[Any]], list[Tensor]]
@@ -243,6 +244,12 @@ def fd_jacobian(
     True
     """
     api = "derivs.oracles.fd_jacobian"
+    tree = Leaves(api, func, args, argnums)
+    if not tree.trivial:
+        est = fd_jacobian(
+            tree.func, tree.args, tree.nums, scheme=scheme, step=step, compute_dtype=compute_dtype
+        )
+        return Estimate(tree.jacobian(est.value), tree.jacobian(est.error))
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
 
     raised = s.mode.wrap(func)
@@ -356,6 +363,12 @@ def fd_hessian(
     True
     """
     api = "derivs.oracles.fd_hessian"
+    tree = Leaves(api, func, args, argnums)
+    if not tree.trivial:
+        est = fd_hessian(
+            tree.func, tree.args, tree.nums, scheme=scheme, step=step, compute_dtype=compute_dtype
+        )
+        return Estimate(tree.hessian(est.value), tree.hessian(est.error))
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
     promoted = promoting_real_operands(func)
 

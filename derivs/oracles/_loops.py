@@ -15,6 +15,7 @@ from derivs.oracles._common import (
     _prepare,
     _unflatten,
 )
+from derivs.oracles._trees import Leaves
 
 
 def _grad_copies(args: tuple[Any, ...], nums: tuple[int, ...]) -> tuple[list[Any], list[Tensor]]:
@@ -79,8 +80,9 @@ def loop_jacobian(
             [0.0000, 0.5403]], dtype=torch.float64)
     """
     api = "derivs.oracles.loop_jacobian"
-    targs, nums, single = _prepare(api, func, args, argnums)
-    return _loop_jacobian(api, func, targs, nums, single)
+    tree = Leaves(api, func, args, argnums)
+    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+    return tree.jacobian(_loop_jacobian(api, tree.func, targs, nums, tree.flat_single))
 
 
 def _loop_hessian(
@@ -145,8 +147,9 @@ def loop_hessian(
             [ 0., 12.]], dtype=torch.float64)
     """
     api = "derivs.oracles.loop_hessian"
-    targs, nums, single = _prepare(api, func, args, argnums)
-    return _loop_hessian(api, func, targs, nums, single)
+    tree = Leaves(api, func, args, argnums)
+    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+    return tree.hessian(_loop_hessian(api, tree.func, targs, nums, tree.flat_single))
 
 
 def _normalize_in_dims(
@@ -252,8 +255,13 @@ def loop_batch_jacobian(
     [[0.0, 2.0], [4.0, 6.0]]
     """
     api = "derivs.oracles.loop_batch_jacobian"
-    targs, nums, single = _prepare(api, func, args, argnums)
-    return _loop_batch(api, lambda s: _loop_jacobian(api, func, s, nums, single), targs, in_dims)
+    tree = Leaves(api, func, args, argnums, in_dims)
+    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+
+    def per_sample(s: tuple[Any, ...]) -> Any:
+        return tree.jacobian(_loop_jacobian(api, tree.func, s, nums, tree.flat_single))
+
+    return _loop_batch(api, per_sample, targs, tree.in_dims)
 
 
 def loop_batch_hessian(
@@ -279,5 +287,10 @@ def loop_batch_hessian(
     [[[6.0]], [[12.0]]]
     """
     api = "derivs.oracles.loop_batch_hessian"
-    targs, nums, single = _prepare(api, func, args, argnums)
-    return _loop_batch(api, lambda s: _loop_hessian(api, func, s, nums, single), targs, in_dims)
+    tree = Leaves(api, func, args, argnums, in_dims)
+    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+
+    def per_sample(s: tuple[Any, ...]) -> Any:
+        return tree.hessian(_loop_hessian(api, tree.func, s, nums, tree.flat_single))
+
+    return _loop_batch(api, per_sample, targs, tree.in_dims)
