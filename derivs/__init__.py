@@ -24,7 +24,7 @@ loops) and ``derivs.testing.assert_close`` the comparison helper the suite uses.
 from derivs import oracles, testing
 from derivs import sparse as _sparse_mod
 from derivs._batch import batch_hessian, batch_jacobian
-from derivs._config import get_memory_budget, memory_budget, set_memory_budget
+from derivs._config import MemoryBudgetError, get_memory_budget, memory_budget, set_memory_budget
 from derivs._hessian import hessian
 from derivs._jacobian import jacobian, prefers_forward
 from derivs._products import hvp, vhp
@@ -60,6 +60,7 @@ __all__ = [
     "CheckFailure",
     "CheckReport",
     "Coloring",
+    "MemoryBudgetError",
     "SparsePlan",
     "SparsityError",
     "SparsityPattern",

@@ -471,20 +471,20 @@ def _over_budget(call: Callable[[], Any]) -> Callable[[], Any]:
 case(
     "hessian-over-budget",
     _over_budget(lambda: derivs.hessian(scalar, chunk_size=8)(torch.ones(200))),
-    ValueError,
+    derivs.MemoryBudgetError,
     H
     + r"the Hessian would need 156\.2 KiB \(40,000 elements\), above the memory budget of 64\.0 KiB; use derivs\.hvp",
 )
 case(
     "hessian-basis-over-budget",
     _over_budget(lambda: derivs.hessian(scalar)(torch.ones(200))),
-    ValueError,
+    derivs.MemoryBudgetError,
     H + r"the basis of unit vectors would need .* pass chunk_size",
 )
 case(
     "jacobian-over-budget",
     _over_budget(lambda: derivs.jacobian(lambda x: x.repeat(100), method="rev")(torch.ones(200))),
-    ValueError,
+    derivs.MemoryBudgetError,
     J + r"the Jacobian would need 15\.3 MiB \(4,000,000 elements\)",
 )
 case(
@@ -492,13 +492,13 @@ case(
     _over_budget(
         lambda: derivs.hvp(scalar, (torch.ones(200),), (torch.ones(200),), method="dense")
     ),
-    ValueError,
+    derivs.MemoryBudgetError,
     r"derivs\.hvp: the (Hessian|basis of unit vectors) would need",
 )
 case(
     "batch-hessian-over-budget",
     _over_budget(lambda: derivs.batch_hessian(scalar)(torch.ones(8, 60))),
-    ValueError,
+    derivs.MemoryBudgetError,
     r"derivs\.batch_hessian: the Hessian would need 112\.5 KiB \(28,800 elements\)",
 )
 # NOTE: sizes in GiB and TiB: the need is n * n float32 elements (n = 2**14: 1 GiB; n = 2**20:
@@ -506,21 +506,21 @@ case(
 case(
     "jacobian-over-budget-gib",
     lambda: _with_budget(2**29, lambda: derivs.jacobian(vector)(torch.ones(2**14))),
-    ValueError,
+    derivs.MemoryBudgetError,
     J + r"the Jacobian would need 1\.0 GiB \(268,435,456 elements\), above the memory budget"
     r" of 512\.0 MiB",
 )
 case(
     "jacobian-over-budget-tib",
     lambda: _with_budget(2**40, lambda: derivs.jacobian(vector)(torch.ones(2**20))),
-    ValueError,
+    derivs.MemoryBudgetError,
     J + r"the Jacobian would need 4\.0 TiB \(1,099,511,627,776 elements\), above the memory"
     r" budget of 1\.0 TiB",
 )
 case(
     "hessian-peak-over-budget",
     _over_budget(lambda: derivs.hessian(scalar)(torch.ones(60))),
-    ValueError,
+    derivs.MemoryBudgetError,
     H + r"hessian\(method='auto'\), which runs '\w+', would need about [0-9.]+ KiB at its peak"
     r" \(predicted\), above the memory budget of 64\.0 KiB; ",
 )
