@@ -71,6 +71,14 @@ Whole draws (NamedTuples)
         ``predict(weight, bias, x) = linear(x, weight, bias).tanh()``, tall, wide or square,
         with ``.args``, ``.batched_args`` and ``.in_dims == (None, None, 0)``.
 
+Models
+    ``model_problems(*, layers=None, activations=None, losses=None, reductions=None, dtype=float64, max_batch=MAX_BATCH)``
+        ``ModelProblem(model, loss_func, X, y, seed, scale)``: a small ``nn.Sequential`` from
+        ``LAYERS`` (linear, 1-d conv, layer and batch norm in eval mode, a ``Residual`` block)
+        and ``ACTIVATIONS``, an MSE or cross-entropy loss (``LOSSES``, ``REDUCTIONS``) and a
+        batch; ``.params()``, ``.loss(params)``, ``.sample(n)`` (one sample's term of the
+        loss), for the curvature properties (``tests/test_curvature.py``).
+
 Devices
     ``set_devices(devices)`` / ``get_devices()``: set once by the pytest_derivs plugin from ``--devices``.
 """
@@ -118,6 +126,15 @@ from ._functions import (
     coupled_functions,
     functions,
 )
+from ._models import (
+    ACTIVATIONS,
+    LAYERS,
+    LOSSES,
+    REDUCTIONS,
+    ModelProblem,
+    Residual,
+    model_problems,
+)
 from ._problems import (
     PREDICT_KINDS,
     BatchedProblem,
@@ -150,13 +167,16 @@ from ._tensors import (
 )
 
 __all__ = [
+    "ACTIVATIONS",
     "COINCIDENCES",
     "COUPLINGS",
     "EXP_INPUT_BOUND",
     "HESSIAN_KINDS",
     "INPUT_BOUND",
     "JOIN_OPS",
+    "LAYERS",
     "LAYOUTS",
+    "LOSSES",
     "MAX_ARGS",
     "MAX_BATCH",
     "MAX_DIMS",
@@ -169,6 +189,7 @@ __all__ = [
     "NON_POLYMORPHIC_OPS",
     "OPS",
     "PREDICT_KINDS",
+    "REDUCTIONS",
     "SPARSE_KINDS",
     "UNARY_OPS",
     "VALUE_BOUND",
@@ -176,8 +197,10 @@ __all__ = [
     "VALUE_MODES",
     "BatchedProblem",
     "GeneratedFunction",
+    "ModelProblem",
     "PredictProblem",
     "Problem",
+    "Residual",
     "SparseFunction",
     "argnums",
     "batch_sizes",
@@ -199,6 +222,7 @@ __all__ = [
     "functions",
     "get_devices",
     "in_dims",
+    "model_problems",
     "normalize_argnums",
     "normalize_in_dims",
     "predict_function",
