@@ -30,6 +30,8 @@ Blocks
     ``batch_sizes(*, min_size=1, max_size=MAX_BATCH)``
     ``chunk_sizes(total, *, divides=None, allow_none=False)``
         chunk sizes that divide ``total`` or not (and ones larger than it).
+    ``partial_chunk_sizes(*totals)``
+        chunk sizes that divide none of ``totals``: the last chunk is always partial.
 
 Functions
     ``functions(*, n_args=None, in_shapes=None, out_shape=None, scalar_output=None, min_depth=0,
@@ -112,6 +114,7 @@ from ._coincident import (
     coincident_batch_size,
     coincident_shape,
     coincident_signatures,
+    partial_chunk_sizes,
 )
 from ._devices import get_devices, set_devices
 from ._expr import eval_formula
@@ -225,6 +228,7 @@ __all__ = [
     "model_problems",
     "normalize_argnums",
     "normalize_in_dims",
+    "partial_chunk_sizes",
     "predict_function",
     "problems",
     "set_devices",

@@ -14,6 +14,10 @@ coincide on purpose:
 
 Sides are at least 2 (a size-1 axis moves nowhere) and the leading side at most
 ``MAX_BATCH``, so a batch can match it.
+
+A dropped or doubled last chunk is the same kind of bug for ``chunk_size``: invisible when the
+chunk size divides the work. :func:`partial_chunk_sizes` draws sizes that leave a remainder
+for every count of work given (rows and columns alike), so the last chunk is always partial.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import math
 from typing import Any
 
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from ._basic import Shape
-from ._caps import MAX_ARGS, MAX_BATCH, MAX_DIMS, MAX_ELEMENTS, MAX_SIDE
+from ._caps import MAX_ARGS, MAX_BATCH, MAX_DIMS, MAX_ELEMENTS, MAX_SIDE, check_int
 
 #: the coincidences drawn (for documentation and meta-tests)
 COINCIDENCES = ("equal_arg_shapes", "square_jacobian", "batch_is_leading_size")
@@ -95,3 +100,24 @@ def coincident_batch_size(
         if shape and max(min_size, 2) <= shape[0] <= MAX_BATCH:
             return shape[0]
     return None
+
+
+def partial_chunk_sizes(*totals: int) -> st.SearchStrategy[int]:
+    """``chunk_size`` values that divide none of ``totals``: the last chunk is always partial.
+
+    ``totals`` are the counts of work a chunked transform may split (a Jacobian's output
+    elements for reverse mode, its input elements for forward mode, a batch's samples).
+    Sizes from 2 below the largest total come first (several chunks, the last one partial);
+    ``max(totals) + 1`` and ``+ 2`` (one partial chunk) are always among them. Shrinks toward
+    the smallest.
+
+    >>> from hypothesis import find
+    >>> find(partial_chunk_sizes(6, 4), lambda c: True)
+    5
+    """
+    if not totals:
+        raise InvalidArgument("partial_chunk_sizes needs at least one total")
+    for total in totals:
+        check_int("totals", total, min_value=1)
+    top = max(totals)
+    return st.sampled_from([c for c in range(2, top + 3) if all(t % c for t in totals)])

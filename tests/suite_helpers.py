@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from hypothesis import note
 
+import derivs.strategies as ds
 import pytest_derivs
 from derivs import oracles
 from derivs.oracles._noise import measured_noise
@@ -260,3 +262,27 @@ def batched_values(problem: Any, oracle: Callable[..., Any], argnums: Any) -> tu
 def values_of(problem: Any) -> tuple[Any, ...]:
     """A problem's inputs and output: the magnitudes its derivatives' rounding is relative to."""
     return (problem.args, problem.func(*problem.args))
+
+
+def asymmetric_coupling(
+    data: Any, device: str, dtype: torch.dtype, max_elements: int
+) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``f(x, y) = x^T W y + sum(x**3 y)`` on two arguments of one shape, its sides >= 2.
+
+    Its mixed block ``H[0][1] = W + diag(3 x**2)`` (flattened) is not symmetric, so a
+    mixed block returned transposed, a product that uses ``H[1][0]`` in its place, or one
+    that drops it, keeps every shape and changes values. NOTE: W's strict upper triangle is
+    raised by 1 on purpose, so W stays non-symmetric when the drawn values are all equal.
+    Returns ``(f, (x, y), W)``.
+    """
+    shape = data.draw(ds.coincident_shape(max_elements=max_elements), label="shape")
+    n = math.prod(shape)
+    x = data.draw(ds.tensors(shape, dtype, device), label="x")
+    y = data.draw(ds.tensors(shape, dtype, device, stream=1), label="y")
+    drawn = data.draw(ds.tensors((n, n), dtype, device, stream=2), label="W")
+    W = drawn + torch.ones(n, n, dtype=dtype, device=device).triu(1)
+
+    def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a.reshape(-1) @ W @ b.reshape(-1) + (a**3 * b).sum()
+
+    return f, (x, y), W

@@ -9,6 +9,7 @@ refused.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -40,17 +41,26 @@ def whole_batch(
 
 
 def draw(
-    data: st.DataObject, device: str, dtype: torch.dtype, api: str, **kwargs: Any
+    data: st.DataObject,
+    device: str,
+    dtype: torch.dtype,
+    api: str,
+    coincide: bool | None = None,
+    **kwargs: Any,
 ) -> tuple[ds.BatchedProblem, Any, tuple[int | None, ...]]:
     if api == "batch_hessian" and not IMPL.supports("vector_hessians", api):
         kwargs["scalar_output"] = True
     # NOTE: in_dims other than 0 only where declared (drawn freely otherwise).
     in_dims = None if IMPL.supports("in_dims", api) else 0
-    # NOTE: coincide=None: half the draws make sizes coincide (batch == output's leading size,
-    # equal argument shapes), so a batch axis left in place keeps its shape and shows in values.
-    func = ds.functions(batch_polymorphic=True, coincide=None, **kwargs)
+    # NOTE: coincide=None draws it once for the function and the batch together: half the
+    # draws make sizes coincide (batch == output's leading size, equal argument shapes), so a
+    # batch axis left in place keeps its shape and shows in values (drawn apart, both
+    # coincided in a quarter of the draws).
+    if coincide is None:
+        coincide = data.draw(st.booleans(), label="coincide")
+    func = ds.functions(batch_polymorphic=True, coincide=coincide, **kwargs)
     p = data.draw(
-        ds.batched_problems(func, device=device, dtype=dtype, in_dims=in_dims, coincide=None),
+        ds.batched_problems(func, device=device, dtype=dtype, in_dims=in_dims, coincide=coincide),
         label="problem",
     )
     dims = ds.normalize_in_dims(p.in_dims, p.func.in_shapes)
@@ -86,10 +96,15 @@ def pick_argnums(
 
 
 def call(
-    api: str, p: ds.BatchedProblem, dims: tuple[int | None, ...], argnums: Any, method: str
+    api: str,
+    p: ds.BatchedProblem,
+    dims: tuple[int | None, ...],
+    argnums: Any,
+    method: str,
+    **extras: Any,
 ) -> Any:
     func = whole_batch(p.func, dims) if whole(api, method) else p.func
-    return IMPL.operator(api)(func, argnums, in_dims=p.in_dims, method=method)(*p.args)
+    return IMPL.operator(api)(func, argnums, in_dims=p.in_dims, method=method, **extras)(*p.args)
 
 
 @pytest.mark.parametrize("method", IMPL.params("batch_jacobian"))
@@ -126,9 +141,13 @@ def test_batch_hessian_matches_per_sample_oracle(
 def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(
     device: str, dtype: torch.dtype, data: st.DataObject
 ) -> None:
-    """Result [b] equals the Jacobian of sample b alone: no sample attached to another."""
+    """Result [b] equals the Jacobian of sample b alone: no sample attached to another.
+
+    NOTE: coincident sizes in every example (the batch as large as the output's leading axis
+    in about two draws in three): a batch axis swapped with that axis keeps the shape.
+    """
     IMPL.need("batch_jacobian")
-    p, dims, batched = draw(data, device, dtype, "batch_jacobian")
+    p, dims, batched = draw(data, device, dtype, "batch_jacobian", coincide=True)
     method = data.draw(st.sampled_from(METHODS), label="method")
     argnums = pick_argnums(data, p, "batch_jacobian", method, batched)
     result = call("batch_jacobian", p, dims, argnums, method)
@@ -142,6 +161,32 @@ def test_batch_jacobian_sample_b_is_jacobian_of_sample_b(
             values=scales,
             context=f"{call_repr('batch_jacobian', p.func, argnums=argnums, in_dims=p.in_dims, method=method)}[{b}] vs jacobian(sample {b})",
         )
+
+
+@pytest.mark.parametrize("method", IMPL.params("batch_jacobian", "chunk_size"))
+@given(data=st.data())
+def test_batch_jacobian_chunk_size_matches_per_sample_oracle(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
+    """chunk_size changes no value, with a last chunk that is partial (of the samples, the
+    output elements and the input elements alike: whichever the method splits)."""
+    p, dims, batched = draw(data, device, dtype, "batch_jacobian")
+    argnums = pick_argnums(data, p, "batch_jacobian", method, batched)
+    nums = ds.normalize_argnums(argnums, p.func.n_args)
+    rows = max(math.prod(p.func.out_shape), 1)
+    columns = max(sum(math.prod(p.func.in_shapes[a]) for a in nums), 1)
+    chunk = data.draw(ds.partial_chunk_sizes(p.batch_size, rows, columns), label="chunk_size")
+    result = call("batch_jacobian", p, dims, argnums, method, chunk_size=chunk)
+    ctx = call_repr(
+        "batch_jacobian",
+        p.func,
+        argnums=argnums,
+        in_dims=p.in_dims,
+        method=method,
+        chunk_size=chunk,
+    )
+    expected = oracles.loop_batch_jacobian(p.func, p.args, argnums, in_dims=p.in_dims)
+    assert_close_scaled(result, expected, values=values(p, "batch_jacobian", argnums), context=ctx)
 
 
 @pytest.mark.derivs_only("the sum trick's coupling refusal")

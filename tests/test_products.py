@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from suite_helpers import IMPL, Snapshot, assert_close_scaled, contract, oracle_result, values_of
+from suite_helpers import (
+    IMPL,
+    Snapshot,
+    assert_close_scaled,
+    asymmetric_coupling,
+    contract,
+    oracle_result,
+    values_of,
+)
 
 import derivs.strategies as ds
 from derivs import oracles
@@ -114,17 +120,9 @@ def test_linear_in_the_vector(
 def test_mixed_blocks_of_an_asymmetric_coupling(
     device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
 ) -> None:
-    """f(x, y) = x^T W y + sum(x**3 y): the mixed block H[0][1] = W + diag(3 x**2) is not
-    symmetric, so a product that uses H[1][0] (or v in the wrong place) for it is caught."""
-    shape = data.draw(ds.shapes(max_elements=SMALL), label="shape")
-    n = math.prod(shape)
-    x = data.draw(ds.tensors(shape, dtype, device), label="x")
-    y = data.draw(ds.tensors(shape, dtype, device, stream=1), label="y")
-    W = data.draw(ds.tensors((n, n), dtype, device, stream=2), label="W")
-
-    def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a.reshape(-1) @ W @ b.reshape(-1) + (a**3 * b).sum()
-
+    """f(x, y) = x^T W y + sum(x**3 y) (suite_helpers.asymmetric_coupling): a product that
+    uses H[1][0] for H[0][1], drops it, or puts v in the wrong place is caught."""
+    f, (x, y), W = asymmetric_coupling(data, device, dtype, SMALL)
     v = data.draw(ds.tangents_like((x, y)), label="vectors")
     H = oracles.loop_hessian(f, (x, y), (0, 1))
     result = IMPL.operator(api)(f, (x, y), v, method=method)
