@@ -39,6 +39,8 @@ from typing import Any
 
 import pytest
 
+from pytest_derivs._ids import suite_id
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -121,11 +123,11 @@ def apply(items: list[pytest.Item], paths: list[str]) -> None:
     entries = [e for p in paths for e in parse(Path(p))]
     matched: set[Entry] = set()
     for item in items:
-        mine = tuple(e for e in entries if e.covers(item.nodeid))
+        mine = tuple(e for e in entries if e.covers(suite_id(item)))
         if mine:
             matched.update(mine)
             item.stash[EXPECTED] = mine
-    collected_files = {item.nodeid.split("::")[0] for item in items}
+    collected_files = {suite_id(item).split("::")[0] for item in items}
     for entry in entries:
         # NOTE: only entries whose file was collected: a run of one file stays quiet about the rest.
         if entry not in matched and any(entry.may_cover_file(f) for f in collected_files):

@@ -7,7 +7,8 @@
 (``python -m`` puts the current directory on ``sys.path``; an adapter in an installed package
 runs with plain ``pytest``). The wheel holds, under ``tests/``, the repository's test modules
 marked ``conformance`` and the helper modules they import, with their repository names, so test
-ids (``tests/test_jacobian.py::...``) and expected-failure files read the same from either. This
-package's ``conftest.py`` loads the suite's setup, ``pytest_derivs.suite``. In the repository
-they live in ``tests/``, and a plain ``pytest --impl ...`` runs them (docs/suite/conformance.md).
+ids (``tests/test_jacobian.py::...``, ``pytest_derivs._ids``) and expected-failure files read the
+same from either. This package's ``conftest.py`` loads the suite's setup, ``pytest_derivs.suite``.
+In the repository they live in ``tests/``, and a plain ``pytest --impl ...`` runs them
+(docs/suite/conformance.md).
 """
