@@ -27,6 +27,7 @@ from derivs._batch import batch_hessian, batch_jacobian
 from derivs._config import MemoryBudgetError, get_memory_budget, memory_budget, set_memory_budget
 from derivs._hessian import hessian
 from derivs._jacobian import jacobian, prefers_forward
+from derivs._models import functional_model
 from derivs._products import hvp, vhp
 from derivs._registry import OPERATORS as _OPERATORS
 from derivs.check import CheckFailure, CheckReport, check
@@ -69,6 +70,7 @@ __all__ = [
     "batch_jacobian",
     "check",
     "coloring",
+    "functional_model",
     "get_memory_budget",
     "hessian",
     "hessian_sparsity",

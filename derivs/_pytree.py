@@ -160,8 +160,14 @@ def on_leaves(func: Callable[..., Any], spec: TreeSpec) -> Callable[..., Any]:
     def call(*leaves: Any) -> Any:
         return func(*tree_unflatten(list(leaves), spec))
 
-    call.__name__ = _validate.func_name(func)
+    _named_like(call, func)
     return call
+
+
+def _named_like(wrapper: Callable[..., Any], func: object) -> None:
+    """Give ``wrapper`` the names of ``func`` (in messages and reports)."""
+    wrapper.__name__ = _validate.func_name(func)
+    wrapper.__qualname__ = getattr(func, "__qualname__", wrapper.__name__)
 
 
 class Flat:
@@ -232,7 +238,7 @@ class Flat:
         def call(*flat: Any) -> Any:
             return func(*self.rebuild(flat))
 
-        call.__name__ = _validate.func_name(func)
+        _named_like(call, func)
         call.__wrapped__ = func  # type: ignore[attr-defined]
         return call
 

@@ -28,12 +28,13 @@ from derivs import _validate
 from derivs._batch import batch_hessian, batch_jacobian
 from derivs._hessian import hessian
 from derivs._jacobian import jacobian
-from derivs._products import hvp, vhp
 from derivs._config import get_memory_budget
+from derivs._products import hvp, vhp
 from derivs.check import _judge, _limits, _methods, _projected, _setup
 from derivs.check._references import References
 from derivs.check._report import CheckFailure, CheckReport, CheckRow
 from derivs.check._setup import OPERATORS, ORACLES, REFERENCE_K
+from derivs.check._trees import FlatCheck, has_pytrees
 
 __all__ = ["OPERATORS", "ORACLES", "CheckFailure", "CheckReport", "CheckRow", "check"]
 
@@ -78,7 +79,12 @@ def check(
     Args:
         func: the function to check; returns a real floating-point tensor.
         *args: its positional arguments (with ``batched``: the batched arguments).
-        argnums: which arguments to differentiate, an int or a tuple of ints.
+        argnums: which arguments to differentiate, an int or a tuple of ints. A
+            differentiated argument may be a pytree of tensors: a model's parameters are
+            checked as ``check(loss, params, x, y)`` with ``func, params =
+            derivs.functional_model(model)`` and ``loss(params, x, y)`` calling
+            ``func(params, x)``. Pytrees are checked by their leaves, as separate arguments;
+            a note in the report says which leaf each is (``args[1] is args[0]['0.bias']``).
         order: 1 (Jacobians) or 2 (also Hessians, hvp/vhp and batch Hessians).
         methods: ``"all"``, or names: a method name applies to every operator that has it
             (``"loop"``), ``"operator:method"`` to one (``"hessian:fwd_rev"``), an operator
@@ -134,6 +140,30 @@ def check(
     >>> report.passed
     True
     """
+    if has_pytrees(args, argnums, batched):
+        _validate.check_callable(_setup.API, func)
+        _validate.check_bool(_setup.API, "raise_exception", raise_exception)
+        tree = FlatCheck(func, args, argnums, batched, reference)
+        if not tree.trivial:
+            flat = check(
+                tree.func,
+                *tree.args,
+                argnums=tree.nums,
+                order=order,
+                methods=methods,
+                oracles=oracles,
+                batched=tree.batched,
+                rtol=rtol,
+                atol=atol,
+                raise_exception=False,
+                mode=mode,
+                reference=tree.reference,
+                reference_k=reference_k,
+            )
+            report = tree.report(flat)
+            if raise_exception and not report.passed:
+                raise CheckFailure(report)
+            return report
     started = time.perf_counter()
     opts = _setup.parse(
         func,
