@@ -21,11 +21,16 @@ zeros are structural, as they are in forward-mode AD's symbolic zeros (torch's e
 ``ZeroTensor`` tangents make the same choice).
 
 Eager calls never use the op: :func:`identity` is ``torch.eye`` there.
+
+The pass needs Inductor's custom-pass API (``torch._inductor.custom_graph_pass``, torch 2.6
+on). On an older torch the compiled transforms still run and are right, without the
+rewrite (the identity products stay dense), and compiling one warns with :data:`NO_REWRITE`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,13 @@ from torch.fx import Graph, Node
 __all__ = ["identity"]
 
 aten = torch.ops.aten
+
+NO_REWRITE = (
+    "derivs: torch {version} has no Inductor custom-pass API (torch._inductor.custom_graph_pass,"
+    " torch >= 2.6), so torch.compile of derivs' transforms runs without the identity-product"
+    " rewrite: the results are right, the basis products (I @ W.T) are computed densely."
+    " Upgrade torch for the rewrite."
+)
 
 
 @torch.library.custom_op("derivs::identity", mutates_args=())
@@ -216,12 +228,20 @@ def _source_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
-def _make_pass(previous: Any) -> Any:
-    """The post-grad pre-pass: derivs' rewrite, then whatever pass was installed before."""
+def _custom_graph_pass() -> Any:
+    """Inductor's base class of custom passes, or None on a torch without it (before 2.6)."""
     # NOTE: imported here: torch._inductor costs seconds to import, eager users never need it.
-    from torch._inductor.custom_graph_pass import CustomGraphPass
+    try:
+        from torch._inductor.custom_graph_pass import CustomGraphPass
+    except ImportError:
+        return None
+    return CustomGraphPass
 
-    class IdentityProducts(CustomGraphPass):
+
+def _make_pass(base: Any, previous: Any) -> Any:
+    """The post-grad pre-pass: derivs' rewrite, then whatever pass was installed before."""
+
+    class IdentityProducts(base):  # type: ignore[misc]
         def __call__(self, graph: Graph) -> None:
             simplify_identity_products(graph)
             if previous is not None:
@@ -236,9 +256,18 @@ def _make_pass(previous: Any) -> Any:
 
 
 def install() -> None:
-    """Install the pass as Inductor's ``post_grad_custom_pre_pass`` (once; keeps any other)."""
+    """Install the pass as Inductor's ``post_grad_custom_pre_pass`` (once; keeps any other).
+
+    Without Inductor's custom-pass API it installs nothing and warns (:data:`NO_REWRITE`;
+    each graph that traces the basis calls it once, and Python shows a warning once per
+    place by default).
+    """
+    base = _custom_graph_pass()
+    if base is None:
+        warnings.warn(NO_REWRITE.format(version=torch.__version__), UserWarning, stacklevel=2)
+        return
     from torch._inductor import config
 
     current = config.post_grad_custom_pre_pass
     if type(current).__name__ != "IdentityProducts":
-        config.post_grad_custom_pre_pass = _make_pass(current)
+        config.post_grad_custom_pre_pass = _make_pass(base, current)

@@ -2,11 +2,15 @@
 
 One test-id prefix per line (``tests/test_jacobian.py::test_matches_loop_oracle[cpu-float64-jacfwd]``,
 or shorter to cover every parameter); ``#`` starts a comment, and the comment block just above
-an entry is its reason. Two comment lines are read as directives:
+an entry is its reason. Three comment lines are read as directives:
 
 ``# match: REGEX``   the failure is expected only if its message (the exception line) matches;
                      any other failure of a listed test is new, and fails the run
 ``# repro: WHERE``   the pinned reproducer of the failure (shown with the reason)
+``# torch: SPEC``    the torch versions the entry holds for, a PEP 440 specifier set
+                     (``>=2.6``, ``>=2.6,<2.15``; local labels such as ``+cpu`` are ignored).
+                     On any other torch the entry is not applied (its tests run plainly)
+                     and the run's summary says so. No such line: every torch.
 
 A listed test that fails (as expected) is reported ``xfailed``; one that passes, ``xpassed``
 (not an error: a Hypothesis test may not meet its failing input in every profile). An entry
@@ -23,12 +27,18 @@ a bug that any test may meet when its draws do (``tests/*`` for the whole suite)
 ``match`` and lists no test. A covered test whose failures all match it is ``xfailed``, as
 is one that passed because the matching examples were filtered out; a covered test that
 never met the bug is simply ``passed``, not ``xpassed``.
+
+An entry that applies to the running torch but that no test of the run failed on (every
+test it covers passed, or never met its bug) is listed at the end of the run under
+"derivs expected failures": upstream may have fixed it, and a fix is recorded with the
+first fixed version in its ``# torch:`` line, not left as a silent pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import re
 import sys
 import warnings
@@ -38,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
 
 from pytest_derivs._ids import suite_id
 
@@ -49,6 +61,7 @@ class Entry:
     source: str  # path:line
     match: str | None = None
     repro: str | None = None
+    torch: str | None = None  # a PEP 440 specifier set; None: every torch
 
     @property
     def pattern(self) -> bool:
@@ -60,6 +73,13 @@ class Entry:
             return _glob(self.prefix, nodeid)
         return nodeid.startswith(self.prefix)
 
+    def holds_for(self, version: str) -> bool:
+        """Whether the entry applies to torch ``version`` (its ``# torch:`` line)."""
+        if self.torch is None:
+            return True
+        # NOTE: prereleases too: a nightly (2.16.0.dev...) is judged by its number.
+        return SpecifierSet(self.torch).contains(Version(version).public, prereleases=True)
+
     def may_cover_file(self, path: str) -> bool:
         """Whether a test in ``path`` could be covered (for the stale-entry warning)."""
         head = self.prefix.split("::")[0]
@@ -69,6 +89,11 @@ class Entry:
 def _glob(pattern: str, text: str) -> bool:
     """``*`` matches any run of characters; everything else, brackets included, itself."""
     return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), text, re.DOTALL) is not None
+
+
+def torch_version() -> str:
+    """The installed torch's version, from its metadata (torch is not imported)."""
+    return importlib.metadata.version("torch")
 
 
 EXPECTED = pytest.StashKey[tuple[Entry, ...]]()
@@ -90,23 +115,21 @@ def parse(path: Path) -> list[Entry]:
             comments.append(line.lstrip("#").strip())
             continue
         prefix, _, trailing = line.partition("#")
-        # NOTE: several match lines are alternatives; several repro lines, a list.
+        # NOTE: several match lines are alternatives; several repro lines, a list; several
+        # torch lines, all of them (a specifier set is an intersection).
         found = {
             key: [c.split(":", 1)[1].strip() for c in comments if c.startswith(key + ":")]
-            for key in ("match", "repro")
+            for key in DIRECTIVES
         }
-        directives = {
-            "match": "|".join(f"(?:{m})" for m in found["match"]) or None,
-            "repro": ", ".join(found["repro"]) or None,
-        }
-        text = [c for c in comments if c and not c.startswith(("match:", "repro:"))]
+        text = [c for c in comments if c and not c.startswith(tuple(k + ":" for k in DIRECTIVES))]
         reason = trailing.strip() or " ".join(text) or "listed"
         entry = Entry(
             prefix.strip(),
             reason,
             f"{path}:{lineno}",
-            directives.get("match"),
-            directives.get("repro"),
+            "|".join(f"(?:{m})" for m in found["match"]) or None,
+            ", ".join(found["repro"]) or None,
+            _torch_spec(found["torch"], f"{path}:{lineno}"),
         )
         if entry.pattern and entry.match is None:
             raise pytest.UsageError(
@@ -118,9 +141,36 @@ def parse(path: Path) -> list[Entry]:
     return entries
 
 
+DIRECTIVES = ("match", "repro", "torch")
+
+
+def _torch_spec(lines: list[str], source: str) -> str | None:
+    """The ``# torch:`` lines as one specifier set (checked), or None where there is none."""
+    if not lines:
+        return None
+    spec = ",".join(lines)
+    try:
+        SpecifierSet(spec)
+    except InvalidSpecifier:
+        raise pytest.UsageError(
+            f"--expected-failures: {source}: '# torch: {spec}' is not a version specifier"
+            " (PEP 440, e.g. '>=2.6' or '>=2.6,<2.15')"
+        ) from None
+    return spec
+
+
+def load(paths: list[str]) -> list[Entry]:
+    """The entries of every file that apply to the installed torch."""
+    version = torch_version()
+    return [e for p in paths for e in parse(Path(p)) if e.holds_for(version)]
+
+
 def apply(items: list[pytest.Item], paths: list[str]) -> None:
-    """Attach each listed item's entries; warn about entries that match no collected test."""
-    entries = [e for p in paths for e in parse(Path(p))]
+    """Attach each listed item's entries; warn about entries that match no collected test.
+
+    Entries whose ``# torch:`` line excludes the installed torch are left out.
+    """
+    entries = load(paths)
     matched: set[Entry] = set()
     for item in items:
         mine = tuple(e for e in entries if e.covers(suite_id(item)))
@@ -144,6 +194,13 @@ def title(reason: str) -> str:
     return reason.split(". ")[0].rstrip(".")
 
 
+def _meets(entry: Entry, seen: list[str], failed: bool) -> bool:
+    """Whether the messages ``seen`` in a test's call show ``entry``'s bug."""
+    if entry.match is None:
+        return failed
+    return any(re.search(entry.match, m) for m in seen)
+
+
 def _expected(entries: tuple[Entry, ...], message: str) -> bool:
     return any(e.match is None or re.search(e.match, message) for e in entries)
 
@@ -160,11 +217,12 @@ def adjust(item: pytest.Item, report: pytest.TestReport, failures: list[dict[str
     if not entries or report.when != "call":
         return
     hits = item.stash.get(HITS, [])
+    seen = hits + [f["error"] for f in failures]
+    # the entries whose bug this run met (a failure, or a filtered example, that it expects)
+    met = [e for e in entries if _meets(e, seen, report.failed)]
+    report.__dict__["derivs_entries"] = {e.source: e in met for e in entries}
     if report.passed and not hits and all(e.pattern for e in entries):
         return  # covered by a bug class it never met: a plain pass
-    seen = hits + [f["error"] for f in failures]
-    # the entries whose bug this run met (all of them for entries without a match)
-    met = [e for e in entries if e.match is None or any(re.search(e.match, m) for m in seen)]
     shown = met or list(entries)
     why = " | ".join(
         f"{e.reason} ({e.source}{', repro: ' + e.repro if e.repro else ''})" for e in shown
@@ -244,3 +302,46 @@ def filtering_known_failures(item: pytest.Item) -> Iterator[None]:
         yield
     finally:
         handle.inner_test = inner
+
+
+class Outcomes:
+    """What each entry did in the run, for the summary (a plugin, on the xdist controller).
+
+    Reads the ``derivs_entries`` that :func:`adjust` puts on each call report (which
+    entries cover the test, and whether the test met their bug).
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.version = torch_version()
+        self.entries = [e for p in paths for e in parse(Path(p))]
+        self.ran: dict[str, int] = {}  # entry source -> covered tests that ran
+        self.met: set[str] = set()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for source, met in report.__dict__.get("derivs_entries", {}).items():
+            self.ran[source] = self.ran.get(source, 0) + 1
+            if met:
+                self.met.add(source)
+
+    def lines(self) -> list[str]:
+        """One line per entry that did not apply, or applied and no test failed on."""
+        out = []
+        for e in self.entries:
+            name = f"{e.source}: {e.prefix!r} ({title(e.reason)})"
+            if not e.holds_for(self.version):
+                out.append(f"{name}: not applied, holds for torch {e.torch}, not {self.version}")
+            elif self.ran.get(e.source) and e.source not in self.met:
+                out.append(
+                    f"{name}: no test failed on it on torch {self.version}"
+                    f" ({self.ran[e.source]} covered tests ran); fixed upstream? re-measure"
+                    f" {e.repro or 'its reproducer'} and record the first fixed version"
+                    " in a '# torch:' line"
+                )
+        return out
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = self.lines()
+        if lines:
+            terminalreporter.section("derivs expected failures")
+            for line in lines:
+                terminalreporter.write_line(line)

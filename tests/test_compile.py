@@ -7,6 +7,8 @@ The dynamo-level properties do not depend on the backend, so the graphs are hand
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +19,7 @@ import torch._dynamo.testing
 import torch.nn.functional as F
 
 import derivs
+from derivs import _compiled
 from derivs.testing import assert_close
 
 pytestmark = pytest.mark.compile
@@ -141,6 +144,15 @@ class _Products:
         return None  # no FX graph cache: every graph is compiled, and counted
 
 
+def rewrite_or_its_warning() -> contextlib.AbstractContextManager[Any]:
+    """Where Inductor has no custom-pass API (torch before 2.6), derivs must say that its
+    rewrite is off (``_compiled.NO_REWRITE``) and still compute the right values."""
+    if _compiled._custom_graph_pass() is not None:
+        return contextlib.nullcontext()
+    said = _compiled.NO_REWRITE.format(version=torch.__version__)
+    return pytest.warns(UserWarning, match=f"^{re.escape(said)}$")
+
+
 def _inductor(fn: Callable[..., Any], *args: torch.Tensor) -> tuple[Any, list[int]]:
     from torch._inductor import config
 
@@ -150,24 +162,35 @@ def _inductor(fn: Callable[..., Any], *args: torch.Tensor) -> tuple[Any, list[in
     return out, products.counts
 
 
+def rewritten(fn: Callable[..., Any], *args: torch.Tensor) -> tuple[Any, list[int]]:
+    """:func:`_inductor` on a function of derivs, whose graph has the basis to rewrite."""
+    with rewrite_or_its_warning():
+        return _inductor(fn, *args)
+
+
 @pytest.mark.parametrize("name", [name for name in CASES if name.startswith("jacobian")])
 def test_inductor_computes_only_the_forward_product(name: str) -> None:
     """No identity product (``I @ W.T``, ``diag(1 - y**2) @ W``), no zero-tangent product:
     the one matrix product left is ``F.linear``'s own, as in the closed form."""
     build, make = CASES[name]
     weight, bias, x = args = make(0)
-    jac, counts = _inductor(build(), *args)
-    assert counts == [1], f"torch.compile({name}): matrix products per graph {counts}"
+    jac, counts = rewritten(build(), *args)
     y = F.linear(x, weight, bias).tanh()
-    assert_close(jac, (1 - y**2)[:, None] * weight, context=f"torch.compile({name})")
+    # NOTE: 1 - y**2 cancels where |y| is near 1: a tanh one ulp (eps |y|) off, as Inductor's
+    # may be against eager's, moves it by 2 |y| eps |y|; that is the closed form's own error.
+    eps = torch.finfo(y.dtype).eps
+    error = (2 * y.abs() ** 2 * eps)[:, None] * weight.abs()
+    closed = (1 - y**2)[:, None] * weight
+    assert_close(jac, closed, error=error, context=f"torch.compile({name})")
+    if _compiled._custom_graph_pass() is not None:  # else: warned, and the products stay
+        assert counts == [1], f"torch.compile({name}): matrix products per graph {counts}"
 
 
 def test_inductor_keeps_a_users_identity_product() -> None:
     """Graphs without derivs' basis are not rewritten: ``torch.eye(n) @ W`` stays a product
     (it differs from ``W`` where ``W`` holds inf: ``0 * inf`` is nan)."""
-    from derivs import _compiled
-
-    _compiled.install()  # as after any compiled derivs call: the pass is there, and declines
+    with rewrite_or_its_warning():
+        _compiled.install()  # as after any compiled derivs call: the pass is there, and declines
     weight = torch.randn(8, 8)
     out, counts = _inductor(lambda w: torch.eye(8) @ w, weight)
     assert counts == [1]
@@ -206,7 +229,7 @@ def test_inductor_rewrites_keep_the_jacobian(form: str, method: str) -> None:
     func, args = _shapes_case(form)
     argnums = tuple(range(len(args))) if len(args) > 1 else 0
     jac = derivs.jacobian(func, argnums=argnums, method=method)
-    compiled, _ = _inductor(jac, *args)
+    compiled, _ = _inductor(jac, *args)  # the values only: the warning is asserted above
     assert_close(
         compiled, jac(*args), context=f"torch.compile(jacobian({form}, method={method!r}))"
     )

@@ -300,9 +300,80 @@ def test_a_pattern_entry_needs_a_match(tmp_path: Path) -> None:
     )
 
 
+# Entries per torch version, and entries that no longer fail, reported.
+VERSIONED = """
+def test_fixed_long_ago():
+    raise RuntimeError("the old bug")
+
+
+def test_still_fails():
+    raise RuntimeError("the current bug")
+
+
+def test_passes_now():
+    pass
+"""
+
+VERSIONED_EXPECTED = """
+# Held before torch 1: not applied to any torch that runs this.
+# match: the old bug
+# torch: <1
+test_versions.py::test_fixed_long_ago
+
+# Holds from torch 1 on.
+# match: the current bug
+# torch: >=1
+test_versions.py::test_still_fails
+
+# Listed, but no longer fails.
+# torch: >=1
+test_versions.py::test_passes_now
+
+# A bug class no test of this run meets.
+# match: a bug nobody meets
+test_versions.py::*
+"""
+
+
+def test_entries_hold_for_torch_versions_and_stale_ones_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "expected.txt").write_text(VERSIONED_EXPECTED)
+    done = run_pytest(
+        tmp_path,
+        {"test_versions.py": VERSIONED},
+        *("--impl", "torch.autograd.functional", "--expected-failures", "expected.txt"),
+    )
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "FAILED test_versions.py::test_fixed_long_ago" in out  # its entry is not applied
+    assert "XFAIL test_versions.py::test_still_fails" in out
+    assert "XPASS test_versions.py::test_passes_now" in out
+    summary = out.split("derivs expected failures", 1)[1]
+    from importlib.metadata import version
+
+    torch = version("torch")
+    reported = {line.split(": ", 1)[0]: line for line in summary.splitlines() if ": " in line}
+    assert f"not applied, holds for torch <1, not {torch}" in reported["expected.txt:5"]
+    stale = f"no test failed on it on torch {torch}"
+    assert f"{stale} (1 covered tests ran)" in reported["expected.txt:14"]  # an XPASS
+    assert f"{stale} (3 covered tests ran)" in reported["expected.txt:18"]  # a pattern
+    assert "expected.txt:10" not in reported  # it failed, as listed
+
+
+def test_a_torch_line_must_be_a_version_specifier(tmp_path: Path) -> None:
+    done = run_bug_class(tmp_path, "# match: x\n# torch: 2.14 or later\ntest_bug_class.py::*\n")
+    assert done.returncode == 4, done.stdout + done.stderr  # a usage error
+    assert "expected.txt:3: '# torch: 2.14 or later' is not a version specifier" in (
+        done.stdout + done.stderr
+    )
+
+
 # The derivs suite itself under another implementation: its own tests are skipped, not failed.
 
 CONFORMANCE_MARK = re.compile(r"^pytestmark = pytest\.mark\.conformance$", re.MULTILINE)
+# an -rs line: "SKIPPED [count] path:line: reason", the reason conftest.py gives
+SKIPPED_FOR_TORCH_FUNC = (
+    r"^SKIPPED \[\d+\] (tests/test_\w+\.py):\d+: not a conformance property: .*, not torch\.func$"
+)
 
 
 def _derivs_own_test_modules() -> list[str]:
@@ -335,5 +406,9 @@ def test_derivs_own_tests_are_skipped_for_another_implementation() -> None:
     assert " skipped" in summary and not any(
         word in summary for word in ("passed", "failed", "error", "xfail", "xpass")
     ), summary
-    reasons = [line for line in out.splitlines() if line.startswith("SKIPPED")]
-    assert reasons and all("torch.func" in line for line in reasons), reasons  # names it
+    # NOTE: each module must show the implementation's skip; other skips (a device that is
+    # absent, say) may stand beside it and are not this test's business.
+    skipped_for_it = {
+        match.group(1) for match in re.finditer(SKIPPED_FOR_TORCH_FUNC, out, re.MULTILINE)
+    }
+    assert set(modules) <= skipped_for_it, sorted(set(modules) - skipped_for_it)
