@@ -123,7 +123,10 @@ def _seed_404(dtype: torch.dtype) -> Case:
 
 
 def _no_noise(
-    evaluate: Callable[..., Any], points: list[torch.Tensor], reference: list[torch.Tensor]
+    evaluate: Callable[..., Any],
+    points: list[torch.Tensor],
+    reference: list[torch.Tensor],
+    **options: Any,
 ) -> list[torch.Tensor]:
     return [r.new_zeros(()) for r in reference]
 

@@ -130,7 +130,7 @@ def _fd_blocks(
     ]
     factor = _ROUNDING * (_MPS_WIDENING if base[0].device.type == "mps" else 1.0)
     plain = [leaf.detach().to(cdtype) for leaf in leaves]  # evaluate(base), already run
-    rounding = _Rounding(factor, measured_noise(evaluate, base, plain))
+    rounding = _Rounding(factor, measured_noise(evaluate, base, plain, varying_only=True))
     values = [
         [leaf.new_zeros((leaf.numel(), x.numel()), dtype=cdtype) for x in base] for leaf in leaves
     ]
@@ -212,8 +212,10 @@ def fd_jacobian(
 
     The rounding term of central and Richardson takes each evaluation to be off by
     ``4 * max(eps * max|f|, noise)``, where ``noise`` is measured once per call: ``func``
-    runs 4 more times with every floating operand of every aten operation moved one ulp
-    up or down (a fixed pseudo-random draw), and ``noise`` is the largest deviation seen.
+    runs 4 more times with every floating operand of every aten operation that depends on
+    the differentiated arguments (and every constant no larger than such an operand) moved
+    one ulp up or down (a fixed pseudo-random draw), and ``noise`` is the largest deviation
+    seen; the tensors ``func`` closes over are the same in every evaluation.
     It is the size of the roundings where ``f``'s terms cancel (``x @ S @ x`` summing terms
     of 5 to about 0), which ``|f|`` does not show. A ``func`` that cannot run under a
     ``TorchDispatchMode`` keeps the ``eps * max|f|`` model alone.

@@ -9,17 +9,22 @@ aten operation moved one ulp up or down at random (a deterministic draw), so eac
 the computation can make is replayed at full size where it happens, and propagates (or
 cancels) through everything after it as a real one would. The largest deviation from the
 plain evaluation over a few draws is the measured noise of one evaluation.
+
+For finite differences only the roundings that differ between two evaluations matter:
+``measured_noise(..., varying_only=True)`` moves only the values that depend on the points
+(see :class:`_UlpJitter`), and its cost follows their size, not that of the constants
+(a 16 x 10^6 weight a closure captures).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from derivs.oracles._common import Tensor
 
@@ -28,6 +33,8 @@ from derivs.oracles._common import Tensor
 # rules' spread terms cover the rest.
 _DRAWS = 4
 _SEED = 20261206
+_WORD_BITS = 62  # random bits used of each int64 the generator draws (below 2**62)
+_SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 
 
 class _UlpJitter(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -37,20 +44,61 @@ class _UlpJitter(TorchDispatchMode):  # type: ignore[no-untyped-call]
     alias the original, and an in-place op on a copy would not reach the caller's tensor.
     The operands of the other ops are the values rounded by whatever produced them, so a
     one-ulp move of each is one full-sized rounding error per value and per use.
+
+    With ``varying`` (the points of the evaluation), only the operands whose value depends on
+    them move: the points (rounded where the caller stepped them), every op result computed
+    from them, and tensors an op with such an operand wrote into. The others (the arguments
+    not differentiated, the tensors func closes over, what it computes from those alone) are
+    the same in every evaluation, so their rounding is the same in each and cancels in a
+    difference of two; an op of constants alone runs untouched. A constant that meets a
+    varying operand moves too when it is no larger than that operand: each move adds a
+    random term, and with fewer terms all the draws could cancel (``sin(x) - c``: the
+    moves of ``x`` and ``sin(x)`` alone sum to 0 in half the draws). A larger one (``W`` in
+    ``W @ x``) stays: the products are moved through ``x``, at a cost of the size of
+    ``x``, not of ``W``. NOTE: the data flow is followed by storage, which saved tensors
+    unpacked in a backward pass share; a storage reused after a varying tensor is freed only
+    moves more. Once a varying value leaves as a Python number (``.item()``, a comparison),
+    the flow is lost and every operand moves from then on.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, varying: list[Tensor] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.generator = torch.Generator().manual_seed(seed)
+        # the storages of the varying values; None: every operand varies
+        self.varying = None if varying is None else {_storage(t) for t in varying}
+
+    def _varies(self, t: Tensor) -> bool:
+        if self.varying is None:
+            return True
+        key = _storage(t)
+        return key is None or key in self.varying
+
+    def _track(self, func: Any, operands: list[Tensor], out: Any) -> None:
+        """Add the storages ``func`` filled from a varying operand to the varying ones."""
+        if self.varying is None or not any(self._varies(t) for t in operands):
+            return
+        results = [t for t in tree_leaves(out) if isinstance(t, Tensor)]
+        if not results:
+            self.varying = None
+            return
+        written = operands if func._schema.is_mutable else []
+        self.varying.update(_storage(t) for t in (*results, *written))
 
     def _move(self, t: Any) -> Any:
         if not isinstance(t, Tensor) or not t.is_floating_point() or t.numel() == 0:
             return t
-        up = torch.randint(0, 2, t.shape, generator=self.generator).to(t.device, torch.bool)
-        inf = torch.full_like(t, math.inf)
-        moved = torch.nextafter(t, torch.where(up, inf, -inf))
-        # zeros stay zeros (a relative move), and so do infinities and NaN
-        return torch.where((t == 0) | ~torch.isfinite(t), t, moved)
+        # NOTE: +-1 on the bit pattern is nextafter towards +-inf in magnitude, without
+        # nextafter's per-element cost; zeros stay zeros (a relative move), and so do
+        # infinities and NaN
+        step = self._signs(t.numel()).reshape(t.shape).to(t.device)
+        step = step * ((t != 0) & t.isfinite())
+        return (t.view(_SAME_SIZE_INT[t.element_size()]) + step).view(t.dtype)
+
+    def _signs(self, n: int) -> Tensor:
+        """``n`` random +-1 (int8), 62 of them from each word the generator draws."""
+        words = torch.randint(0, 2**_WORD_BITS, (-(-n // _WORD_BITS), 1), generator=self.generator)
+        bits = (words >> torch.arange(_WORD_BITS)) & 1
+        return (2 * bits - 1).to(torch.int8).reshape(-1)[:n]
 
     def __torch_dispatch__(
         self,
@@ -60,18 +108,43 @@ class _UlpJitter(TorchDispatchMode):  # type: ignore[no-untyped-call]
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func.is_view or func._schema.is_mutable:
-            return func(*args, **kwargs)
-        return func(*tree_map(self._move, args), **tree_map(self._move, kwargs))
+        operands = [t for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)]
+        varying = [t.numel() for t in operands if self._varies(t)]
+        if func.is_view or func._schema.is_mutable or not varying:
+            out = func(*args, **kwargs)
+        else:
+            move = partial(self._move_some, max(varying))
+            out = func(*tree_map(move, args), **tree_map(move, kwargs))
+        self._track(func, operands, out)
+        return out
+
+    def _move_some(self, limit: int, t: Any) -> Any:
+        """Move ``t`` if it varies, or if it is a constant no larger than ``limit``."""
+        if isinstance(t, Tensor) and (t.numel() <= limit or self._varies(t)):
+            return self._move(t)
+        return t
+
+
+def _storage(t: Tensor) -> int | None:
+    """The key of ``t``'s storage (None where it has none: such a tensor always varies)."""
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):
+        return None
 
 
 def measured_noise(
     evaluate: Callable[[list[Tensor]], list[Tensor]],
     points: list[Tensor],
     reference: list[Tensor],
+    *,
+    varying_only: bool = False,
 ) -> list[Tensor]:
     """Per output leaf of ``reference = evaluate(points)``, the plain evaluation the caller
     already has: the largest ``|f_jittered - f|``, 0-d.
+
+    ``varying_only``: move only the values that depend on ``points`` (the noise of a
+    difference of two evaluations, the finite differences' concern), not every operand.
 
     Where ``func`` cannot run under a dispatch mode at all (it raises there and only there),
     the measurement is skipped and the rules keep their model: zero noise is returned.
@@ -79,7 +152,7 @@ def measured_noise(
     noise = [r.new_zeros(()) for r in reference]
     for draw in range(_DRAWS):
         try:
-            with _UlpJitter(_SEED + draw):
+            with _UlpJitter(_SEED + draw, points if varying_only else None):
                 jittered = evaluate(points)
         except Exception:  # NOTE: the plain evaluation ran; keep the model
             return [r.new_zeros(()) for r in reference]
