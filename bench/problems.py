@@ -201,3 +201,28 @@ def stencil_jacobian(x: torch.Tensor) -> torch.Tensor:
     """d stencil / dx: tridiagonal, 1 off the diagonal, cos(x) - 2 on it."""
     ones = torch.ones(x.numel() - 1, dtype=x.dtype, device=x.device)
     return torch.diag(x.cos() - 2) + torch.diag(ones, 1) + torch.diag(ones, -1)
+
+
+# --- derivs.check at scale: one tanh layer, its weight closed over ------------------------------
+
+
+def tanh_layer(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``tanh(W1 @ x) @ w2``: issue 25's function for ``derivs.check`` at 10^4 to 10^6 inputs."""
+    return torch.tanh(w1 @ x) @ w2
+
+
+def tanh_layer_gradient(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Closed form d tanh_layer / dx = W1^T (w2 (1 - tanh(W1 x)**2))."""
+    return w1.T @ (w2 * (1 - torch.tanh(w1 @ x) ** 2))
+
+
+def tanh_layer_inputs(
+    n: int, *, hidden: int = 16, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(w1, w2, x)``: ``w1`` hidden x n ``randn / sqrt(n)``, ``w2`` and ``x`` ``randn``;
+    float64 on the cpu (check's oracles compute in float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(hidden, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    w2 = torch.randn(hidden, generator=gen, dtype=torch.float64)
+    x = torch.randn(n, generator=gen, dtype=torch.float64)
+    return w1, w2, x
