@@ -36,7 +36,7 @@ from oracle_cases import (
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from derivs import oracles
-from derivs.oracles import fd_hessian, fd_jacobian, loop_jacobian
+from derivs.oracles import _noise, fd_hessian, fd_jacobian, loop_jacobian
 from derivs.oracles._differences import _ROUNDING
 from derivs.oracles._noise import measured_noise
 
@@ -230,3 +230,33 @@ def test_a_function_that_refuses_dispatch_modes_keeps_the_model() -> None:
     assert noise_of(refuses_modes, x) == 0.0
     est = fd_jacobian(refuses_modes, (x,), scheme="central")
     assert bool(((est.value - torch.diag(torch.cos(x))).abs() <= est.error).all())
+
+
+def test_the_varying_values_move_and_a_larger_closed_over_weight_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``varying_only``: ``x`` moves (and ``W @ x`` through it), the 4 x 1000 weight ``W``
+    the function closes over stays (it is the same in every evaluation), ``W @ W.T`` of
+    constants alone runs untouched; without it every operand moves as before."""
+    gen = torch.Generator().manual_seed(3)
+    W = torch.randn(4, 1000, generator=gen, dtype=torch.float64)
+    x = torch.randn(1000, generator=gen, dtype=torch.float64)
+    moved: list[tuple[int, ...]] = []
+    real_move = _noise._UlpJitter._move
+
+    def spy(self: Any, t: Any) -> Any:
+        moved.append(tuple(t.shape))
+        return real_move(self, t)
+
+    monkeypatch.setattr(_noise._UlpJitter, "_move", spy)
+
+    def func(x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(W @ x) + (W @ W.T).diagonal()
+
+    evaluate = lambda points: [func(points[0])]  # noqa: E731
+    noise = measured_noise(evaluate, [x], evaluate([x]), varying_only=True)
+    assert float(noise[0]) > 0.0
+    assert (1000,) in moved and (4, 1000) not in moved and (1000, 4) not in moved
+    moved.clear()
+    measured_noise(evaluate, [x], evaluate([x]))
+    assert (4, 1000) in moved
