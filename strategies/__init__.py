@@ -81,6 +81,16 @@ Models
         batch; ``.params()``, ``.loss(params)``, ``.sample(n)`` (one sample's term of the
         loss), for the curvature properties (``tests/test_curvature.py``).
 
+Pytrees
+    ``pytree_problems(problem=None, *, kinds=None, outputs=("tensor",))``
+        ``PytreeProblem(func, args, argnums, flat, kind, in_dims)``: a ``Problem``'s arguments
+        packed into pytrees (``PYTREE_KINDS``: a dict named like a model's parameters, a
+        list, a namedtuple, a random nest, a single leaf next to plain tensors); ``func``
+        calls the problem's function on the leaves (and may return a pytree,
+        ``OUTPUT_KINDS``); ``.pack(leaves)`` packs tangents or per-leaf results likewise.
+    ``batched_pytree_problems(problem=None, *, kinds=None)``
+        the same for a ``BatchedProblem``, its ``in_dims`` packed like the arguments.
+
 Devices
     ``set_devices(devices)`` / ``get_devices()``: set once by the pytest_derivs plugin from ``--devices``.
 """
@@ -148,6 +158,14 @@ from ._problems import (
     problems,
     tutorial_predict,
 )
+from ._pytrees import (
+    OUTPUT_KINDS,
+    PYTREE_KINDS,
+    PytreeFunction,
+    PytreeProblem,
+    batched_pytree_problems,
+    pytree_problems,
+)
 from ._sparse import (
     HESSIAN_KINDS,
     SPARSE_KINDS,
@@ -191,7 +209,9 @@ __all__ = [
     "NON_CONTIGUOUS_LAYOUTS",
     "NON_POLYMORPHIC_OPS",
     "OPS",
+    "OUTPUT_KINDS",
     "PREDICT_KINDS",
+    "PYTREE_KINDS",
     "REDUCTIONS",
     "SPARSE_KINDS",
     "UNARY_OPS",
@@ -203,12 +223,15 @@ __all__ = [
     "ModelProblem",
     "PredictProblem",
     "Problem",
+    "PytreeFunction",
+    "PytreeProblem",
     "Residual",
     "SparseFunction",
     "argnums",
     "batch_sizes",
     "batched_args",
     "batched_problems",
+    "batched_pytree_problems",
     "batched_shape",
     "chunk_sizes",
     "coincident_batch_size",
@@ -231,6 +254,7 @@ __all__ = [
     "partial_chunk_sizes",
     "predict_function",
     "problems",
+    "pytree_problems",
     "set_devices",
     "shapes",
     "sparse_functions",

@@ -21,14 +21,21 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from suite_helpers import IMPL, Snapshot, assert_close_scaled, oracle_result
 from torch.utils._pytree import tree_flatten, tree_map, tree_structure, tree_unflatten
 
 import derivs
+import derivs.strategies as ds
 from derivs import oracles
 from derivs._memory import predicted_peak
 from derivs.testing import assert_close
 
-pytestmark = pytest.mark.derivs_only("pytree arguments of derivs' operators")
+pytestmark = pytest.mark.conformance
+# NOTE: the tests of derivs' own operators, oracles, assert_close and check (the grid below)
+# are derivs-only; the properties at the end run on any implementation declaring `pytrees`.
+DERIVS_ONLY = pytest.mark.derivs_only("derivs' operators, oracles and check over pytrees")
 
 Pair = namedtuple("Pair", ["first", "second"])
 
@@ -106,6 +113,7 @@ def _same(result: Any, structure_ref: Any, values_ref: Any, *, exact: bool = Tru
 ARGNUMS = [0, (0, 1)]
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", derivs.METHODS["jacobian"])
@@ -117,6 +125,7 @@ def test_jacobian(func: Callable[..., Any], method: str, kind: str, argnums: Any
     _same(result, torch.func.jacrev(func, argnums)(tree, X), flat)
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", derivs.METHODS["hessian"])
@@ -145,6 +154,7 @@ def _product(name: str, method: str, kind: str) -> tuple[Any, Any, Any]:
     return result, ref, tree_unflatten(list(flat), spec)
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", derivs.METHODS["hvp"])
 def test_hvp(method: str, kind: str) -> None:
@@ -152,6 +162,7 @@ def test_hvp(method: str, kind: str) -> None:
     _same(result, ref, flat)
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", derivs.METHODS["vhp"])
 def test_vhp(method: str, kind: str) -> None:
@@ -170,6 +181,7 @@ def _batched(tree: Any) -> Any:
 XB = torch.stack([X, -X, 2 * X])
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", ["vmap", "loop"])
@@ -197,6 +209,7 @@ def _per_sample(tree: Any) -> torch.Tensor:
     return sums.prod(0) + (sums**2).sum(0)
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", derivs.METHODS["batch_jacobian"])
 @pytest.mark.parametrize("batch_op", ["batch_jacobian", "batch_hessian"])
@@ -219,6 +232,7 @@ def test_batch_batched_tree(batch_op: str, method: str, kind: str) -> None:
     _same(result, ref, tuple(flat))
 
 
+@DERIVS_ONLY
 def test_batch_in_dims_pytree() -> None:
     """in_dims as vmap takes them: a pytree of ints and None shaped like the argument."""
     tree = {"u": _batched(_t(3, seed=12)), "v": _t(2, seed=13)}
@@ -234,6 +248,7 @@ def test_batch_in_dims_pytree() -> None:
     _same(result, torch.func.vmap(torch.func.hessian(func), in_dims=dims)(tree), flat)
 
 
+@DERIVS_ONLY
 def test_plain_tensors_keep_their_results() -> None:
     """A tensor argument is not a pytree: the results are the tensors they always were."""
     x = _t(3, seed=14)
@@ -242,6 +257,7 @@ def test_plain_tensors_keep_their_results() -> None:
     assert isinstance(derivs.hvp(lambda v: v.pow(3).sum(), (x,), (x,)), tuple)
 
 
+@DERIVS_ONLY
 def test_memory_guard_counts_every_leaf() -> None:
     """Two leaves of 60 are refused where one of 60 fits: the guard sees all 120 inputs."""
     one = {"a": torch.ones(60, dtype=torch.float64)}
@@ -272,11 +288,13 @@ def test_memory_guard_counts_every_leaf() -> None:
 # ----------------------------------------------------------------------------- bad input
 
 
+@DERIVS_ONLY
 def test_non_tensor_leaf_named_by_path() -> None:
     with pytest.raises(TypeError, match=r"derivs\.hessian: args\[0\]\['lr'\] is an int, not a"):
         derivs.hessian(lambda p: p["w"].sum())({"w": torch.ones(2), "lr": 3})
 
 
+@DERIVS_ONLY
 def test_integer_tensor_leaf_named_by_path() -> None:
     with pytest.raises(
         TypeError, match=r"derivs\.jacobian: args\[1\]\[0\]\.second is a int64 tensor"
@@ -286,11 +304,13 @@ def test_integer_tensor_leaf_named_by_path() -> None:
         )
 
 
+@DERIVS_ONLY
 def test_leaf_in_primals_named_by_path() -> None:
     with pytest.raises(TypeError, match=r"derivs\.hvp: primals\[0\]\['s'\] is a str"):
         derivs.hvp(lambda p: p["w"].sum(), ({"w": torch.ones(2), "s": "x"},), ({"w": 1},))
 
 
+@DERIVS_ONLY
 def test_empty_pytree() -> None:
     with pytest.raises(ValueError, match=r"derivs\.batch_jacobian: args\[0\] is an empty dict"):
         derivs.batch_jacobian(lambda p: torch.ones(1))({})
@@ -314,6 +334,7 @@ def test_empty_pytree() -> None:
     ],
     ids=["keys", "leaf_vs_tuple", "list_vs_dict"],
 )
+@DERIVS_ONLY
 def test_tangents_structure_names_first_difference(tangents: Any, pattern: str) -> None:
     primals = ({"w": torch.ones(2), "b": torch.ones(3)},)
     with pytest.raises(ValueError, match=r"derivs\.vhp: cotangents is not structured like primals"):
@@ -322,6 +343,7 @@ def test_tangents_structure_names_first_difference(tangents: Any, pattern: str) 
         derivs.hvp(lambda p: p["w"].sum(), primals, tuple(tangents))
 
 
+@DERIVS_ONLY
 def test_tangent_leaf_shape_named_by_path() -> None:
     primals = (Pair(torch.ones(2), torch.ones(3)),)
     tangents = (Pair(torch.ones(2), torch.ones(4)),)
@@ -331,6 +353,7 @@ def test_tangent_leaf_shape_named_by_path() -> None:
         derivs.hvp(lambda p: p.first.sum(), primals, tangents)
 
 
+@DERIVS_ONLY
 def test_namedtuple_against_tuple() -> None:
     primals = (Pair(torch.ones(2), torch.ones(3)),)
     with pytest.raises(
@@ -339,6 +362,7 @@ def test_namedtuple_against_tuple() -> None:
         derivs.hvp(lambda p: p.first.sum(), primals, ((torch.ones(2), torch.ones(3)),))
 
 
+@DERIVS_ONLY
 def test_in_dims_unlike_the_tree() -> None:
     with pytest.raises(
         ValueError, match=r"derivs\.batch_jacobian: in_dims\[0\]=\{'u': 0\} does not match"
@@ -348,6 +372,7 @@ def test_in_dims_unlike_the_tree() -> None:
         )
 
 
+@DERIVS_ONLY
 def test_sparse_refuses_pytrees() -> None:
     with pytest.raises(
         TypeError,
@@ -381,6 +406,7 @@ ORACLES: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., A
 }
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("argnums", ARGNUMS, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", ORACLES)
@@ -411,6 +437,7 @@ def _nest_like(ref: Any, flat: Any) -> Any:
     return tree_unflatten(tree_flatten(flat)[0], tree_structure(ref))
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", ["loop_batch_jacobian", "loop_batch_hessian"])
 def test_batch_oracles(name: str, kind: str) -> None:
@@ -423,6 +450,7 @@ def test_batch_oracles(name: str, kind: str) -> None:
     _same(result, ref, op(func, (0, 1), in_dims=(None, 0))(tree, XB), exact=False)
 
 
+@DERIVS_ONLY
 def test_oracle_leaf_named_by_path() -> None:
     with pytest.raises(TypeError, match=r"loop_hessian: args\[0\]\['b'\]\[0\] is int 3, not a"):
         oracles.loop_hessian(scalar, ({"w": X, "b": [3]}, X))
@@ -439,6 +467,7 @@ def _failure(actual: Any, expected: Any) -> str:
     return str(info.value)
 
 
+@DERIVS_ONLY
 def test_assert_close_names_the_worst_leaf_path() -> None:
     expected = {"0.weight": torch.arange(12.0).reshape(3, 4), "0.bias": torch.ones(3)}
     actual = tree_map(torch.clone, expected)
@@ -453,6 +482,7 @@ def test_assert_close_names_the_worst_leaf_path() -> None:
     assert "worst at .second: actual 0, expected 1" in nt
 
 
+@DERIVS_ONLY
 def test_assert_close_names_the_structure_mismatch() -> None:
     x = torch.ones(2)
     message = _failure({"a": [x, {"b": x}]}, {"a": [x, {"c": x}]})
@@ -498,6 +528,7 @@ def _loss(func: Callable[..., Any]) -> Callable[..., torch.Tensor]:
     return loss
 
 
+@DERIVS_ONLY
 @pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batch_norm_train"])
 def test_check_a_model_by_its_parameters(batch_norm: bool) -> None:
     """derivs.check over the parameter dict; the model's parameters and buffers untouched."""
@@ -520,6 +551,7 @@ def test_check_a_model_by_its_parameters(batch_norm: bool) -> None:
     _untouched(model, before)
 
 
+@DERIVS_ONLY
 def test_functional_model_is_the_model() -> None:
     """func(params, x) is model(x); the operators over params agree with torch.func's."""
     model = _model(batch_norm=True)
@@ -539,6 +571,7 @@ def test_functional_model_is_the_model() -> None:
     _untouched(model, after_call)
 
 
+@DERIVS_ONLY
 def test_check_pytree_failure_is_raised_with_the_report() -> None:
     """A wrong derivative inside a pytree argument fails the check like a tensor's would."""
 
@@ -565,13 +598,120 @@ def test_check_pytree_failure_is_raised_with_the_report() -> None:
     assert report.status == "failed" and "args[0] is args[0]['a']" in report.notes[-1]
 
 
+@DERIVS_ONLY
 def test_check_refuses_bad_leaves_by_path() -> None:
     with pytest.raises(TypeError, match=r"derivs\.check: args\[0\]\['n'\] is an int, not a"):
         derivs.check(lambda p: p["x"].sum(), {"x": _t(2, seed=18), "n": 3})
 
 
+@DERIVS_ONLY
 def test_functional_model_refuses_a_non_module() -> None:
     with pytest.raises(
         TypeError, match=r"derivs\.functional_model: model must be a torch\.nn\.Module"
     ):
         derivs.functional_model(lambda x: x)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- properties
+# Any implementation declaring `pytrees`: drawn functions whose arguments come packed in
+# pytrees (derivs.strategies.pytree_problems), against the naive-loop oracles on the same
+# pytrees (they nest as torch.func does: test_oracles above) and the dense Hessian.
+
+SMALL = 8  # NOTE: the references are loop oracles: n_in * (1 + n_in) gradients for a Hessian.
+
+
+def _problem(
+    data: st.DataObject, device: str, dtype: torch.dtype, *, scalar: bool | None, outputs: Any
+) -> ds.PytreeProblem:
+    func = ds.functions(scalar_output=scalar, max_elements=SMALL)
+    problem = ds.problems(func, device=device, dtype=dtype)
+    return data.draw(ds.pytree_problems(problem, outputs=outputs), label="pytree problem")
+
+
+def _compare(result: Any, expected: Any, p: ds.PytreeProblem, context: str) -> None:
+    assert tree_structure(result) == tree_structure(expected), context
+    values = (p.flat.args, p.func(*p.args))
+    assert_close_scaled(result, expected, values=values, context=context)
+
+
+@pytest.mark.parametrize("method", IMPL.params("jacobian", "pytrees"))
+@given(data=st.data())
+def test_jacobian_of_pytrees(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
+    """Pytree arguments and outputs: nested as torch.func nests, equal to the loop oracle."""
+    p = _problem(data, device, dtype, scalar=None, outputs=ds.OUTPUT_KINDS)
+    snap = Snapshot(p.flat.args)
+    result = IMPL.jacobian(p.func, p.argnums, method=method)(*p.args)
+    snap.check(f"jacobian(method={method!r})")
+    expected = oracles.loop_jacobian(p.func, p.args, p.argnums)
+    _compare(result, expected, p, f"jacobian({p.func!r}, {p.argnums}, method={method!r})")
+
+
+@pytest.mark.parametrize("method", IMPL.params("hessian", "pytrees"))
+@given(data=st.data())
+def test_hessian_of_pytrees(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
+    """The argument's structure twice, equal to the loop oracle."""
+    scalar = None if IMPL.supports("vector_hessians", "hessian", method) else True
+    p = _problem(data, device, dtype, scalar=scalar, outputs=("tensor",))
+    result = IMPL.hessian(p.func, p.argnums, method=method)(*p.args)
+    expected = oracles.loop_hessian(p.func, p.args, p.argnums)
+    _compare(result, expected, p, f"hessian({p.func!r}, {p.argnums}, method={method!r})")
+
+
+@pytest.mark.parametrize(("api", "method"), IMPL.api_params(["hvp", "vhp"], "pytrees"))
+@given(data=st.data())
+def test_products_of_pytrees(
+    device: str, dtype: torch.dtype, api: str, method: str, data: st.DataObject
+) -> None:
+    """hvp/vhp shaped like the primals, equal to the dense Hessian (of the flat problem)
+    contracted with the vectors."""
+    p = _problem(data, device, dtype, scalar=True, outputs=("tensor",))
+    flat_v = data.draw(ds.tangents_like(p.flat.args), label="vectors")
+    v = p.pack(flat_v)
+    result = getattr(IMPL, api)(p.func, p.args, v, method=method)
+    expected = p.pack(oracle_result(api, p.flat.func, p.flat.args, None, flat_v))
+    _compare(result, expected, p, f"{api}({p.func!r}, method={method!r})")
+
+
+def _batch_methods(api: str) -> list[Any]:
+    """The methods of ``api`` with pytrees, but not those handed the whole-batch function."""
+    return IMPL.params(api, "pytrees", exclude=IMPL.methods(api, "whole_batch"))
+
+
+@pytest.mark.parametrize("method", _batch_methods("batch_jacobian"))
+@given(data=st.data())
+def test_batch_jacobian_of_pytrees(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
+    _batch_property("batch_jacobian", device, dtype, method, data)
+
+
+@pytest.mark.parametrize("method", _batch_methods("batch_hessian"))
+@given(data=st.data())
+def test_batch_hessian_of_pytrees(
+    device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
+    _batch_property("batch_hessian", device, dtype, method, data)
+
+
+def _batch_property(
+    api: str, device: str, dtype: torch.dtype, method: str, data: st.DataObject
+) -> None:
+    """Per-sample derivatives over pytrees, in_dims packed like the arguments (a pytree of
+    ints and None, as vmap takes them), equal to the per-sample loop oracle."""
+    hessian = api == "batch_hessian"
+    scalar = True if hessian and not IMPL.supports("vector_hessians", api, method) else None
+    func = ds.functions(scalar_output=scalar, max_elements=SMALL, batch_polymorphic=True)
+    in_dims = None if IMPL.supports("in_dims", api, method) else 0
+    problem = ds.batched_problems(func, device=device, dtype=dtype, in_dims=in_dims)
+    p = data.draw(ds.batched_pytree_problems(problem), label="batched pytree problem")
+    given_dims = p.in_dims if in_dims is None else 0
+    result = getattr(IMPL, api)(p.func, p.argnums, in_dims=given_dims, method=method)(*p.args)
+    oracle = oracles.loop_batch_hessian if hessian else oracles.loop_batch_jacobian
+    expected = oracle(p.func, p.args, p.argnums, in_dims=given_dims)
+    context = f"{api}({p.func!r}, {p.argnums}, in_dims={given_dims}, method={method!r})"
+    assert tree_structure(result) == tree_structure(expected), context
+    assert_close_scaled(result, expected, values=(p.flat.args,), context=context)

@@ -28,6 +28,7 @@ FEATURES = Features(
     in_dims={"batch_jacobian": True, "batch_hessian": True},
     whole_batch={"batch_jacobian": ["sum"], "batch_hessian": ["sum"]},
     vector_hessians={"hessian": True, "batch_hessian": True},
+    pytrees=True,
     devices=None,
     dtypes=("float32", "float64"),
     compositions={m: pair for m, pair in COMPOSITIONS.items() if m != "auto"},

@@ -22,6 +22,8 @@ FEATURES = {
     "in_dims": "batch operators accept vmap-style in_dims other than 0",
     "whole_batch": "a batch method that is handed the whole-batch function (the sum trick)",
     "vector_hessians": "Hessians of vector-valued functions, shape (*out, *in, *in)",
+    "pytrees": "differentiated arguments (and, for jacobian, outputs) may be dicts, lists, "
+    "tuples or namedtuples of tensors; results nest as torch.func nests them",
 }
 
 # True: every method of every operator; False: none; a mapping: operator -> True or methods.
@@ -60,9 +62,9 @@ class Features:
     A property that needs a feature the adapter does not declare is skipped with the reason;
     a declared feature that fails, fails.
 
-    The eight optional features (``vmap``, ``forward_mode``, ``reverse_mode``, ``has_aux``,
-    ``chunk_size``, ``in_dims``, ``whole_batch``, ``vector_hessians``; ``FEATURES`` says what
-    each promises) each say which methods have it: True for every method, False (the
+    The nine optional features (``vmap``, ``forward_mode``, ``reverse_mode``, ``has_aux``,
+    ``chunk_size``, ``in_dims``, ``whole_batch``, ``vector_hessians``, ``pytrees``;
+    ``FEATURES`` says what each promises) each say which methods have it: True for every method, False (the
     default) for none, or a mapping operator -> True or method names. After construction
     each is that mapping, operator -> tuple of methods.
 
@@ -92,6 +94,7 @@ class Features:
     in_dims: Support = False
     whole_batch: Support = False
     vector_hessians: Support = False
+    pytrees: Support = False
     devices: Sequence[str] | None = None
     dtypes: Sequence[str] = ("float32", "float64")
     compositions: Mapping[str, tuple[str, str]] = field(default_factory=dict)

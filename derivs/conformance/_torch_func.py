@@ -45,6 +45,16 @@ FEATURES = Features(
     in_dims={"batch_jacobian": True, "batch_hessian": True},
     whole_batch=False,
     vector_hessians={"hessian": True, "batch_hessian": True},
+    # NOTE: the adapter's own vjp_vmap builds the basis from one output tensor and reshapes
+    # one block per argument: tensors only.
+    pytrees={
+        "jacobian": ["jacrev", "jacfwd"],
+        "hessian": True,
+        "batch_jacobian": True,
+        "batch_hessian": True,
+        "hvp": True,
+        "vhp": True,
+    },
     devices=None,
     compositions={
         "hessian": ("jacfwd", "jacrev"),
