@@ -12,7 +12,7 @@ from derivs._blocks import standard_basis, with_diff
 from derivs._hessian import hessian_blocks, nest
 from derivs._jacobian import jacobian_blocks
 from derivs._memory import checked_for_hessian
-from derivs._pytree import Flat
+from derivs._pytree import Flat, batched_positions
 from derivs._registry import OPERATORS
 
 METHODS = OPERATORS["batch_jacobian"]
@@ -141,14 +141,7 @@ def _resolve(
     """The arguments with their pytrees flattened (the differentiated ones and the batched
     ones), the batch dim of each flat argument, the batch size and the differentiated leaves."""
     nums = _validate.normalize_argnums(api, argnums, len(args))
-    batched = (
-        range(len(args))
-        if isinstance(in_dims, int)
-        else [k for k, d in enumerate(in_dims) if d is not None][: len(args)]
-        if isinstance(in_dims, tuple)
-        else ()
-    )
-    flat = Flat(api, args, nums, also=batched)
+    flat = Flat(api, args, nums, also=batched_positions(in_dims, len(args)))
     dims, batch = _validate.check_in_dims(api, flat.in_dims(api, in_dims, len(args)), flat.args)
     diff = _validate.check_diff_args(api, flat.args, flat.nums)
     if batch == 0:

@@ -41,6 +41,18 @@ def is_pytree(value: object) -> bool:
     return not isinstance(value, torch.Tensor) and _get_node_type(value) in SUPPORTED_NODES
 
 
+def batched_positions(in_dims: object, n: int) -> list[int]:
+    """The positions of the ``n`` arguments that ``in_dims`` (vmap's) batches; none for an
+    ``in_dims`` the validators refuse."""
+    if isinstance(in_dims, bool):
+        return []
+    if isinstance(in_dims, int):
+        return list(range(n))
+    if isinstance(in_dims, tuple):
+        return [k for k, d in enumerate(in_dims[:n]) if d is not None]
+    return []
+
+
 def check_leaves(api: str, value: Any, name: str) -> tuple[list[torch.Tensor], TreeSpec]:
     """The leaves of the differentiated pytree ``value`` (called ``name``), each checked."""
     with_path, spec = tree_flatten_with_path(value)

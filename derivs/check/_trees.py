@@ -17,7 +17,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from derivs import _validate
-from derivs._pytree import Flat, is_pytree, paths
+from derivs._pytree import Flat, batched_positions, is_pytree, paths
 from derivs.check._report import CheckReport
 from derivs.check._setup import API
 
@@ -31,7 +31,7 @@ def has_pytrees(args: tuple[Any, ...], argnums: object, batched: object) -> bool
     nums = argnums if isinstance(argnums, tuple) else (argnums,)
     if not all(isinstance(a, int) and not isinstance(a, bool) and -n <= a < n for a in nums):
         return False
-    positions = {a % n for a in nums} | set(_batched_positions(batched, n))
+    positions = {a % n for a in nums} | set(batched_positions(batched, n))
     return any(is_pytree(args[k]) for k in positions)
 
 
@@ -49,7 +49,7 @@ class FlatCheck:
         self.argnums = argnums
         self.given = args
         self.original = _validate.normalize_argnums(API, argnums, len(args))
-        also = _batched_positions(batched, len(args))
+        also = batched_positions(batched, len(args))
         self.flat = Flat(API, args, self.original, also=also)
         self.func = self.flat.wrap(func)
         self.args = self.flat.args
@@ -112,13 +112,3 @@ class _Shape:
         if not isinstance(leaf, torch.Tensor):
             return cls(type(leaf).__name__)
         return cls(f"{str(leaf.dtype).removeprefix('torch.')}[{', '.join(map(str, leaf.shape))}]")
-
-
-def _batched_positions(batched: Any, n: int) -> list[int]:
-    if batched is None or isinstance(batched, bool):
-        return []
-    if isinstance(batched, int):
-        return list(range(n))
-    if isinstance(batched, tuple):
-        return [k for k, d in enumerate(batched[:n]) if d is not None]
-    return []
