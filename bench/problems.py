@@ -203,6 +203,44 @@ def stencil_jacobian(x: torch.Tensor) -> torch.Tensor:
     return torch.diag(x.cos() - 2) + torch.diag(ones, 1) + torch.diag(ones, -1)
 
 
+# --- a model's loss over its parameter dict ---------------------------------------------------
+
+
+def param_mlp_loss(
+    params: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor
+) -> torch.Tensor:
+    """An MLP's MSE loss as a function of its parameter dict (``nn.Module`` names)."""
+    h = torch.tanh(F.linear(X, params["0.weight"], params["0.bias"]))
+    out = torch.tanh(F.linear(h, params["2.weight"], params["2.bias"]))
+    return ((out - Y) ** 2).mean()
+
+
+def param_mlp_inputs(
+    n: int, device: str, *, batch: int = 16, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``(params, tangents, X, Y)`` for ``param_mlp_loss`` with about ``n`` parameters.
+
+    Two square tanh layers of width ``round(sqrt(n / 2))`` (``2 w**2 + 2 w`` parameters),
+    weights ``randn / sqrt(w)``, float32, on ``device``.
+    """
+    width = max(1, round(math.sqrt(n / 2)))
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {
+        "0.weight": (width, width),
+        "0.bias": (width,),
+        "2.weight": (width, width),
+        "2.bias": (width,),
+    }
+    params = {k: torch.randn(s, generator=gen) / math.sqrt(width) for k, s in shapes.items()}
+    tangents = {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+    X, Y = torch.randn(batch, width, generator=gen), torch.randn(batch, width, generator=gen)
+
+    def to(tree: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: t.to(device) for k, t in tree.items()}
+
+    return to(params), to(tangents), X.to(device), Y.to(device)
+
+
 # --- derivs.check at scale: one tanh layer, its weight closed over ------------------------------
 
 

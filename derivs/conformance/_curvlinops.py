@@ -2,15 +2,14 @@
 
 ``HessianLinearOperator`` and ``GGNLinearOperator`` over the model's parameters, on the
 problem's batch as one mini-batch, multiplied onto the ``K`` vectors in curvlinops' list
-format (each parameter's shape, then ``K``). Imported only when the adapter is loaded.
+format (each parameter's shape, then ``K``). curvlinops is imported when the adapter is
+instantiated, not with this module.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import version
 from typing import Any, ClassVar
-
-import curvlinops
 
 from derivs.conformance._curvature import CurvatureProblem, Params
 
@@ -19,14 +18,21 @@ class CurvlinopsCurvature:
     """``hvp`` and ``ggn`` through curvlinops' linear operators, on any drawn model."""
 
     name = "curvlinops"
-    version = version("curvlinops-for-pytorch")
     operators: ClassVar[dict[str, dict[str, Any]]] = {"hvp": {}, "ggn": {}}
 
+    def __init__(self) -> None:
+        # NOTE: imported here, not at the top: derivs itself does not depend on curvlinops,
+        # and every module of derivs imports without it (the doctest walk imports them all).
+        import curvlinops
+
+        self._curvlinops = curvlinops
+        self.version = version("curvlinops-for-pytorch")
+
     def hvp(self, problem: CurvatureProblem, V: Params) -> Params:
-        return _apply(curvlinops.HessianLinearOperator, problem, V)
+        return _apply(self._curvlinops.HessianLinearOperator, problem, V)
 
     def ggn(self, problem: CurvatureProblem, V: Params) -> Params:
-        return _apply(curvlinops.GGNLinearOperator, problem, V)
+        return _apply(self._curvlinops.GGNLinearOperator, problem, V)
 
 
 def _apply(operator: Any, problem: CurvatureProblem, V: Params) -> Params:
