@@ -42,18 +42,38 @@ def _batched_shape(arg: torch.Tensor, in_dims: Any, k: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _map_jacobian(result: Any, single: bool, fix: Callable[[torch.Tensor, int], Any]) -> Any:
-    """``fix(block, i)`` on each Jacobian block (``i``: its position in argnums)."""
-    if single:
-        return fix(result, 0)
-    return tuple(fix(block, i) for i, block in enumerate(result))
+# fix(block, shape_i, shape_j, mixed): the shapes of the block's arguments (one sample's, for
+# the batch operators); a Jacobian block has shape_j == shape_i and mixed False
+Fix = Callable[[torch.Tensor, tuple[int, ...], tuple[int, ...], bool], torch.Tensor]
 
 
-def _map_hessian(result: Any, single: bool, fix: Callable[[torch.Tensor, int, int], Any]) -> Any:
-    """``fix(block, i, j)`` on each Hessian block ``H[i][j]``."""
-    if single:
-        return fix(result, 0, 0)
-    return tuple(tuple(fix(b, i, j) for j, b in enumerate(row)) for i, row in enumerate(result))
+def _blockwise(
+    transform: Func, argnums: Any, fix: Fix, *, hessian: bool, in_dims: Any = None
+) -> Func:
+    """``transform`` with ``fix`` applied to each block of its result.
+
+    ``in_dims`` (the batch operators'): the shapes given to ``fix`` are one sample's.
+    """
+
+    def fixed(*args: Any) -> Any:
+        nums, single = _nums(argnums, len(args))
+        shapes = [
+            tuple(args[k].shape) if in_dims is None else _batched_shape(args[k], in_dims, k)
+            for k in nums
+        ]
+        result = transform(*args)
+        if not hessian:
+            blocks = (result,) if single else result
+            fixed_blocks = tuple(fix(b, shapes[i], shapes[i], False) for i, b in enumerate(blocks))
+            return fixed_blocks[0] if single else fixed_blocks
+        rows = ((result,),) if single else result
+        fixed_rows = tuple(
+            tuple(fix(b, shapes[i], shapes[j], i != j) for j, b in enumerate(row))
+            for i, row in enumerate(rows)
+        )
+        return fixed_rows[0][0] if single else fixed_rows
+
+    return fixed
 
 
 class PlantedAdapter:
@@ -95,22 +115,20 @@ class TransposedMixedBlock(PlantedAdapter):
     )
 
     def hessian(self, func: Func, argnums: Any = 0, **kwargs: Any) -> Func:
-        inner = super().hessian(func, argnums, **kwargs)
+        return _blockwise(
+            super().hessian(func, argnums, **kwargs), argnums, _swap_groups, hessian=True
+        )
 
-        def hessian_fn(*args: Any) -> Any:
-            nums, single = _nums(argnums, len(args))
 
-            def fix(block: torch.Tensor, i: int, j: int) -> torch.Tensor:
-                shape = args[nums[i]].shape
-                if i == j or shape != args[nums[j]].shape or not shape:
-                    return block
-                d, lead = len(shape), block.dim() - 2 * len(shape)
-                first, second = range(lead, lead + d), range(lead + d, lead + 2 * d)
-                return block.permute(*range(lead), *second, *first)  # BUG
-
-            return _map_hessian(inner(*args), single, fix)
-
-        return hessian_fn
+def _swap_groups(
+    block: torch.Tensor, shape_i: tuple[int, ...], shape_j: tuple[int, ...], mixed: bool
+) -> torch.Tensor:
+    """A mixed block of two equally shaped arguments with its two input axis groups swapped."""
+    if not mixed or shape_i != shape_j or not shape_i:
+        return block
+    d, lead = len(shape_i), block.dim() - 2 * len(shape_i)
+    first, second = range(lead, lead + d), range(lead + d, lead + 2 * d)
+    return block.permute(*range(lead), *second, *first)  # BUG
 
 
 def _wrong_wrap(argnums: Any, n_args: int) -> Any:
@@ -171,31 +189,19 @@ class DroppedLastChunk(PlantedAdapter):
         if not chunk or kwargs.get("has_aux"):
             return inner
 
-        def jacobian_fn(*args: Any) -> Any:
-            nums, single = _nums(argnums, len(args))
-            result = inner(*args)
+        def fix(b: torch.Tensor, shape: tuple[int, ...], _: Any, __: bool) -> torch.Tensor:
+            return _zero_tail(b, math.prod(b.shape[: b.dim() - len(shape)]), chunk)
 
-            def fix(block: torch.Tensor, i: int) -> torch.Tensor:
-                in_shape = args[nums[i]].shape
-                n_out = math.prod(block.shape[: block.dim() - len(in_shape)])
-                return _zero_tail(block, n_out, chunk)
-
-            return _map_jacobian(result, single, fix)
-
-        return jacobian_fn
+        return _blockwise(inner, argnums, fix, hessian=False)
 
     def batch_jacobian(self, func: Func, argnums: Any = 0, **kwargs: Any) -> Func:
         chunk = kwargs.get("chunk_size")
         inner = super().batch_jacobian(func, argnums, **kwargs)
         if not chunk:
             return inner
-
-        def batch_fn(*args: Any) -> Any:
-            _, single = _nums(argnums, len(args))
-            result = inner(*args)
-            return _map_jacobian(result, single, lambda b, _i: _zero_tail(b, b.shape[0], chunk))
-
-        return batch_fn
+        return _blockwise(
+            inner, argnums, lambda b, *_: _zero_tail(b, b.shape[0], chunk), hessian=False
+        )
 
 
 def _swap_batch(block: torch.Tensor, in_ndim: int) -> torch.Tensor:
@@ -214,34 +220,22 @@ class BatchAxisSwapped(PlantedAdapter):
     )
 
     def batch_jacobian(self, func: Func, argnums: Any = 0, **kwargs: Any) -> Func:
-        inner = super().batch_jacobian(func, argnums, **kwargs)
-        in_dims = kwargs.get("in_dims", 0)
-
-        def batch_fn(*args: Any) -> Any:
-            nums, single = _nums(argnums, len(args))
-
-            def fix(b: torch.Tensor, i: int) -> torch.Tensor:
-                return _swap_batch(b, len(_batched_shape(args[nums[i]], in_dims, nums[i])))
-
-            return _map_jacobian(inner(*args), single, fix)
-
-        return batch_fn
+        return _blockwise(
+            super().batch_jacobian(func, argnums, **kwargs),
+            argnums,
+            lambda b, shape, _, __: _swap_batch(b, len(shape)),
+            hessian=False,
+            in_dims=kwargs.get("in_dims", 0),
+        )
 
     def batch_hessian(self, func: Func, argnums: Any = 0, **kwargs: Any) -> Func:
-        inner = super().batch_hessian(func, argnums, **kwargs)
-        in_dims = kwargs.get("in_dims", 0)
-
-        def batch_fn(*args: Any) -> Any:
-            nums, single = _nums(argnums, len(args))
-
-            def fix(b: torch.Tensor, i: int, j: int) -> torch.Tensor:
-                di = len(_batched_shape(args[nums[i]], in_dims, nums[i]))
-                dj = len(_batched_shape(args[nums[j]], in_dims, nums[j]))
-                return _swap_batch(b, di + dj)
-
-            return _map_hessian(inner(*args), single, fix)
-
-        return batch_fn
+        return _blockwise(
+            super().batch_hessian(func, argnums, **kwargs),
+            argnums,
+            lambda b, si, sj, _: _swap_batch(b, len(si) + len(sj)),
+            hessian=True,
+            in_dims=kwargs.get("in_dims", 0),
+        )
 
 
 def _summed(block: torch.Tensor, lead: int, out_ndim: int) -> torch.Tensor:
@@ -260,34 +254,21 @@ class HessianSummedOverOutputs(PlantedAdapter):
     )
 
     def hessian(self, func: Func, argnums: Any = 0, **kwargs: Any) -> Func:
-        inner = super().hessian(func, argnums, **kwargs)
-
-        def hessian_fn(*args: Any) -> Any:
-            nums, single = _nums(argnums, len(args))
-
-            def fix(b: torch.Tensor, i: int, j: int) -> torch.Tensor:
-                out_ndim = b.dim() - args[nums[i]].dim() - args[nums[j]].dim()
-                return _summed(b, 0, out_ndim)
-
-            return _map_hessian(inner(*args), single, fix)
-
-        return hessian_fn
+        return _blockwise(
+            super().hessian(func, argnums, **kwargs),
+            argnums,
+            lambda b, si, sj, _: _summed(b, 0, b.dim() - len(si) - len(sj)),
+            hessian=True,
+        )
 
     def batch_hessian(self, func: Func, argnums: Any = 0, **kwargs: Any) -> Func:
-        inner = super().batch_hessian(func, argnums, **kwargs)
-        in_dims = kwargs.get("in_dims", 0)
-
-        def batch_fn(*args: Any) -> Any:
-            nums, single = _nums(argnums, len(args))
-
-            def fix(b: torch.Tensor, i: int, j: int) -> torch.Tensor:
-                di = len(_batched_shape(args[nums[i]], in_dims, nums[i]))
-                dj = len(_batched_shape(args[nums[j]], in_dims, nums[j]))
-                return _summed(b, 1, b.dim() - 1 - di - dj)
-
-            return _map_hessian(inner(*args), single, fix)
-
-        return batch_fn
+        return _blockwise(
+            super().batch_hessian(func, argnums, **kwargs),
+            argnums,
+            lambda b, si, sj, _: _summed(b, 1, b.dim() - 1 - len(si) - len(sj)),
+            hessian=True,
+            in_dims=kwargs.get("in_dims", 0),
+        )
 
 
 class HvpIgnoresMixed(PlantedAdapter):
