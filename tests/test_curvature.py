@@ -24,6 +24,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 import derivs
 import derivs.strategies as ds
@@ -93,6 +94,58 @@ def _assert_sum_close(
     above the result's own."""
     tol = tolerance(expected.dtype, expected.numel(), scale=scale)
     assert_close(actual, expected, rtol=tol.rtol, atol=tol.atol, context=context)
+
+
+# --- the strategy -----------------------------------------------------------------------------
+
+
+@given(ds.model_problems())
+def test_sample_terms_sum_to_the_loss_and_leave_the_model_alone(problem: Any) -> None:
+    before = {k: p.detach().clone() for k, p in problem.model.named_parameters()}
+    params = problem.params()
+    terms = [problem.sample(n).loss(params) for n in range(problem.batch_size)]
+    direct = [
+        problem.sample_loss(params, problem.X[n], problem.y[n]) for n in range(problem.batch_size)
+    ]
+    loss = problem.loss(params)
+    _assert_sum_close(
+        torch.stack(terms).sum(),
+        loss,
+        scale=sum(abs(t.item()) for t in terms),
+        context=repr(problem),
+    )
+    assert_close(torch.stack(direct), torch.stack(terms), context=repr(problem))
+    assert not problem.model.training
+    assert_close(dict(problem.model.named_parameters()), before, rtol=0, atol=0)
+
+
+@given(ds.model_problems(layers=(), activations=("tanh",), losses=("cross_entropy",)))
+def test_no_layers_draws_one_linear_layer(problem: Any) -> None:
+    assert [type(m) for m in problem.model] == [torch.nn.Linear]
+    assert repr(problem).startswith("ModelProblem(Linear(")
+    assert "CrossEntropyLoss" in repr(problem)
+
+
+@given(data=st.data())
+def test_drawing_a_model_leaves_the_global_generator_alone(data: st.DataObject) -> None:
+    state = torch.random.get_rng_state()
+    data.draw(ds.model_problems())
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layers": ("dense",)}, r"layers has unknown kinds \['dense'\]"),
+        ({"activations": ()}, "activations is empty"),
+        ({"losses": ("hinge",)}, r"losses has unknown kinds \['hinge'\]"),
+        ({"dtype": torch.int64}, "must be a floating-point dtype"),
+        ({"max_batch": 0}, "max_batch=0 must be at least 1"),
+    ],
+)
+def test_bad_model_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        ds.model_problems(**kwargs)
 
 
 # --- the references ---------------------------------------------------------------------------
