@@ -370,10 +370,11 @@ def test_a_torch_line_must_be_a_version_specifier(tmp_path: Path) -> None:
 # The derivs suite itself under another implementation: its own tests are skipped, not failed.
 
 CONFORMANCE_MARK = re.compile(r"^pytestmark = pytest\.mark\.conformance$", re.MULTILINE)
-# an -rs line: "SKIPPED [count] path:line: reason", the reason conftest.py gives
-SKIPPED_FOR_TORCH_FUNC = (
-    r"^SKIPPED \[\d+\] (tests/test_\w+\.py):\d+: not a conformance property: .*, not torch\.func$"
+# a -v line per test: "path::test SKIPPED (reason)   [ 12%]"
+SKIPPED_ITEM = re.compile(
+    r"^(tests/test_\w+\.py)::\S+ SKIPPED \((.*)\)\s*(?:\[\s*\d+%\])?$", re.MULTILINE
 )
+FOR_TORCH_FUNC = re.compile(r"^not a conformance property: .*, not torch\.func$")  # conftest.py's
 
 
 def _derivs_own_test_modules() -> list[str]:
@@ -391,7 +392,8 @@ def test_derivs_own_tests_are_skipped_for_another_implementation() -> None:
     assert {"tests/test_sparse.py", "tests/test_memory.py", "tests/test_check.py"} <= set(modules)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DERIVS_", "PYTEST_"))}
     env.pop("PYTHONPATH", None)
-    options = ("-p", "no:cacheprovider", "-q", "-rs", "--impl", "torch.func")
+    env["COLUMNS"] = "1000"  # NOTE: -v lines keep the whole reason
+    options = ("-p", "no:cacheprovider", "-v", "-rN", "--impl", "torch.func")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", *options, *modules],
         cwd=ROOT,
@@ -406,9 +408,11 @@ def test_derivs_own_tests_are_skipped_for_another_implementation() -> None:
     assert " skipped" in summary and not any(
         word in summary for word in ("passed", "failed", "error", "xfail", "xpass")
     ), summary
-    # NOTE: each module must show the implementation's skip; other skips (a device that is
-    # absent, say) may stand beside it and are not this test's business.
-    skipped_for_it = {
-        match.group(1) for match in re.finditer(SKIPPED_FOR_TORCH_FUNC, out, re.MULTILINE)
-    }
-    assert set(modules) <= skipped_for_it, sorted(set(modules) - skipped_for_it)
+    # NOTE: nothing ran (above), and the modules the brief of issue 14 names, and the
+    # upstream reproducers, show the implementation's skip; other skips (a Redis server
+    # that is not there, a device that is absent) come first where they apply and are not
+    # this test's business.
+    items = SKIPPED_ITEM.findall(out)
+    skipped_for_it = {module for module, why in items if FOR_TORCH_FUNC.match(why)}
+    named = {"tests/test_sparse.py", "tests/test_memory.py", "tests/test_check.py"}
+    assert named | {"tests/test_upstream.py"} <= skipped_for_it, sorted(skipped_for_it)
