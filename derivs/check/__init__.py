@@ -26,9 +26,9 @@ from typing import Any
 
 from derivs import _validate
 from derivs._batch import batch_hessian, batch_jacobian
+from derivs._config import get_memory_budget
 from derivs._hessian import hessian
 from derivs._jacobian import jacobian
-from derivs._config import get_memory_budget
 from derivs._products import hvp, vhp
 from derivs.check import _judge, _limits, _methods, _projected, _setup
 from derivs.check._references import References
