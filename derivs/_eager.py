@@ -215,7 +215,7 @@ def eager_jacobian(
     """``auto`` without torch.func; raises ``UseTorchFunc`` where it cannot give its result.
 
     ``forward(out_numel, in_numel, device)`` picks the mode once the output size is known
-    (``derivs.prefers_forward``; ``tools/auto_grid.py`` forces each mode to time it).
+    (``derivs.prefers_forward``; ``bench/auto_grid.py`` forces each mode to time it).
     """
     diff = [args[a] for a in argnums]
     graph = EagerGraph(func, args, argnums, has_aux)

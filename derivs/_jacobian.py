@@ -34,7 +34,7 @@ METHODS = OPERATORS["jacobian"]
 
 
 def prefers_forward(out_numel: int, in_numel: int, device: str | torch.device = "cpu") -> bool:
-    """The ``method="auto"`` rule, measured per device type (``tools/auto_grid.py``).
+    """The ``method="auto"`` rule, measured per device type (``bench/auto_grid.py``).
 
     Forward mode pushes one tangent per input element and reverse mode one cotangent per
     output element, so the textbook rule is "forward iff outputs > inputs". Measured on the

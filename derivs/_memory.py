@@ -13,7 +13,7 @@ them, each the size of that Jacobian. ``hessian_peak`` prices that per method fr
 * ``p``: elements of the other tensor arguments (the weights), the item size and
   ``chunk_size``.
 
-The coefficients were fitted by ``tools/hessian_memory.py --fit`` to peaks measured by
+The coefficients were fitted by ``bench/hessian_memory.py --fit`` to peaks measured by
 ``measured_peak`` on the tutorial's ``tanh(W x + b)`` and two-layer networks (tanh, softplus
 and sin), to be never below the measured peak there and as close to it as one set of
 coefficients allows: ``docs/bench/hessian_memory.md`` has the table.
@@ -39,7 +39,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from derivs import _config, _eager, _validate
 from derivs._jacobian import prefers_forward
 
-# NOTE: fitted by tools/hessian_memory.py --fit (element counts; see the module docstring).
+# NOTE: fitted by bench/hessian_memory.py --fit (element counts; see the module docstring).
 # MODEL reads d, the allocations of the method's own second-order pass; SCREEN only a.
 MODEL: dict[str, dict[str, float]] = {
     "fwd_rev": {
@@ -66,7 +66,7 @@ SCREEN: dict[str, dict[str, float]] = {
     "loop": {"graph": 5.492, "result": 1.03, "params": 0.0},
 }
 # NOTE: where SCREEN * SCREEN_MARGIN fits the budget the second-order probe is skipped;
-# tools/hessian_memory.py checks MODEL <= SCREEN * SCREEN_MARGIN on every measured case.
+# bench/hessian_memory.py checks MODEL <= SCREEN * SCREEN_MARGIN on every measured case.
 SCREEN_MARGIN = 4
 COMPOSED = ("fwd_rev", "rev_rev", "fwd_fwd", "rev_fwd")
 # NOTE: rev_fwd's second-order pass (vjp of jvp) predicts its peak worse than a does (the

@@ -40,7 +40,7 @@ OPERATORS: dict[str, dict[str, str]] = {
         "loop": "one torch.autograd.grad per gradient entry; slow, not composable with vmap",
     },
     "hvp": {
-        "auto": "reverse over reverse, measured the fastest (tools/hvp_grid.py); in plain eager "
+        "auto": "reverse over reverse, measured the fastest (bench/hvp_grid.py); in plain eager "
         "code by torch.autograd, freeing the gradient before the second pass, else torch.func's "
         "vjp of grad",
         "fwd_rev": "jvp of grad: forward over reverse (the tutorial's hvp)",
