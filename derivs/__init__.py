@@ -30,7 +30,7 @@ from derivs._jacobian import jacobian, prefers_forward
 from derivs._models import functional_model
 from derivs._products import hvp, vhp
 from derivs._registry import OPERATORS as _OPERATORS
-from derivs.check import CheckFailure, CheckReport, check
+from derivs.check import CheckFailure, CheckReport, CheckRow, check
 from derivs.sparse import (
     Coloring,
     SparsePlan,
@@ -60,6 +60,7 @@ __all__ = [
     "SPARSE_MODES",
     "CheckFailure",
     "CheckReport",
+    "CheckRow",
     "Coloring",
     "MemoryBudgetError",
     "SparsePlan",

@@ -4,7 +4,9 @@ Options (all runs; nothing is imported until one is used):
 
 ``--impl NAME``
     the implementation under test: ``derivs`` (default), ``torch.func``,
-    ``torch.autograd.functional`` or ``package.module:object`` (env ``DERIVS_IMPL``)
+    ``torch.autograd.functional`` or ``package.module:object`` (env ``DERIVS_IMPL``); the
+    run ends with the capability matrix (operator x method x declared feature: passed,
+    failed, expected failures, skipped and why), in place of a line per skip
 ``--devices cpu,cuda``
     devices to run on (default: every device present)
 ``--expected-failures PATH``
@@ -34,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from pytest_derivs._impl import ABSENT, SuiteImpl
+from pytest_derivs._impl import ABSENT, CAPABILITY, SuiteImpl
 
 ENV_IMPL = "DERIVS_IMPL"
 DEFAULT_IMPL = "derivs"
@@ -163,7 +165,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "derivs_only(reason): a guarantee of derivs itself; skipped for other implementations",
     )
-    if config.getoption("derivs_report") and not _is_worker(config):
+    config.addinivalue_line(
+        "markers",
+        "derivs_capability(operator, method, feature): what a case exercises (the matrix)",
+    )
+    wanted = config.getoption("derivs_report") or _spec(config)[1]
+    if wanted and not _is_worker(config):
         from pytest_derivs._report import Collector
 
         _STATE.collector = Collector()
@@ -228,6 +235,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     guarded = _STATE.impl is not None and item.get_closest_marker("conformance") is not None
     guarded = guarded and item.get_closest_marker("derivs_only") is None
     before = _STATE.impl.calls if guarded and _STATE.impl is not None else 0
+    if _STATE.impl is not None:
+        _STATE.impl.touched.clear()
     from pytest_derivs._expected import filtering_known_failures
 
     with filtering_known_failures(item):
@@ -246,6 +255,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Any, Any]:
     report = yield
+    if _STATE.impl is not None and (report.when == "call" or report.skipped):
+        from pytest_derivs._report import capability_of
+
+        touched = _STATE.impl.touched if report.when == "call" else []
+        report.__dict__[CAPABILITY] = capability_of(item, touched)
     if report.when != "call":
         return report
     failures = _failures(call.excinfo.value) if call.excinfo is not None and report.failed else []
@@ -289,7 +303,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    if _STATE.collector is None or _is_worker(config):
+    if _STATE.collector is None or _is_worker(config) or not config.getoption("derivs_report"):
         return
     from pytest_derivs._report import header, write
 
@@ -298,6 +312,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"derivs conformance report: {path} and {md}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _STATE.collector is None or _STATE.impl is None or not _spec(_STATE.config)[1]:
+        return
+    from pytest_derivs._report import print_matrix
+
+    print_matrix(terminalreporter, _STATE.impl, _STATE.collector)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,17 @@ def _registry_operators() -> tuple[str, ...]:
 
 OPERATORS = _registry_operators()
 
+# the marker naming what a test case exercises: operator, method (None: the operator has no
+# declared method), declared feature (None: the operator itself); the capability matrix of
+# pytest_derivs._report counts outcomes by it
+CAPABILITY = "derivs_capability"
+
+
+def capability(operator: str, method: str | None, feature: str | None) -> pytest.MarkDecorator:
+    """The ``derivs_capability`` mark of a parameter exercising ``operator``'s ``method``."""
+    mark: pytest.MarkDecorator = getattr(pytest.mark, CAPABILITY)
+    return mark(operator, method, feature)
+
 
 class SuiteImpl:
     """The adapter named by ``--impl``, with its calls counted and undeclared features skipped.
@@ -58,6 +69,9 @@ class SuiteImpl:
         self.version: str = adapter.version
         self.features: Any = adapter.features
         self.calls = 0  # operator calls, so a conformance test that never calls it is caught
+        # (operator, method, feature) each need() and operator call of the running test asked
+        # for: the capability of a test that is not parametrised over methods
+        self.touched: list[tuple[str, str | None, str | None]] = []
 
     def __repr__(self) -> str:
         return f"SuiteImpl({self.name} {self.version})"
@@ -94,35 +108,46 @@ class SuiteImpl:
     ) -> list[Any]:
         """Methods to parametrise over; one skipped parameter, with the reason, if none.
 
-        For derivs the list is the plain method names, so test ids stay as they were.
+        Each is a ``pytest.param`` with the method as value and id (test ids are the method
+        names) and the ``derivs_capability`` mark (operator, method, feature) the capability
+        matrix counts it by.
         """
         skip = set(exclude)
         chosen = [m for m in self.methods(operator, feature) if m not in skip]
         if chosen:
-            return chosen
-        mark = pytest.mark.skip(reason=self.reason(operator, feature))
-        return [pytest.param(ABSENT, marks=mark, id=ABSENT)]
+            return [pytest.param(m, marks=capability(operator, m, feature), id=m) for m in chosen]
+        marks = [pytest.mark.skip(reason=self.reason(operator, feature))]
+        marks.append(capability(operator, None, feature))
+        return [pytest.param(ABSENT, marks=marks, id=ABSENT)]
 
     def api_params(self, operators: Sequence[str], feature: str | None = None) -> list[Any]:
         """``(operator, method)`` pairs with ids ``operator-method``; absent operators skipped."""
         pairs: list[Any] = []
         for op in operators:
             chosen = self.methods(op, feature)
-            pairs += [pytest.param(op, m, id=f"{op}-{m}") for m in chosen]
+            pairs += [
+                pytest.param(op, m, marks=capability(op, m, feature), id=f"{op}-{m}")
+                for m in chosen
+            ]
             if not chosen:
-                mark = pytest.mark.skip(reason=self.reason(op, feature))
-                pairs.append(pytest.param(op, ABSENT, marks=mark, id=f"{op}-{ABSENT}"))
+                marks = [pytest.mark.skip(reason=self.reason(op, feature))]
+                marks.append(capability(op, None, feature))
+                pairs.append(pytest.param(op, ABSENT, marks=marks, id=f"{op}-{ABSENT}"))
         return pairs
 
     def compositions(self) -> list[Any]:
         """``(outer, inner)`` Jacobian-method pairs of the declared Hessian compositions."""
-        pairs = list(self.features.compositions.values())
+        pairs = [
+            pytest.param(*pair, marks=capability("hessian", hess, "compositions"), id="-".join(pair))
+            for hess, pair in self.features.compositions.items()
+        ]
         if pairs:
             return pairs
         mark = pytest.mark.skip(
             reason=f"{self.name} declares no Hessian method as a composition of Jacobian methods"
         )
-        return [pytest.param(ABSENT, ABSENT, marks=mark, id=ABSENT)]
+        marks = [mark, capability("hessian", None, "compositions")]
+        return [pytest.param(ABSENT, ABSENT, marks=marks, id=ABSENT)]
 
     def composed_method(self, outer: str, inner: str) -> str:
         """The Hessian method declared as ``outer`` over ``inner``."""
@@ -137,6 +162,7 @@ class SuiteImpl:
 
     def need(self, operator: str, feature: str | None = None, method: str | None = None) -> None:
         """Skip the running test unless ``operator`` (``method``, ``feature``) is declared."""
+        self.touched.append((operator, method, feature))
         declared = self.methods(operator)
         if not declared or (method is not None and method not in declared):
             pytest.skip(self.reason(operator, None, method))

@@ -4,6 +4,11 @@ Collected from the test reports where pytest (or pytest-xdist's controller) rece
 written at the end of the session as JSON and as a markdown table. A property is a test
 function (``tests/test_jacobian.py::test_matches_loop_oracle``); its cases are the
 parametrised ids. ``tools/conformance_table.py`` joins several reports into one table.
+
+The capability matrix: the same cases counted by what each exercises, operator x method x
+declared feature (the ``derivs_capability`` marks of ``SuiteImpl.params``, else the
+operators, methods and features the test asked ``SuiteImpl`` for while it ran). A ``--impl``
+run prints it at its end in place of a line per skip; the report stores it under ``matrix``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_derivs._impl import CAPABILITY, OPERATORS
 
 # the order a property's outcome is decided in: the first present wins
 SEVERITY = ("error", "failed", "xpassed", "xfailed", "passed", "skipped")
@@ -101,6 +108,9 @@ class Collector:
         listed = report.__dict__.get("derivs_expected")
         if listed:
             case["expected_entries"] = listed
+        exercised = report.__dict__.get(CAPABILITY)
+        if exercised:
+            case["capability"] = exercised
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self._outcome(case, report)
         elif report.when == "teardown" and report.failed:
@@ -187,6 +197,7 @@ def write(path: Path, head: dict[str, Any], collector: Collector) -> Path:
         **head,
         "duration_s": round(time.time() - collector.started, 1),
         "totals": dict(totals),
+        "matrix": matrix(list(collector.cases.values())),
         "properties": props,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +226,12 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "Totals: " + ", ".join(f"{n} {o}" for o, n in sorted(data["totals"].items())),
         "",
+        "## Capability matrix",
+        "",
+        *matrix_markdown(data["matrix"]),
+        "",
+        "## Properties",
+        "",
         "| property | outcome | notes |",
         "|---|---|---|",
     ]
@@ -241,3 +258,161 @@ def markdown(data: dict[str, Any]) -> str:
                 lines += ["", failure["reproduce"]]
             lines += ["```", ""]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------ capability matrix
+
+Capability = tuple[str, "str | None", "str | None"]
+
+# the matrix's outcome columns, in order; a column no case reached is left out, except these
+MATRIX_OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
+_ALWAYS = ("passed", "failed", "skipped")
+# the row of the cases that exercise no operator the matrix can name
+NO_OPERATOR = "(no operator)"
+# the row of the cases skipped as no part of the contract: derivs' own tools and guarantees
+NOT_CONTRACT = "(not the contract)"
+_NOT_CONTRACT_REASONS = ("not a conformance property", "derivs only")
+
+
+def _narrowest(touched: list[Capability]) -> list[Capability]:
+    """The records no other record of the same operator makes more specific, in order.
+
+    ``need("hvp")`` then ``need("hvp", method="jvp_grad")`` is one capability,
+    ``("hvp", "jvp_grad", None)``; a None method or feature is "any".
+    """
+
+    def covers(wide: Capability, narrow: Capability) -> bool:
+        return (
+            wide != narrow
+            and wide[0] == narrow[0]
+            and wide[1] in (None, narrow[1])
+            and wide[2] in (None, narrow[2])
+        )
+
+    unique = list(dict.fromkeys(touched))
+    return [c for c in unique if not any(covers(c, other) for other in unique)]
+
+
+def capability_of(item: pytest.Item, touched: list[Capability]) -> list[list[str | None]]:
+    """What a test case exercises: its ``derivs_capability`` marks, else what it asked for."""
+    marked = [tuple(mark.args) for mark in item.iter_markers(CAPABILITY)]
+    chosen = marked or _narrowest(touched)
+    return [list(c) for c in dict.fromkeys(chosen)]
+
+
+def short_reason(text: str) -> str:
+    """A skip reason without the implementation's name in front (the run names it)."""
+    text = re.sub(
+        r"^a guarantee of derivs itself \((.*)\), not of the contract .* is held to$",
+        r"derivs only: \1",
+        text,
+    )
+    text = re.sub(r"^not a conformance property: .*", "not a conformance property", text)
+    return re.sub(r"^\S+ (does not declare|provides no|has no|declares) ", r"\1 ", text)
+
+
+def _not_contract(case: dict[str, Any]) -> str | None:
+    """Why a skipped case is no part of the contract (its reason, without the detail)."""
+    if case.get("outcome") != "skipped":
+        return None
+    reason = short_reason(case.get("reason", ""))
+    return next((r for r in _NOT_CONTRACT_REASONS if reason.startswith(r)), None)
+
+
+def _row_key(capability: list[str | None]) -> tuple[int, str, str, str]:
+    operator, method, feature = capability
+    rank = OPERATORS.index(operator) if operator in OPERATORS else len(OPERATORS)
+    rank += operator == NOT_CONTRACT
+    return (rank, operator or "", method or "", feature or "")
+
+
+def matrix(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outcome counts per (operator, method, feature), with the distinct skip reasons.
+
+    A case that exercises several capabilities (hvp and vhp) counts in each of their rows;
+    one that exercises none counts in the ``(no operator)`` row, and one skipped as no part of
+    the contract (derivs' own tools and guarantees) in the ``(not the contract)`` row.
+    """
+    rows: dict[tuple[str | None, ...], dict[str, Any]] = {}
+    for case in cases:
+        outside = _not_contract(case)
+        caps = [[NOT_CONTRACT, None, None]] if outside else case.get("capability")
+        for cap in caps or [[NO_OPERATOR, None, None]]:
+            row = rows.setdefault(
+                tuple(cap),
+                {"operator": cap[0], "method": cap[1], "feature": cap[2], "counts": Counter()},
+            )
+            outcome = case.get("outcome", "error")
+            row["counts"][outcome] += 1
+            if outcome == "skipped":
+                why = outside or short_reason(case.get("reason", ""))
+                row.setdefault("why", Counter())[why] += 1
+    ordered = sorted(
+        rows.values(), key=lambda r: _row_key([r["operator"], r["method"], r["feature"]])
+    )
+    for row in ordered:
+        row["counts"] = dict(row["counts"])
+        row["why"] = dict(row.get("why", {}))
+    return ordered
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return [o for o in MATRIX_OUTCOMES if o in _ALWAYS or any(r["counts"].get(o) for r in rows)]
+
+
+def _why(row: dict[str, Any]) -> str:
+    return "; ".join(f"{reason} ({n})" for reason, n in sorted(row["why"].items()))
+
+
+def _cells(row: dict[str, Any], columns: list[str]) -> list[str]:
+    head = [row["operator"], row["method"] or "-", row["feature"] or "-"]
+    return head + [str(row["counts"].get(o, 0)) for o in columns] + [_why(row)]
+
+
+def matrix_text(rows: list[dict[str, Any]]) -> list[str]:
+    """The matrix as aligned plain-text lines (the end of a ``--impl`` run)."""
+    columns = _columns(rows)
+    table = [["operator", "method", "feature", *columns, "skipped because"]]
+    table += [_cells(r, columns) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    numeric = range(3, 3 + len(columns))
+    out = []
+    for line in table:
+        cells = [
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line[:-1], widths, strict=True))
+        ]
+        out.append("  ".join([*cells, line[-1]]).rstrip())
+    return out
+
+
+def matrix_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The matrix as a markdown table."""
+    columns = _columns(rows)
+    head = ["operator", "method", "feature", *columns, "skipped because"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = _cells(row, columns)
+        cells[:3] = [
+            f"`{c}`" if c not in ("-", NO_OPERATOR, NOT_CONTRACT) else c for c in cells[:3]
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def explicit_report_chars(config: pytest.Config) -> bool:
+    """Whether the command line itself (not addopts) asks for a short summary (``-r``)."""
+    return any(isinstance(a, str) and a.startswith("-r") for a in config.invocation_params.args)
+
+
+def print_matrix(reporter: Any, impl: Any, collector: Collector) -> None:
+    """The matrix at the end of a ``--impl`` run; the skips it counts are not listed again.
+
+    NOTE: pyproject's ``-ra`` lists every skip, about 90 lines per ``--impl`` run; the matrix
+    says each reason once with its count. ``-r`` on the command line keeps the lines.
+    """
+    reporter.write_sep("=", f"derivs capability matrix: {impl.name} {impl.version}")
+    for line in matrix_text(matrix(list(collector.cases.values()))):
+        reporter.write_line(line)
+    if not explicit_report_chars(reporter.config):
+        reporter.reportchars = reporter.reportchars.replace("s", "")

@@ -3,6 +3,14 @@
 Usage::
 
     python -m tools.conformance_table derivs.json torch.func.json torch.autograd.functional.json
+    python -m tools.conformance_table --run --write docs/suite/conformance.md
+
+``--run`` first runs the conformance properties (``pytest -n auto -m conformance``, the
+``ci`` profile unless ``HYPOTHESIS_PROFILE`` says otherwise) against every built-in adapter
+and the example loop adapter, each with its expected-failure file, writing the reports to
+``--out``; ``--write PAGE`` replaces the page's capability matrices (between
+``<!-- capability matrices: begin -->`` and ``<!-- capability matrices: end -->``) with one
+matrix per report (pytest_derivs._report.matrix, recomputed from the report's cases).
 
 One row per conformance property (test function), one column per implementation; a cell
 counts the property's cases by outcome (``8 pass``, ``2 xfail``, ``4 skip``) and names the
@@ -16,11 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from derivs.conformance import BUILTIN
+from pytest_derivs._report import matrix, matrix_markdown, short_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = ROOT / "derivs" / "conformance" / "expected_failures"
+# every built-in adapter, then the example of docs/suite/conformance.md: report name -> --impl
+ADAPTERS = {**{name: name for name in BUILTIN}, "example": "examples.loop_adapter:ADAPTER"}
+BEGIN = "<!-- capability matrices: begin -->"
+END = "<!-- capability matrices: end -->"
 
 SHORT = {
     "passed": "pass",
@@ -37,22 +56,12 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     return [json.loads(Path(p).read_text()) for p in paths]
 
 
-def _reason(text: str) -> str:
-    """A skip reason without the implementation's name in front (it heads the column)."""
-    text = re.sub(
-        r"^a guarantee of derivs itself \((.*)\), not of the contract .* is held to$",
-        r"derivs only: \1",
-        text,
-    )
-    return re.sub(r"^\S+ (does not declare|provides no|has no) ", r"\1 ", text)
-
-
 def cell(prop: dict[str, Any] | None) -> str:
     if prop is None:
         return "not run"
     counts = Counter(prop["counts"])
     if set(counts) == {"skipped"}:
-        return "skip: " + "; ".join(sorted({_reason(r) for r in prop["skip_reasons"]}))
+        return "skip: " + "; ".join(sorted({short_reason(r) for r in prop["skip_reasons"]}))
     return ", ".join(f"{counts[o]} {SHORT[o]}" for o in SHORT if counts.get(o))
 
 
@@ -128,12 +137,67 @@ def failures(reports: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def run(out: Path, extra: list[str]) -> list[str]:
+    """The conformance properties against every adapter of ADAPTERS; the report paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HYPOTHESIS_PROFILE=os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+    paths = []
+    for name, spec in ADAPTERS.items():
+        report = out / f"{name}.json"
+        command = [sys.executable, "-m", "pytest", "-n", "auto", "-p", "no:cacheprovider"]
+        command += ["-q", "-m", "conformance", "--impl", spec, "--conformance-report", str(report)]
+        listed = EXPECTED / f"{name}.txt"
+        if listed.exists():
+            command += ["--expected-failures", str(listed)]
+        print("$", " ".join(command), flush=True)
+        subprocess.run([*command, *extra], cwd=ROOT, env=env, check=False)
+        paths.append(str(report))
+    return paths
+
+
+def matrices(reports: list[dict[str, Any]]) -> str:
+    """One capability matrix per report, under a heading with the run's facts."""
+    lines: list[str] = []
+    for r in reports:
+        cases = [case for prop in r["properties"] for case in prop["cases"]]
+        totals = ", ".join(f"{n} {o}" for o, n in sorted(r["totals"].items()))
+        lines += [f"### {r['implementation']}", ""]
+        lines += [
+            f"{r['implementation']} {r['version']}, torch {r['torch']}, devices "
+            f"{', '.join(r['devices'])}, Hypothesis profile {r['hypothesis_profile']}, "
+            f"suite {(r['suite_commit'] or '?')[:10]}{' (modified)' if r['suite_dirty'] else ''}: "
+            f"{totals}; {r['duration_s']} s.",
+            "",
+        ]
+        lines += [*matrix_markdown(matrix(cases)), ""]
+    return "\n".join(lines)
+
+
+def write_page(page: Path, reports: list[dict[str, Any]]) -> None:
+    """Replace what stands between BEGIN and END in ``page`` with the matrices."""
+    text = page.read_text(encoding="utf-8")
+    head, begin, rest = text.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not (begin and end):
+        raise SystemExit(f"conformance_table: {page} has no {BEGIN} ... {END} section")
+    page.write_text(f"{head}{BEGIN}\n\n{matrices(reports)}\n{END}{tail}", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("reports", nargs="+", help="JSON reports, one per implementation")
+    parser.add_argument("reports", nargs="*", help="JSON reports, one per implementation")
+    parser.add_argument("--run", action="store_true", help="run every adapter first")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "conformance")
+    parser.add_argument("--write", type=Path, metavar="PAGE", help="the page to put matrices in")
+    parser.add_argument("--pytest-arg", action="append", default=[], help="passed to each run")
     args = parser.parse_args(argv)
-    reports = load(args.reports)
-    print(facts(reports), "", table(reports), failures(reports), sep="\n")
+    paths = run(args.out, args.pytest_arg) if args.run else args.reports
+    if not paths:
+        parser.error("give JSON reports, or --run")
+    reports = load(paths)
+    if args.write:
+        write_page(args.write, reports)
+    print(facts(reports), "", table(reports), failures(reports), "", matrices(reports), sep="\n")
     return 0
 
 
