@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from check_functions import Softplus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,31 +176,10 @@ def test_raise_exception_carries_the_report() -> None:
     assert "operator" in str(info.value)  # the table comes with the message
 
 
-class SoftplusRight(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.softplus(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.save_for_backward(inputs[0])
-        ctx.save_for_forward(inputs[0])
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return grad * torch.sigmoid(ctx.saved_tensors[0])
-
-    @staticmethod
-    def jvp(ctx: Any, tangent: torch.Tensor) -> torch.Tensor:
-        return tangent * torch.sigmoid(ctx.saved_tensors[0])
-
-
 def test_correct_custom_function() -> None:
     """Passes at both orders; torch (2.x) gives zeros for nested forward mode through a
     custom jvp rule, so forward-over-forward is a skip row naming that limitation."""
-    f = lambda x: SoftplusRight.apply(x).sum()  # noqa: E731
+    f = lambda x: Softplus.apply(x).sum()  # noqa: E731
     assert check(f, x4, order=1).passed
     report = check(f, x4)
     assert report.status == "passed" and not report.failures
@@ -207,13 +187,13 @@ def test_correct_custom_function() -> None:
     if _limits.nested_forward_drops_jvp():
         assert skipped == {("hessian", "fwd_fwd")}
         (limit,) = report.limitations
-        assert limit.startswith("hessian fwd_fwd: not run: torch") and "SoftplusRight" in limit
+        assert limit.startswith("hessian fwd_fwd: not run: torch") and "through Softplus " in limit
         assert report.verdict.startswith("every derivative that could be checked agrees")
     else:
         assert not skipped
 
 
-class SoftplusDetachedBackward(SoftplusRight):
+class SoftplusDetachedBackward(Softplus):
     """Right first derivatives, but the backward cannot be differentiated again."""
 
     @staticmethod

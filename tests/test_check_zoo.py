@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import pytest
 import torch
 import torch.nn.functional as F
+from check_functions import Softplus, SoftplusNoJvp, softplus_with
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -146,48 +147,6 @@ class OldStyle(torch.autograd.Function):
         return grad * torch.cos(x)
 
 
-class Softplus(torch.autograd.Function):
-    """setup_context, a jvp and a vmap rule: every method of derivs applies."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor) -> Tensor:
-        return F.softplus(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.save_for_backward(inputs[0])
-        ctx.save_for_forward(inputs[0])
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * torch.sigmoid(x)
-
-    @staticmethod
-    def jvp(ctx: Any, tangent: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return tangent * torch.sigmoid(x)
-
-
-class SoftplusNoJvp(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor) -> Tensor:
-        return F.softplus(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * torch.sigmoid(x)
-
-
 class SoftplusNoVmapRule(SoftplusNoJvp):
     generate_vmap_rule = False
 
@@ -232,24 +191,6 @@ def test_correct_custom_functions_pass(name: str) -> None:
 # ----------------------------------------------------------------------------- wrong rules
 
 
-def _softplus_with(
-    backward: Callable[[Tensor, Tensor], Tensor] | None = None,
-    jvp: Callable[[Tensor, Tensor], Tensor] | None = None,
-    name: str = "Planted",
-) -> type[torch.autograd.Function]:
-    """Softplus with its backward (``(x, grad) -> dx``) or jvp replaced."""
-
-    def bwd(ctx: Any, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return backward(x, grad) if backward else grad * torch.sigmoid(x)
-
-    def fwd_rule(ctx: Any, tangent: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return jvp(x, tangent) if jvp else tangent * torch.sigmoid(x)
-
-    return type(name, (Softplus,), {"backward": staticmethod(bwd), "jvp": staticmethod(fwd_rule)})
-
-
 def _double_backward_wrong(x: Tensor, grad: Tensor) -> Tensor:
     # NOTE: the value is sigmoid(x); its derivative gains 3 (x - x.detach() is 0 but not constant)
     return grad * (torch.sigmoid(x) + 3 * (x - x.detach()))
@@ -258,26 +199,26 @@ def _double_backward_wrong(x: Tensor, grad: Tensor) -> Tensor:
 WRONG: dict[str, tuple[type[torch.autograd.Function], str]] = {
     # name: (Function, the start of the verdict that names its rule)
     "backward": (
-        _softplus_with(backward=lambda x, g: g * torch.sigmoid(-x), name="SignSlip"),
+        softplus_with(backward=lambda x, g: g * torch.sigmoid(-x), name="SignSlip"),
         "the backward (vjp) of this function is wrong",
     ),
     "backward-on-a-region": (
-        _softplus_with(
+        softplus_with(
             backward=lambda x, g: g * torch.where(x > 0.5, 1.1, 1.0) * torch.sigmoid(x),
             name="RegionSlip",
         ),
         "the backward (vjp) of this function is wrong",
     ),
     "detach-in-backward": (
-        _softplus_with(backward=lambda x, g: g * torch.sigmoid(x.detach()), name="Detached"),
+        softplus_with(backward=lambda x, g: g * torch.sigmoid(x.detach()), name="Detached"),
         "the double backward (the derivative of the backward) of this function is wrong",
     ),
     "jvp": (
-        _softplus_with(jvp=lambda x, t: t * torch.sigmoid(-x), name="JvpSlip"),
+        softplus_with(jvp=lambda x, t: t * torch.sigmoid(-x), name="JvpSlip"),
         "the jvp (forward-mode derivative) of this function is wrong",
     ),
     "double-backward": (
-        _softplus_with(backward=_double_backward_wrong, name="DoubleSlip"),
+        softplus_with(backward=_double_backward_wrong, name="DoubleSlip"),
         "the double backward (the derivative of the backward) of this function is wrong",
     ),
 }
