@@ -143,7 +143,7 @@ def product_sources(
         ]
         for op in ("hvp", "vhp")
     }
-    restricted = _restricted(case)
+    restricted = restricted_func(case)
     hess_refs = refs.at(True, [case.point])
     found = {}
     for op, product in (("hvp", hvp), ("vhp", vhp)):
@@ -163,7 +163,7 @@ def product_sources(
     return found
 
 
-def _restricted(case: Case) -> Callable[..., Any]:
+def restricted_func(case: Case) -> Callable[..., Any]:
     """func of the differentiated arguments only (the products take primals, not argnums)."""
     point, nums = case.point, case.opts.nums
 

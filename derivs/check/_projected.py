@@ -31,7 +31,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from derivs import oracles, testing
-from derivs.check._methods import _restricted, second
+from derivs.check._methods import restricted_func, second
 from derivs.check._setup import Case, Options
 from derivs.check._sources import Operator, Source, run
 
@@ -99,7 +99,7 @@ def projected_sources(case: Case, hvp: Transform) -> tuple[dict[str, Operator], 
     report's notes (how the directions were drawn; what is not checked)."""
     d = draw(case, SEED)
     opts = case.opts
-    func = _restricted(case)
+    func = restricted_func(case)
     x = tuple(case.diff)
     found: dict[str, Operator] = {}
     jvp_src = _jvp_method(func, x, d) if _selected(opts, "fwd", first=True) else None
