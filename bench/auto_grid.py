@@ -30,10 +30,10 @@ from typing import Any
 import torch
 
 import derivs
-from bench.machine import load_average, run_facts
+from bench.machine import load_average, run_conditions, run_facts
 from bench.output import write_outputs
 from bench.problems import predict, predict_inputs, predict_jacobian
-from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
+from bench.timing import CLOCKS, ms_line, parse_timing, sync, time_interleaved, timing_parser
 from derivs import _eager as eager_path
 from derivs import _jacobian as _J
 from derivs import prefers_forward
@@ -94,11 +94,7 @@ def measure(
                 fns[method] = lambda jac=jac, w=w, b=b, x=x: jac(w, b, x)
             times = time_interleaved(fns, wait, rounds=rounds, block_s=block_s, clock=clock)
             cells.append({"n_in": n_in, "n_out": n_out, **{f"t_{m}": times[m] for m in METHODS}})
-            print(
-                f"  in={n_in:5d} out={n_out:5d}  "
-                + "  ".join(f"{m}={times[m] * 1e3:9.3f} ms" for m in METHODS),
-                flush=True,
-            )
+            print(f"  in={n_in:5d} out={n_out:5d}  {ms_line(times)}", flush=True)
     return cells
 
 
@@ -126,10 +122,7 @@ def measure_shapes(
         found.append(
             {"shape": name, "n_in": n_in, "n_out": n_out, **{f"t_{k}": v for k, v in times.items()}}
         )
-        print(
-            f"  {name:14s} " + "  ".join(f"{k}={v * 1e3:8.3f} ms" for k, v in times.items()),
-            flush=True,
-        )
+        print(f"  {name:14s} {ms_line(times)}", flush=True)
     return found
 
 
@@ -190,9 +183,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         '# `method="auto"` on a grid of Jacobian sizes',
         "",
-        f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
-        f"{result['date']}, load average at start {result['load']}, {result.get('clock', 'wall')} "
-        "clock. Function: "
+        f"{run_conditions(result)}. Function: "
         "`predict(W, b, x) = F.linear(x, W, b).tanh()`, Jacobian w.r.t. `x`; each time is the "
         f"fastest of {result['rounds']} interleaved blocks.",
         "",

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 import derivs
-from bench.machine import load_average, run_facts
+from bench.machine import load_average, run_conditions, run_facts
 from bench.output import fmt_time, write_outputs
 from bench.problems import tanh_layer, tanh_layer_gradient, tanh_layer_inputs
 from bench.timing import CLOCKS, parse_timing, time_interleaved, timing_parser
@@ -101,9 +101,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# derivs.check at scale: projected mode",
         "",
-        f"torch {result['torch']} on {result['device_name']} ({result['threads']} thread(s)), "
-        f"{result['date']}, load average at start {result['load']}, {result['clock']} clock "
-        "(`python -m bench.check`). A shared 2-core machine: the check and the gradient it "
+        f"{run_conditions(result)} (`python -m bench.check`). A shared 2-core machine: the check and the gradient it "
         f"is measured in were timed side by side in one process, in {result['rounds']} "
         "interleaved blocks each (the fastest block counts), so a burst of load hits both.",
         "",

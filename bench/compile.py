@@ -31,7 +31,7 @@ import torch
 
 import derivs
 from bench import problems as bp
-from bench.machine import load_average, run_facts
+from bench.machine import load_average, run_conditions, run_facts
 from bench.output import write_outputs
 from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
 from derivs import prefers_forward
@@ -195,9 +195,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# `torch.compile` of derivs against the closed forms",
         "",
-        f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
-        f"backend `{result['backend']}`, {result['date']}, load average at start "
-        f"{result['load']}, {result['clock']} clock; each time is the fastest of "
+        f"{run_conditions(result)}, backend `{result['backend']}`; each time is the fastest of "
         f"{result['rounds']} interleaved blocks (`python -m bench.compile`). Jacobians and "
         "Hessians of the tutorial's `predict(W, b, x) = F.linear(x, W, b).tanh()` with respect "
         'to `x` (`method="auto"`), `hvp` of `x.sin().sum()` (default method); closed forms '

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 import derivs
-from bench.machine import load_average, run_facts
+from bench.machine import load_average, run_conditions, run_facts
 from bench.output import write_outputs
 from bench.problems import SCALAR as PROBLEMS
 from bench.problems import Scalar, vector_inputs
-from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
+from bench.timing import CLOCKS, ms_line, parse_timing, sync, time_interleaved, timing_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,11 +73,7 @@ def measure(
                 fns[method] = lambda call=call, x=x, v=v: call(x, v)
             times = time_interleaved(fns, wait, rounds=rounds, block_s=block_s, clock=clock)
             cells.append({"function": name, "n": n, **{f"t_{m}": times[m] for m in METHODS}})
-            print(
-                f"  {name:13s} n={n:8d}  "
-                + "  ".join(f"{m}={times[m] * 1e3:9.3f} ms" for m in METHODS),
-                flush=True,
-            )
+            print(f"  {name:13s} n={n:8d}  {ms_line(times)}", flush=True)
     return cells
 
 
@@ -94,8 +90,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# `hvp` methods on a grid of functions and sizes",
         "",
-        f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
-        f"{result['date']}, load average at start {result['load']}, {result['clock']} clock; "
+        f"{run_conditions(result)}; "
         f"each time is the fastest of {result['rounds']} interleaved blocks "
         "(`python -m bench.hvp_grid`).",
         "",

@@ -49,6 +49,17 @@ def run_facts(args: argparse.Namespace, load: str) -> dict[str, Any]:
     }
 
 
+def run_conditions(result: dict[str, Any]) -> str:
+    """The facts of :func:`run_facts` as a results page opens with them: ``torch 2.13.0 on
+    <device> (2 threads), <date>, load average at start <1, 5, 15 min>, wall clock``."""
+    threads = f"{result['threads']} thread" + ("" if result["threads"] == 1 else "s")
+    return (
+        f"torch {result['torch']} on {result['device_name']} ({threads}), "
+        f"{result['date']}, load average at start {result['load']}, "
+        f"{result.get('clock', 'wall')} clock"
+    )
+
+
 def machine_info() -> dict[str, Any]:
     """What a pytest-benchmark run adds to its ``machine_info``."""
     info: dict[str, Any] = {

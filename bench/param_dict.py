@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import derivs
-from bench.machine import load_average, run_facts
+from bench.machine import load_average, run_conditions, run_facts
 from bench.output import write_outputs
 from bench.problems import param_mlp_inputs, param_mlp_loss
 from bench.timing import CLOCKS, parse_timing, sync, time_interleaved, timing_parser
@@ -111,9 +111,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# hvp and Hessian over a parameter dict",
         "",
-        f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
-        f"{result['date']}, load average at start {result['load']}, {result['clock']} clock "
-        f"(`python -m bench.param_dict`). Times: the fastest of {result['rounds']} "
+        f"{run_conditions(result)} (`python -m bench.param_dict`). Times: the fastest of {result['rounds']} "
         "interleaved blocks, every implementation in one process. The machine is a shared "
         "2-core box: other jobs ran beside this one, which the interleaving spreads over "
         "every implementation alike, but single times are noisy; the ratios are the result.",

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 import derivs
-from bench.machine import load_average, run_facts
+from bench.machine import load_average, run_conditions, run_facts
 from bench.output import write_outputs
 from bench.problems import SCALAR as PROBLEMS
 from bench.problems import vector_inputs as inputs
@@ -134,9 +134,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"# hvp and vhp at N = {n:,}",
         "",
-        f"torch {result['torch']} on {result['device_name']} ({result['threads']} threads), "
-        f"{result['date']}, load average at start {result['load']}, {result['clock']} clock "
-        "(`python -m bench.products_at_scale`). Times: fastest of "
+        f"{run_conditions(result)} (`python -m bench.products_at_scale`). Times: fastest of "
         f"{result['rounds']} interleaved blocks. Peaks: the allocator's, while the call runs "
         "(`derivs._memory.measured_peak`), the inputs `x` and `v` "
         f"({2 * n * 4 / 2**20:.0f} MiB) not counted; `fwd+bwd` is one "

@@ -92,6 +92,11 @@ def time_interleaved(
     return best
 
 
+def ms_line(times: dict[str, float]) -> str:
+    """``name=   1.234 ms`` for each timed function: the progress line of a measured cell."""
+    return "  ".join(f"{name}={t * 1e3:9.3f} ms" for name, t in times.items())
+
+
 # A benchmarked case: (implementation, method, the torch.func call doing the same work or None,
 # a factory building the function to time).
 Case = tuple[str, str, str | None, Callable[[], Callable[..., Any]]]
