@@ -150,6 +150,8 @@ class Leaves:
 
 
 def _batched_positions(in_dims: object, n: int) -> list[int]:
+    # NOTE: derivs/_pytree.py's batched_positions does the same; not imported (see the module
+    # NOTE): which arguments are batched decides which get flattened, so it stays independent.
     if in_dims is None:
         return []
     if isinstance(in_dims, int):
