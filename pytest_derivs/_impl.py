@@ -138,7 +138,9 @@ class SuiteImpl:
     def compositions(self) -> list[Any]:
         """``(outer, inner)`` Jacobian-method pairs of the declared Hessian compositions."""
         pairs = [
-            pytest.param(*pair, marks=capability("hessian", hess, "compositions"), id="-".join(pair))
+            pytest.param(
+                *pair, marks=capability("hessian", hess, "compositions"), id="-".join(pair)
+            )
             for hess, pair in self.features.compositions.items()
         ]
         if pairs:
