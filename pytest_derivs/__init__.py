@@ -174,6 +174,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_derivs._report import Collector
 
         _STATE.collector = Collector()
+    paths = config.getoption("derivs_expected_failures")
+    if paths and not _is_worker(config):
+        from pytest_derivs._expected import Outcomes
+
+        config.pluginmanager.register(Outcomes(paths), "derivs-expected-outcomes")
     if _spec(config)[1]:
         activate(config)
 
@@ -181,11 +186,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _STATE.config is config:
         _STATE.reset()
-    paths = config.getoption("derivs_expected_failures")
-    if paths and not _is_worker(config):
-        from pytest_derivs._expected import Outcomes
-
-        config.pluginmanager.register(Outcomes(paths), "derivs-expected-outcomes")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
