@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -307,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser, sub = _parser()
     ns = parser.parse_args(argv)  # exits with status 2 on bad usage
+    # NOTE: torch.func's first call runs a torch.jit.script'ed helper inside torch itself;
+    # torch 2.14 warns about it (FutureWarning) on every run: torch's, not the user's.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
     try:
         report = _run_check(ns)
     except _Usage as exc:

@@ -126,7 +126,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     # torch.func's first call goes through a torch.jit.script'ed helper inside torch itself.
     config.addinivalue_line(
-        "filterwarnings", "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+        "filterwarnings",
+        "ignore:`torch.jit.script` is deprecated",  # Future- on torch 2.14
     )
     impl = pytest_derivs.activate(config)  # the implementation under test and the devices
     if PROFILE == "ci" and config.getoption("hypothesis_seed", None) is not None:

@@ -9,8 +9,9 @@ opening fence, and the traceback points at the line in the Markdown file.
 Recorded outputs: a ``text`` block right under the line ``<!-- output of the python block
 above -->`` is what the page's previous ``python`` block prints, and each ``console`` block
 whose command is ``$ python -m derivs ...`` is that command's output; both are rerun and
-compared, so a stale recording fails. The comparison is exact but for two things a recording
-may not fix: the wall time of a ``derivs.check:`` header (``(4.33 s)``), and lines left out
+compared, so a stale recording fails. The comparison is exact but for three things a recording
+may not fix: the wall time of a ``derivs.check:`` header (``(4.33 s)``), the torch version a
+line names (``torch 2.13.0+cpu``), and lines left out
 for brevity, written as a line ``...`` (or ``...  (a note)``), which stand for any number of
 lines. The numbers are compared as printed (the reports print two significant digits of
 float64 results of seeded computations, the same at any thread count).
@@ -74,14 +75,22 @@ OUTPUT_MARK = "<!-- output of the python block above -->"
 # a recorded line that stands for lines left out, and the wall time of a check report's header
 _ELIDED = re.compile(r"\.\.\.( .*)?")
 _WALL_TIME = re.compile(r"\(\d+(?:\.\d+)? s\)$")
+# NOTE: a skip reason names the running torch ("torch 2.13.0+cpu does not ..."): the
+# recording holds for any torch on which the same reason applies.
+_TORCH = re.compile(r"torch \d+\.\d+\.\d+(?:\+\w+)?")
+
+
+def _literal(text: str) -> str:
+    """``text`` as a regex, but for the torch version it names (``torch 2.13.0+cpu``)."""
+    return r"torch \d+\.\d+\.\d+(?:\+\w+)?".join(re.escape(p) for p in _TORCH.split(text))
 
 
 def _line_pattern(line: str) -> str:
     """One recorded line as a regex: literal, the header's wall time any time."""
     if line.startswith("derivs.check: ") and _WALL_TIME.search(line):
         head = _WALL_TIME.sub("", line)
-        return re.escape(head) + r"\(\d+(?:\.\d+)? s\)"
-    return re.escape(line)
+        return _literal(head) + r"\(\d+(?:\.\d+)? s\)"
+    return _literal(line)
 
 
 def matches_recording(recorded: str, actual: str) -> bool:
@@ -388,6 +397,9 @@ def test_stale_recordings_fail() -> None:
     assert not matches_recording(report.replace("row b", "row B"), report)
     assert not matches_recording("...\nrow c\n", report)  # the end is not elided
     assert not matches_recording(report.replace("(3.72 s)", "(x s)"), report)
+    limit = "not run: torch 2.13.0+cpu does not differentiate it\n"
+    assert matches_recording(limit, limit.replace("2.13.0+cpu", "2.14.1+cu130"))
+    assert not matches_recording(limit, limit.replace("torch 2.13.0+cpu", "derivs"))
     with pytest.raises(StaleRecordingError, match=r"(?s)^here: .*\n-row b\n\+row x"):
         check_recording(report, report.replace("row b", "row x"), "here")
 

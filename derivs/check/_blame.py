@@ -350,8 +350,13 @@ def _recording(recorder: _Recorder) -> Iterator[None]:
     """Function.apply patched, module hooks that keep the module stack, the dispatch mode."""
     original = torch.autograd.Function.__dict__["apply"]
 
+    # NOTE: through the descriptor protocol: torch 2.13's ``apply`` is a Python classmethod,
+    # torch 2.14's a C classmethod_descriptor, which has no ``__func__``.
+    def call_original(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        return original.__get__(None, cls)(*args, **kwargs)
+
     def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
-        return recorder.apply(original.__func__, cls, *args, **kwargs)
+        return recorder.apply(call_original, cls, *args, **kwargs)
 
     def push(mod: torch.nn.Module, _: Any) -> None:
         if threading.get_ident() == recorder.thread:
