@@ -95,11 +95,18 @@ def first_difference(a: TreeSpec, b: TreeSpec, where: str = "") -> str | None:
         return None
     if a.type != b.type or a.context != b.context or a.num_children != b.num_children:
         return where
-    for key, ca, cb in zip(_child_keys(a), a.children(), b.children(), strict=True):
+    for key, ca, cb in zip(_child_keys(a), _children(a), _children(b), strict=True):
         found = first_difference(ca, cb, where + key)
         if found is not None:
             return found
     return None
+
+
+def _children(spec: TreeSpec) -> list[TreeSpec]:
+    """``spec``'s child specs: ``children()`` where torch has it (2.13 deprecates the
+    ``children_specs`` field), the field on older torch (2.6 has no ``children()``)."""
+    children = getattr(spec, "children", None)
+    return list(children()) if callable(children) else list(spec.children_specs)
 
 
 def _child_keys(spec: TreeSpec) -> list[str]:
