@@ -16,9 +16,11 @@ from functools import partial
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import derivs
+from bench.problems import predict
+from bench.problems import predict_hessian as closed_form_hessian
+from bench.problems import predict_jacobian as closed_form_jacobian
 from derivs.testing import assert_close
 
 JAC_METHODS = derivs.METHODS["jacobian"]
@@ -31,20 +33,6 @@ TUTORIAL_FIRST_ROW = [
     0.1705, -0.6683, 0.1851, 0.1630, 0.0634, 0.6547, 0.5908, -0.1308,
 ]
 # fmt: on
-
-
-def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, weight, bias).tanh()
-
-
-def closed_form_jacobian(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    y = predict(weight, bias, x)
-    return (1 - y**2)[..., :, None] * weight
-
-
-def closed_form_hessian(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    y = predict(weight, bias, x)
-    return (-2 * y * (1 - y**2))[..., :, None, None] * weight[:, :, None] * weight[:, None, :]
 
 
 @pytest.fixture
