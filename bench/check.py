@@ -12,7 +12,7 @@ closed over, float64). In one process, interleaved (``bench.timing.time_interlea
 Every check is run once first and must pass (a wrong verdict is never timed); the gradient
 is checked against its closed form. Then the kill rates: the planted wrong backward, jvp and
 double backward of ``tests/test_check_projected.py`` checked in projected mode over 20
-direction seeds each (``derivs.check._projected.SEED``), the share of seeds whose verdict
+direction seeds each (``derivs._check._projected.SEED``), the share of seeds whose verdict
 names the rule.
 
     python -m bench.check --threads 1 --clock thread
@@ -36,7 +36,7 @@ from bench.machine import load_average, run_conditions, run_facts
 from bench.output import fmt_time, write_outputs
 from bench.problems import tanh_layer, tanh_layer_gradient, tanh_layer_inputs
 from bench.timing import CLOCKS, parse_timing, time_interleaved, timing_parser
-from derivs.check import _projected
+from derivs._check import _projected
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {1: 50.0, 2: 200.0}  # issue 25: check / one gradient at n = 10^6, projected mode
@@ -128,7 +128,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         "The custom Functions of `tests/test_check_projected.py` inside `sum(tanh(W f(x)))`, "
         'checked at order 2 with `mode="projected"`, one check per direction seed '
-        "(`derivs.check._projected.SEED` = 0, 1, ...): *caught* counts the seeds whose verdict "
+        "(`derivs._check._projected.SEED` = 0, 1, ...): *caught* counts the seeds whose verdict "
         "names the rule and whose failing rows are the rule's.",
         "",
         "| planted rule | n | seeds | caught | kill rate |",

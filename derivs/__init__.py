@@ -24,13 +24,13 @@ loops) and ``derivs.testing.assert_close`` the comparison helper the suite uses.
 from derivs import oracles, testing
 from derivs import sparse as _sparse_mod
 from derivs._batch import batch_hessian, batch_jacobian
+from derivs._check import CheckFailure, CheckReport, CheckRow, check
 from derivs._config import MemoryBudgetError, get_memory_budget, memory_budget, set_memory_budget
 from derivs._hessian import hessian
 from derivs._jacobian import jacobian, prefers_forward
 from derivs._models import functional_model
 from derivs._products import hvp, vhp
 from derivs._registry import OPERATORS as _OPERATORS
-from derivs.check import CheckFailure, CheckReport, CheckRow, check
 from derivs.sparse import (
     Coloring,
     SparsePlan,

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from derivs.check import ORACLES, CheckReport, check
+from derivs._check import ORACLES, CheckReport, check
 
 PROG = "python -m derivs"
 EXIT_PASS, EXIT_MISMATCH, EXIT_USAGE, EXIT_CRASH, EXIT_UNVERIFIED = 0, 1, 2, 3, 4

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import derivs
 import derivs.strategies as ds
 from derivs.__main__ import main
-from derivs.check import CheckFailure, CheckReport, _limits, check
+from derivs._check import CheckFailure, CheckReport, _limits, check
 from examples.check_examples import (
     SoftplusWrongBackward,
     energy,
@@ -253,7 +253,7 @@ def test_a_bug_in_one_derivs_method_is_blamed_on_it(monkeypatch: pytest.MonkeyPa
         return (lambda *a: inner(*a) * 1.001) if method == "vjp_vmap" else inner
 
     # NOTE: the package derivs.check, not the function derivs.check that it defines.
-    monkeypatch.setattr(importlib.import_module("derivs.check"), "jacobian", buggy)
+    monkeypatch.setattr(importlib.import_module("derivs._check"), "jacobian", buggy)
     report = check(energy, x4, order=1, raise_exception=False)
     assert report.verdicts["jacobian"].startswith("method 'vjp_vmap' (vjp_vmap) disagree")
     assert "a bug in derivs' 'vjp_vmap' method" in report.verdict

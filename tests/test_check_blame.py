@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import derivs
-from derivs.check._blame import locate
+from derivs._check._blame import locate
 from derivs.oracles import fd_jacobian
 
 F64 = torch.float64

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import derivs
-from derivs.check import _projected
+from derivs._check import _projected
 
 SEEDS = range(20)
 

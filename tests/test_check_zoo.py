@@ -30,7 +30,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 import derivs
-from derivs.check import CheckReport, check
+from derivs._check import CheckReport, check
 
 Tensor = torch.Tensor
 

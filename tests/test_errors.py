@@ -18,7 +18,7 @@ import derivs
 import derivs.conformance
 import pytest_derivs._impl
 from derivs import _hessian, _jacobian, _registry
-from derivs.check import OPERATORS as CHECK_OPERATORS
+from derivs._check import OPERATORS as CHECK_OPERATORS
 
 pytestmark = pytest.mark.conformance
 

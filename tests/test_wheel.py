@@ -175,7 +175,7 @@ def test_wheel_holds_every_package_and_data_file(wheel: Path) -> None:
     # NOTE: the derivation itself must see nested packages, the mapped strategies and the data.
     assert {
         "derivs/__init__.py",
-        "derivs/check/__init__.py",
+        "derivs/_check/__init__.py",
         "derivs/strategies/__init__.py",
         "pytest_derivs/__init__.py",
         "derivs/py.typed",

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import torch
 
 from derivs import testing
-from derivs.check._setup import Case, sample
-from derivs.check._sources import Source
+from derivs._check._setup import Case, sample
+from derivs._check._sources import Source
 
 Tensor = torch.Tensor
 

@@ -7,9 +7,9 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from derivs.check._compare import Comparisons
-from derivs.check._kink import Sided
-from derivs.check._sources import Source
+from derivs._check._compare import Comparisons
+from derivs._check._kink import Sided
+from derivs._check._sources import Source
 
 #: (a result that differs from the arbiter, the arbiter) -> the one-sided derivatives there.
 KinkProbe = Callable[[Source, Source], Sided | None]

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from derivs import testing
+from derivs._check._sources import Source
 from derivs._validate import fmt_index
-from derivs.check._sources import Source
 
 Tensor = torch.Tensor
 

@@ -11,12 +11,12 @@ from typing import Any, NamedTuple
 
 import torch
 
-from derivs.check import _blame, _kink
-from derivs.check._compare import Comparisons
-from derivs.check._diagnose import diagnose
-from derivs.check._report import CheckReport, CheckRow
-from derivs.check._setup import Case
-from derivs.check._sources import Operator, Source
+from derivs._check import _blame, _kink
+from derivs._check._compare import Comparisons
+from derivs._check._diagnose import diagnose
+from derivs._check._report import CheckReport, CheckRow
+from derivs._check._setup import Case
+from derivs._check._sources import Operator, Source
 
 
 class Judged(NamedTuple):

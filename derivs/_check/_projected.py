@@ -31,9 +31,9 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from derivs import oracles, testing
-from derivs.check._methods import restricted_func, second
-from derivs.check._setup import Case, Options
-from derivs.check._sources import Operator, Source, run
+from derivs._check._methods import restricted_func, second
+from derivs._check._setup import Case, Options
+from derivs._check._sources import Operator, Source, run
 
 Tensor = torch.Tensor
 Transform = Callable[..., Any]

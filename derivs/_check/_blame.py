@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from derivs.check._compare import compare, magnitude
+from derivs._check._compare import compare, magnitude
 from derivs.oracles import fd_hessian, fd_jacobian
 
 Tensor = torch.Tensor

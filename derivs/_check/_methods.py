@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from derivs import _validate
+from derivs._check._references import References, contracted
+from derivs._check._setup import Case, Options, sample
+from derivs._check._sources import Operator, Source, run
 from derivs._config import get_memory_budget
 from derivs._jacobian import prefers_forward
-from derivs.check._references import References, contracted
-from derivs.check._setup import Case, Options, sample
-from derivs.check._sources import Operator, Source, run
 
 Tensor = torch.Tensor
 Transform = Callable[..., Any]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from derivs import _registry, _validate
-from derivs.check._compare import magnitude
+from derivs._check._compare import magnitude
 
 API = "derivs.check"
 #: check(reference=): func may be this many times as far from the float64 reference as the

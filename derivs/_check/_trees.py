@@ -17,9 +17,9 @@ import torch
 from torch.utils._pytree import tree_map
 
 from derivs import _validate
+from derivs._check._report import CheckReport
+from derivs._check._setup import API
 from derivs._pytree import Flat, batched_positions, is_pytree, paths
-from derivs.check._report import CheckReport
-from derivs.check._setup import API
 
 
 def has_pytrees(args: tuple[Any, ...], argnums: object, batched: object) -> bool:

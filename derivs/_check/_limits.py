@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from derivs._check._sources import Operator, Source, summary
 from derivs._config import MemoryBudgetError
-from derivs.check._sources import Operator, Source, summary
 
 Tensor = torch.Tensor
 _Function = torch.autograd.Function

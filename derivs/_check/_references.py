@@ -11,9 +11,9 @@ import torch
 
 from derivs import _validate
 from derivs import oracles as _oracles
-from derivs.check._compare import BOUND
-from derivs.check._setup import REFERENCE_K, InDims
-from derivs.check._sources import Source, leaves, run
+from derivs._check._compare import BOUND
+from derivs._check._setup import REFERENCE_K, InDims
+from derivs._check._sources import Source, leaves, run
 
 Tensor = torch.Tensor
 

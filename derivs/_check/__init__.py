@@ -1,4 +1,4 @@
-"""``derivs.check``: verify a user's own function with every operator, method and oracle.
+"""``derivs.check`` (this package is ``derivs._check``): verify a user's own function with every operator, method and oracle.
 
 ``torch.autograd.gradcheck`` checks first derivatives of one function against fixed finite
 differences. ``check`` computes every applicable operator (full Jacobian; with ``order=2``
@@ -26,22 +26,22 @@ from typing import Any
 
 from derivs import _validate
 from derivs._batch import batch_hessian, batch_jacobian
+from derivs._check import _judge, _limits, _methods, _projected, _setup
+from derivs._check._references import References
+from derivs._check._report import CheckFailure, CheckReport, CheckRow
+from derivs._check._setup import OPERATORS, ORACLES, REFERENCE_K
+from derivs._check._trees import FlatCheck, has_pytrees
 from derivs._config import get_memory_budget
 from derivs._hessian import hessian
 from derivs._jacobian import jacobian
 from derivs._products import hvp, vhp
-from derivs.check import _judge, _limits, _methods, _projected, _setup
-from derivs.check._references import References
-from derivs.check._report import CheckFailure, CheckReport, CheckRow
-from derivs.check._setup import OPERATORS, ORACLES, REFERENCE_K
-from derivs.check._trees import FlatCheck, has_pytrees
 
 __all__ = ["OPERATORS", "ORACLES", "CheckFailure", "CheckReport", "CheckRow", "check"]
 
-# NOTE: the public classes name the public module (tracebacks print derivs.check.CheckFailure,
-# and pickles and the API reference find them here).
+# NOTE: the public classes name the module they are public in (tracebacks print
+# derivs.CheckFailure, and pickles and the API reference find them there).
 for _cls in (CheckFailure, CheckReport, CheckRow):
-    _cls.__module__ = __name__
+    _cls.__module__ = "derivs"
 del _cls
 
 

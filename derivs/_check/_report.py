@@ -6,8 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from derivs.check._blame import Finding
-from derivs.check._setup import API
+from derivs._check._blame import Finding
+from derivs._check._setup import API
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class CheckReport:
     ``limitations`` lists what could not be checked and why (the ``skip`` rows), and
     ``unverified`` the operators no independent oracle checked. ``findings`` says whose rule
     is wrong when the verdict names one: a custom ``autograd.Function`` (class and call site)
-    or a torch operator, each checked on the inputs it saw (``derivs.check._blame``).
+    or a torch operator, each checked on the inputs it saw (``derivs._check._blame``).
     """
 
     function: str
@@ -70,7 +70,7 @@ class CheckReport:
     limitations: tuple[str, ...] = ()
     unverified: tuple[str, ...] = ()
     mode: str = "dense"  # "dense" or "projected": what check's mode= resolved to
-    findings: tuple[Finding, ...] = ()  # whose rule is wrong (derivs.check._blame)
+    findings: tuple[Finding, ...] = ()  # whose rule is wrong (derivs._check._blame)
 
     @property
     def verified(self) -> bool:
