@@ -62,6 +62,21 @@ Tensor = torch.Tensor
 # still fails by a factor of 2e4); in float64 it is 1.6e-322. Like the formula above, it
 # assumes that later steps do not amplify an underflowed rounding by more than the count
 # allows (x @ S @ x multiplies the underflowed S x by x = 1.5: 1 spacing of the 32 allowed).
+#
+# NOTE: the count per entry (``terms``). sqrt(numel) counts the roundings of a whole block,
+# but an entry of a derivative accumulates only the rounding of the terms summed into it:
+# the chain rule's contractions, each over a dimension of an intermediate of the function
+# (u @ W sums over W's rows, its vjp over W's columns, a reduction over the elements it
+# reduces). A 32x32 Jacobian of tanh(W @ x) sums 32 terms into each entry, not 1024; by the
+# same random-walk count the entry's rounding grows like sqrt(terms), and a caller who can
+# bound the sizes its function contracts over passes that bound as ``terms``:
+#
+#     atol = ATOL_FACTOR * eps * sqrt(terms) * max(scale, tiny)
+#
+# The default cannot: assert_close compares the results of an arbitrary user function whose
+# intermediates it never sees (a 4x4 Jacobian may come through a 10**4-wide hidden layer),
+# so without ``terms`` the count stays the block's numel, as before. The suite derives its
+# count in tests/suite_helpers.assert_close_scaled, where the functions' sizes are bounded.
 RTOL_FACTOR = 8.0
 ATOL_FACTOR = 32.0
 ERROR_SAFETY = 2.0
@@ -78,18 +93,20 @@ class Tolerance:
     numel: int
     scale: float
     tiny: float = 0.0
+    terms: int | None = None  # the roundings counted per entry, if not the block's numel
 
     def describe(self) -> str:
         name = str(self.dtype).removeprefix("torch.")
+        count, n = ("numel", self.numel) if self.terms is None else ("terms", self.terms)
         if self.scale >= self.tiny:
-            formula = f"{ATOL_FACTOR:g}*eps*sqrt(numel)*max|expected|"
+            formula = f"{ATOL_FACTOR:g}*eps*sqrt({count})*max|expected|"
             scale = f"{self.scale:.3g}"
         else:
-            formula = f"{ATOL_FACTOR:g}*eps*sqrt(numel)*tiny, the underflow floor"
+            formula = f"{ATOL_FACTOR:g}*eps*sqrt({count})*tiny, the underflow floor"
             scale = f"{self.tiny:.3g} (max|expected| {self.scale:.3g} < tiny)"
         return (
             f"atol={self.atol:.3g} ({formula}"
-            f" = {ATOL_FACTOR:g}*{self.eps:.3g}*sqrt({self.numel})*{scale}),"
+            f" = {ATOL_FACTOR:g}*{self.eps:.3g}*sqrt({n})*{scale}),"
             f" rtol={self.rtol:.3g} ({RTOL_FACTOR:g}*eps), eps of {name}"
         )
 
@@ -107,34 +124,50 @@ def _tiny(dtype: torch.dtype) -> float:
     return 0.0
 
 
-def tolerance(dtype: torch.dtype, numel: int, scale: float = 1.0) -> Tolerance:
+def tolerance(
+    dtype: torch.dtype, numel: int, scale: float = 1.0, *, terms: int | None = None
+) -> Tolerance:
     """The default tolerance :func:`assert_close` uses for a block.
 
     Args:
         dtype: the less precise dtype of the two compared.
         numel: the number of elements of the block.
         scale: the largest magnitude among the expected values.
+        terms: the number of terms summed into one entry, where the caller can bound it
+            (the sizes its function contracts over: a 32x32 Jacobian of ``tanh(W @ x)``
+            sums 32); it replaces ``numel`` in the count of roundings. Default: ``numel``,
+            the block's size, since an arbitrary function's intermediates are unknown.
 
     Returns:
         A :class:`Tolerance` with ``rtol = 8 eps`` and
-        ``atol = 32 eps sqrt(numel) max(scale, tiny)``, tiny being the dtype's smallest
-        normal number (below it the floats are spaced by ``eps * tiny``: the underflow floor).
+        ``atol = 32 eps sqrt(terms or numel) max(scale, tiny)``, tiny being the dtype's
+        smallest normal number (below it the floats are spaced by ``eps * tiny``: the
+        underflow floor).
+
+    Raises:
+        ValueError: ``terms`` is not a positive int.
 
     >>> t = tolerance(torch.float64, 16, scale=2.0)
     >>> t.atol == 32 * torch.finfo(torch.float64).eps * 4 * 2.0
     True
     >>> tolerance(torch.float32, 1, scale=4.2e-45).atol == 32 * 2.0**-149
     True
+    >>> tolerance(torch.float32, 1024, terms=64).atol == 32 * torch.finfo(torch.float32).eps * 8
+    True
     """
+    if terms is not None and (isinstance(terms, bool) or not isinstance(terms, int) or terms < 1):
+        raise ValueError(f"derivs.testing.tolerance: terms={terms!r} must be a positive int")
     eps, tiny = _eps(dtype), _tiny(dtype)
+    count = numel if terms is None else terms
     return Tolerance(
         rtol=RTOL_FACTOR * eps,
-        atol=ATOL_FACTOR * eps * math.sqrt(max(numel, 1)) * max(scale, tiny),
+        atol=ATOL_FACTOR * eps * math.sqrt(max(count, 1)) * max(scale, tiny),
         eps=eps,
         dtype=dtype,
         numel=numel,
         scale=scale,
         tiny=tiny,
+        terms=terms,
     )
 
 

@@ -49,6 +49,7 @@ def assert_close_scaled(
     error: Any = None,
     context: str = "",
     values: tuple[Any, ...] = (),
+    terms: int | None = None,
 ) -> None:
     """``derivs.testing.assert_close`` with the absolute tolerance scaled to the computation.
 
@@ -62,6 +63,10 @@ def assert_close_scaled(
     the derivative is 1e7 times smaller than the values around it. The atol comes from
     ``derivs.testing.tolerance``, so it keeps that function's underflow floor (the scale is
     never taken below the dtype's smallest normal number: see the NOTE there).
+
+    The count of roundings is per entry, not per block (:func:`entry_terms`): ``terms``
+    where the caller knows the sizes its function contracts over, else derived from
+    ``values``; never more than the largest block's numel, the count it replaces.
     """
     if not values:
         _assert_close(actual, expected, error=error, context=context)
@@ -77,9 +82,40 @@ def assert_close_scaled(
     )
     numel = max(t.numel() for t in leaves)
     scale = max(magnitude(expected), magnitude(*values))
-    _assert_close(
-        actual, expected, error=error, context=context, atol=tolerance(low, numel, scale=scale).atol
-    )
+    count = min(numel, entry_terms(values) if terms is None else terms)
+    atol = tolerance(low, numel, scale=scale, terms=count).atol
+    _assert_close(actual, expected, error=error, context=context, atol=atol)
+
+
+def entry_terms(values: tuple[Any, ...]) -> int:
+    """The number of terms summed into one entry of a derivative of the suite's functions.
+
+    NOTE: the count per entry. An entry of a Jacobian, Hessian or hvp accumulates the
+    rounding of the terms summed into it: the chain rule's contractions, each over one
+    intermediate of the function (``u @ W`` sums over W's rows and its vjp over W's
+    columns, a reduction over the elements it reduces, a broadcast's vjp over the elements
+    it made), so the count is bounded by the sizes the function contracts over, not by the
+    block's rows x cols: a 32x32 Jacobian of ``tanh(W @ x)`` sums 32 terms into each entry,
+    not 1024. For the suite's functions those sizes are bounded. A generated function's
+    intermediates hold at most ``MAX_INTERMEDIATE`` = 64 elements per sample
+    (strategies/_caps.py: every op that widens or joins checks it), so no contraction sums
+    more; a closed-form test contracts over its arguments and output, which it passes in
+    ``values`` (batched ones whole: B samples count as B times the elements, an over-count).
+    So T = max(MAX_INTERMEDIATE, the largest tensor in ``values``), and assert_close_scaled
+    takes sqrt(min(T, numel)) in place of sqrt(numel): never looser than the block's count.
+    A chain of d contractions sums d such counts; the factor 32 of tolerance's formula was
+    sized (by the false-alarm sweep) on blocks of up to 64 elements of these same functions,
+    whose depths and intermediate widths do not depend on the block's size, so T = 64 gives
+    each larger block the tolerance a 64-element block of the same functions already had.
+    A float32 32x32 Jacobian is allowed 32 sqrt(64) eps = 3.1e-5 of its scale (was 1.2e-4),
+    a (32, 32, 32) Hessian block the same (was 6.9e-4); the sweep's figures on the tightened
+    properties are in docs/suite/trust.md. Rounding scales passed in ``values`` (shaped like
+    the result: :func:`rounding_scale`) count their own size, so those comparisons, where
+    two sides round differently, keep the block's count. Arbitrary user functions are not
+    covered: derivs.testing.assert_close keeps sqrt(numel) by default.
+    """
+    sizes = [t.numel() for t in _leaves(values)]
+    return max([ds.MAX_INTERMEDIATE, *sizes])
 
 
 # NOTE: the probe's step. A relative step h in float64 estimates |dR/d log t| with a
