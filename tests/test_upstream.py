@@ -79,6 +79,15 @@ def test_autograd_functional_forward_mode_breaks_after_a_vector_matrix_product()
             vectorize=True,
             outer_jacobian_strategy="forward-mode",
         )
+    # test_hessian.py::test_mixed_blocks_of_an_asymmetric_coupling's x^T W y: the dot after it
+    # raises on every input, so the property fails as an error, never as a wrong value.
+    with pytest.raises(RuntimeError, match=r"dot\(self, other\): Shape mismatch"):
+        AF.hessian(
+            lambda x, y: x @ W @ y,
+            (x, x),
+            vectorize=True,
+            outer_jacobian_strategy="forward-mode",
+        )
     assert torch.equal(AF.jacobian(lambda x: (x @ W) * 2, x, vectorize=True), 2 * W.T)
     assert torch.equal(jacfwd(lambda x: (x @ W) * 2)(x), 2 * W.T)
 
