@@ -4,7 +4,8 @@ It must pass equal inputs and genuine rounding differences (forward- vs reverse-
 float32; roundings of subnormal and near-overflow values), fail planted differences (a 1e-6
 scale in float64 at any normal magnitude, an underflow-sized error in a normal-range value,
 a transposition, one wrong element, NaN, wrong dtype/shape/device/structure), and say where
-and by how much.
+and by how much. The suite's wrapper, which counts the roundings of an entry rather than of
+its block, must fail a wrong entry that the block's count let through.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from suite_helpers import assert_close_scaled, entry_terms, magnitude
 
 from derivs.testing import ERROR_SAFETY, assert_close, tolerance
 
@@ -205,6 +207,23 @@ def test_tolerance_formula() -> None:
     x = torch.tensor([3, 4])
     assert_close(x, x.clone())
     assert "values differ" in failure(x + 1, x)
+
+
+def test_terms_replace_numel_in_the_count() -> None:
+    """``terms=``: the roundings counted per entry; the default stays the block's numel."""
+    eps = torch.finfo(torch.float32).eps
+    per_entry = tolerance(torch.float32, 1024, scale=2.0, terms=64)
+    assert per_entry.atol == 32 * eps * 8 * 2.0 and per_entry.rtol == 8 * eps
+    assert tolerance(torch.float32, 1024, scale=2.0).atol == 32 * eps * 32 * 2.0
+    assert "32*eps*sqrt(terms)*max|expected| = 32*1.19e-07*sqrt(64)*2)" in per_entry.describe()
+    floor = tolerance(torch.float32, 9, scale=0.0, terms=4)
+    assert floor.atol == 32 * 2 * 2.0**-149 and "sqrt(terms)*tiny" in floor.describe()
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_bad_terms_are_refused_by_name(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"^derivs\.testing\.tolerance: terms="):
+        tolerance(torch.float32, 4, terms=bad)
 
 
 # ----------------------------------------------------------------------------- magnitudes
@@ -464,3 +483,46 @@ def test_bad_tolerances_are_refused_by_name(name: str) -> None:
     for bad in (-1, True, "1e-3", math.nan):
         with pytest.raises(ValueError, match=rf"^derivs\.testing\.assert_close: {name}="):
             assert_close(x, x, **{name: bad})
+
+
+# ----------------------------------------------------------------------------- count per entry
+# NOTE: suite_helpers.assert_close_scaled counts the roundings of an entry, not of its block
+# (entry_terms): a wrong entry that hid in a large float32 block's norm-wise allowance fails.
+
+
+def _tanh_layer(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (n x n, entries of order 1/sqrt(n)) and x in [-1, 1]^n, float32, fixed seed."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(n, n, generator=g, dtype=torch.float64) / math.sqrt(n)
+    x = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1
+    return W.float(), x.float()
+
+
+def test_per_entry_count_fails_an_error_the_block_count_passes() -> None:
+    """A 32x32 float32 Jacobian of ``tanh(W @ x)`` with one entry off by 6.1e-5 of its scale.
+
+    Each entry sums the 32 terms of ``W @ x``; the suite counts max(MAX_INTERMEDIATE, 32) =
+    64 per entry, atol = 32 eps sqrt(64) scale = 3.05e-5 scale, where the block's count
+    allowed 32 eps sqrt(1024) scale = 1.22e-4 scale. An error of twice the new atol (half
+    the old) passed before and fails now, while the Jacobians float32 computes in reverse
+    and forward mode pass.
+    """
+    W, x = _tanh_layer(32)
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(W @ v)
+
+    W64, x64 = W.double(), x.double()
+    expected = ((1 - torch.tanh(W64 @ x64) ** 2)[:, None] * W64).float()
+    values = (x, f(x))
+    assert entry_terms(values) == 64
+    scale = max(magnitude(expected), magnitude(*values))
+    eps = torch.finfo(torch.float32).eps
+    block_atol, entry_atol = 32 * eps * math.sqrt(32 * 32) * scale, 32 * eps * 8 * scale
+    planted = expected.clone()
+    planted[3, 7] += 2 * entry_atol
+    assert_close(planted, expected, atol=block_atol, context="the block's count")
+    with pytest.raises(AssertionError, match=r"1 of 1024 elements .*\n  worst at index \(3, 7\)"):
+        assert_close_scaled(planted, expected, values=values, context="per entry")
+    for jac in (torch.func.jacrev(f)(x), torch.func.jacfwd(f)(x)):
+        assert_close_scaled(jac, expected, values=values, context="float32 rounding")
