@@ -60,8 +60,7 @@ FOCUS = {
 
 
 def catalogue() -> dict[str, str]:
-    sys.path.insert(0, str(ROOT))
-    from examples.planted_adapters import CATALOGUE
+    from examples.planted_adapters import CATALOGUE  # the repository root: python -m tools....
 
     return dict(CATALOGUE)
 
