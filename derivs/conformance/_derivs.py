@@ -24,7 +24,9 @@ FEATURES = Features(
     forward_mode={"jacobian": _ALL_BUT_LOOP["jacobian"]},
     reverse_mode={"jacobian": _ALL_BUT_LOOP["jacobian"]},
     has_aux={"jacobian": True},
-    chunk_size=_ALL_BUT_LOOP,
+    # NOTE: batch_jacobian's every method chunks its per-sample Jacobian (the contract's
+    # signature); its 'loop' is a loop over samples, not the 'loop' Jacobian method.
+    chunk_size={**_ALL_BUT_LOOP, "batch_jacobian": True},
     in_dims={"batch_jacobian": True, "batch_hessian": True},
     whole_batch={"batch_jacobian": ["sum"], "batch_hessian": ["sum"]},
     vector_hessians={"hessian": True, "batch_hessian": True},
