@@ -337,7 +337,8 @@ def render(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| group | derivs call | before | after | ratio [range] | noise [range] | equal |",
+        "| group | derivs call | fastest before | fastest after | ratio [range] | noise [range] "
+        "| equal |",
         "|---|---|---|---|---|---|---|",
     ]
     for case in result["cases"]:
