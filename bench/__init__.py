@@ -10,7 +10,8 @@ and the tests that need a problem import it by name (pytest's ``pythonpath = [".
   check-then-time helper of the pytest-benchmark fixtures; ``bench.machine``: the facts every
   measurement records; ``bench.output``: time/ratio/byte formats and the ``.json``/``.md`` writer;
 * tools, each writing ``docs/bench/<name>.{json,md}``: ``auto_grid``, ``hvp_grid``,
-  ``products_at_scale``, ``hessian_memory``, ``compile``, ``sparse_detect``; ``sparse_jax``
+  ``products_at_scale``, ``hessian_memory``, ``compile``, ``sparse_detect``, ``check``,
+  ``param_dict``, ``pytree_overhead`` (derivs before and after pytrees); ``sparse_jax``
   (asdex, its own environment); the reports: ``results`` (a saved pytest-benchmark run) <-
   ``sparse_report`` <- ``report``.
 

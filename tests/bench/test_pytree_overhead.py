@@ -1,4 +1,4 @@
-"""bench.plain_overhead's machinery: a second copy of derivs imported apart, the check before
+"""bench.pytree_overhead's machinery: a second copy of derivs imported apart, the check before
 timing, the bit-for-bit comparison and the noise rule (not a benchmark: no ``bench`` mark)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import derivs
-from bench import plain_overhead as po
+from bench import pytree_overhead as po
 from bench.problems import predict, predict_inputs
 
 ROOT = Path(__file__).resolve().parents[2]

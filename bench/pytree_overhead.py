@@ -14,7 +14,7 @@ checked against the closed form before anything is timed, and the two versions' 
 are compared bit for bit.
 
     git worktree add /tmp/pre_pytree "$(git log --format=%H --diff-filter=A -- derivs/_pytree.py)^"
-    python -m bench.plain_overhead --before /tmp/pre_pytree --threads 1 --clock thread
+    python -m bench.pytree_overhead --before /tmp/pre_pytree --threads 1 --clock thread
     git worktree remove /tmp/pre_pytree
 
 The groups and their derivs methods are those of ``tests/bench`` (the problems from
@@ -309,7 +309,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# Plain tensors before and after pytrees",
         "",
-        f"{run_conditions(result)} (`python -m bench.plain_overhead`, {result['seconds']:.0f} s;"
+        f"{run_conditions(result)} (`python -m bench.pytree_overhead`, {result['seconds']:.0f} s;"
         f" load average at the end {result['load_end']}). `before`: derivs at {before} "
         f"(the commit before `derivs/_pytree.py`), `after`: derivs at {after}, both imported "
         "in one process. Each case times `before`, `after` and `before` again (the same call, "
