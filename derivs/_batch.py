@@ -6,13 +6,20 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
+from torch.utils._pytree import (
+    TreeSpec,
+    keystr,
+    tree_flatten,
+    tree_flatten_with_path,
+    tree_unflatten,
+)
 
 from derivs import _validate
 from derivs._blocks import standard_basis, with_diff
-from derivs._hessian import hessian_blocks, nest
+from derivs._hessian import PerLeaf, nest, output_hessians
 from derivs._jacobian import jacobian_blocks
 from derivs._memory import checked_for_hessian
-from derivs._pytree import Flat, batched_positions
+from derivs._pytree import Flat, batched_positions, chunked
 from derivs._registry import OPERATORS
 
 METHODS = OPERATORS["batch_jacobian"]
@@ -26,15 +33,65 @@ def _sample(args: Sequence[Any], dims: Sequence[int | None], b: int) -> list[Any
     return [a if d is None else a.select(d, b) for a, d in zip(args, dims, strict=True)]
 
 
+def _over_samples(
+    per_sample: Callable[..., tuple[torch.Tensor, ...]],
+    method: str,
+    args: Sequence[Any],
+    dims: tuple[int | None, ...],
+    batch: int,
+) -> Sequence[torch.Tensor]:
+    """``per_sample``'s flat tuple of blocks for every sample, stacked: by vmap or a loop."""
+    if method == "vmap":
+        return cast("Sequence[torch.Tensor]", torch.func.vmap(per_sample, in_dims=dims)(*args))
+    return _stack([per_sample(*_sample(args, dims, b)) for b in range(batch)])
+
+
 def _per_sample_numel(
     args: Sequence[Any], dims: Sequence[int | None], nums: tuple[int, ...], batch: int
 ) -> int:
     return sum(args[a].numel() // (batch if dims[a] is not None else 1) for a in nums)
 
 
-def _stack(per_sample: list[list[list[torch.Tensor]]]) -> list[list[torch.Tensor]]:
-    rows, cols = len(per_sample[0]), len(per_sample[0][0])
-    return [[torch.stack([s[r][c] for s in per_sample]) for c in range(cols)] for r in range(rows)]
+def _stack(per_sample: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    """Each sample's flat tuple of blocks, stacked block by block along a new dim 0."""
+    return [torch.stack(column) for column in zip(*per_sample, strict=True)]
+
+
+def _flat_jacobian(
+    func: Callable[..., Any],
+    nums: tuple[int, ...],
+    chunk_size: int | None,
+    api: str,
+    specs: list[TreeSpec],
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """One sample's Jacobian blocks ``[k][i]`` (output leaf k, argnum i) as a flat tuple; the
+    output's structure appended to ``specs``."""
+
+    def per_sample(*a: Any) -> tuple[torch.Tensor, ...]:
+        blocks, spec, _ = jacobian_blocks(func, a, nums, "auto", chunk_size=chunk_size, api=api)
+        specs.append(spec)
+        return tuple(b for row in blocks for b in row)
+
+    return per_sample
+
+
+def _flat_hessian(
+    func: Callable[..., Any], nums: tuple[int, ...], api: str, specs: list[TreeSpec]
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """One sample's Hessian blocks ``[k][i][j]`` as a flat tuple; the output's structure
+    appended to ``specs``."""
+
+    def per_sample(*a: Any) -> tuple[torch.Tensor, ...]:
+        per_leaf, spec = output_hessians(func, a, nums, "auto", api=api)
+        specs.append(spec)
+        return tuple(b for H in per_leaf for row in H for b in row)
+
+    return per_sample
+
+
+def _per_leaf_hessians(flat: Sequence[torch.Tensor], n: int) -> PerLeaf:
+    """The flat ``[k][i][j]`` blocks (``n`` argnums) regrouped."""
+    return chunked(chunked(flat, n), n)
 
 
 def _check_independent(
@@ -79,12 +136,24 @@ def _check_independent(
     def push(*t: torch.Tensor) -> Any:
         return torch.func.jvp(g, tuple(diff), t)
 
-    outs, tan = torch.func.vmap(push)(*tangents)
-    out = outs[0]
+    outs, tans = torch.func.vmap(push)(*tangents)
+    for (path, out), tan in zip(
+        tree_flatten_with_path(outs)[0], tree_flatten(tans)[0], strict=True
+    ):
+        _check_leaf_independent(api, out[0], tan, probes, batch, keystr(path))
+
+
+def _check_leaf_independent(
+    api: str, out: torch.Tensor, tan: torch.Tensor, probes: list[int], batch: int, where: str
+) -> None:
+    """One output leaf (at the path ``where``) of ``_check_independent``'s probe: batched
+    along dim 0, each sample's tangent zero but the probed sample's."""
     if out.dim() == 0 or out.shape[0] != batch:
+        at = f" at output{where}" if where else ""
         raise ValueError(
             f"{api}: method='sum' needs func to map the whole batch to outputs batched along "
-            f"dim 0 (size {batch}), but func returned shape {tuple(out.shape)}; use method='vmap'"
+            f"dim 0 (size {batch}), but func returned shape {tuple(out.shape)}{at}; use "
+            f"method='vmap'"
         )
     if tan.device.type == "meta":
         return  # NOTE: meta tensors carry shapes only: there are no values to mix up.
@@ -108,22 +177,26 @@ def _sum_jacobian_blocks(
     chunk_size: int | None,
     method: str,
     api: str,
-) -> tuple[list[torch.Tensor], int]:
-    """Per-argnum blocks of d(sum_b out_b)/d x, batch moved to dim 0: ``(B, *out, *in_i)``."""
-    captured: list[int] = []
+) -> tuple[list[list[torch.Tensor]], TreeSpec]:
+    """Blocks ``[k][i]`` of d(sum_b out_b)/d x, output leaf k, argnum i, batch moved to dim 0:
+    ``(B, *out_k, *in_i)``; and the output's structure."""
+    captured: list[list[int]] = []
 
-    def summed(*a: Any) -> torch.Tensor:
-        out: torch.Tensor = func(*a)
-        captured.append(out.dim() - 1)
-        return out.sum(0)
+    def summed(*a: Any) -> Any:
+        out = func(*a)
+        if isinstance(out, torch.Tensor):
+            captured.append([out.dim() - 1])
+            return out.sum(0)
+        leaves, spec = tree_flatten(out)
+        captured.append([leaf.dim() - 1 for leaf in leaves])
+        return tree_unflatten([leaf.sum(0) for leaf in leaves], spec)
 
-    blocks, _, _ = jacobian_blocks(summed, args, nums, method, chunk_size=chunk_size, api=api)
-    out_dims = captured[0]
+    blocks, spec, _ = jacobian_blocks(summed, args, nums, method, chunk_size=chunk_size, api=api)
     # NOTE: _check_independent has already rejected unbatched (in_dims None) argnums.
     return [
-        blk.movedim(out_dims + cast(int, dims[a]), 0)
-        for blk, a in zip(blocks[0], nums, strict=True)
-    ], out_dims
+        [blk.movedim(out_dims + cast(int, dims[a]), 0) for blk, a in zip(row, nums, strict=True)]
+        for row, out_dims in zip(blocks, captured[0], strict=True)
+    ], spec
 
 
 def _prepare(
@@ -162,8 +235,9 @@ def batch_jacobian(
     """Return a function computing the Jacobian of ``func`` for every sample of a batch.
 
     Args:
-        func: the per-sample function, returning a tensor. With ``method="sum"`` it is called
-            on the whole batch instead and must return the outputs batched along dim 0.
+        func: the per-sample function, returning a tensor or a pytree of tensors (a dict,
+            list, tuple or namedtuple, nested). With ``method="sum"`` it is called on the
+            whole batch instead and must return the outputs batched along dim 0 (every leaf).
         argnums: which positional argument(s) to differentiate; an int or a tuple of ints.
         in_dims: as in ``torch.vmap``: the batch dim of each argument, ``None`` for an
             argument shared by all samples (e.g. ``(None, None, 0)`` for ``predict(w, b, x)``);
@@ -175,7 +249,8 @@ def batch_jacobian(
         A function of the batched arguments giving shape ``(B, *out_shape, *in_shape)``, where
         ``out_shape`` and ``in_shape`` are per-sample; a tuple ``argnums`` gives a tuple. A
         pytree argument (a parameter dict, ...) gives its structure with a block per leaf, as
-        ``torch.func.vmap(torch.func.jacrev(func))``.
+        ``torch.func.vmap(torch.func.jacrev(func))``; a pytree output puts its structure
+        outside, as there.
 
     Raises:
         TypeError, ValueError: bad arguments; ``in_dims`` that do not match the arguments;
@@ -201,27 +276,18 @@ def batch_jacobian(
         n = _per_sample_numel(fargs, dims, nums, batch)
         if method == "sum":
             checked = _validate.CheckedFunc(
-                user, api, allow_pytree=False, factor=n, itemsize=_validate.itemsize_of(diff)
+                user, api, factor=n, itemsize=_validate.itemsize_of(diff)
             )
             _check_independent(api, checked, fargs, nums, dims, batch)
-            blocks, _ = _sum_jacobian_blocks(checked, fargs, nums, dims, chunk_size, "auto", api)
-            return flat.per_argnum(blocks, single)
+            blocks, spec = _sum_jacobian_blocks(checked, fargs, nums, dims, chunk_size, "auto", api)
+            return flat.jacobian(blocks, spec, single)
         checked = _validate.CheckedFunc(
-            user, api, allow_pytree=False, factor=batch * n, itemsize=_validate.itemsize_of(diff)
+            user, api, factor=batch * n, itemsize=_validate.itemsize_of(diff)
         )
-
-        def per_sample(*a: Any) -> tuple[torch.Tensor, ...]:
-            return tuple(
-                jacobian_blocks(checked, a, nums, "auto", chunk_size=chunk_size, api=api)[0][0]
-            )
-
-        if method == "vmap":
-            result = torch.func.vmap(per_sample, in_dims=dims)(*fargs)
-        else:
-            result = tuple(
-                _stack([[list(per_sample(*_sample(fargs, dims, b)))] for b in range(batch)])[0]
-            )
-        return flat.per_argnum(result, single)
+        specs: list[TreeSpec] = []
+        per_sample = _flat_jacobian(checked, nums, chunk_size, api, specs)
+        result = _over_samples(per_sample, method, fargs, dims, batch)
+        return flat.jacobian(chunked(result, len(nums)), specs[0], single)
 
     batch_jacobian_fn.__name__ = _validate.transform_name("batch_jacobian", func, argnums)
     return batch_jacobian_fn
@@ -237,8 +303,9 @@ def batch_hessian(
     """Return a function computing the Hessian of ``func`` for every sample of a batch.
 
     Args:
-        func: the per-sample function, returning a tensor (scalar or vector-valued). With
-            ``method="sum"`` it is called on the whole batch and returns outputs along dim 0.
+        func: the per-sample function, returning a tensor (scalar or vector-valued) or a
+            pytree of tensors. With ``method="sum"`` it is called on the whole batch and
+            returns outputs along dim 0 (every leaf).
         argnums: which positional argument(s) to differentiate; an int or a tuple of ints.
         in_dims: as in ``torch.vmap`` (``None`` for arguments shared by all samples).
         method: ``"vmap"``, ``"loop"`` or ``"sum"`` (see ``METHODS``).
@@ -246,7 +313,8 @@ def batch_hessian(
     Returns:
         A function of the batched arguments giving shape ``(B, *out_shape, *in_shape, *in_shape)``
         (per-sample shapes); a tuple ``argnums`` gives nested tuples ``H[i][j]``, each
-        ``(B, *out, *in_i, *in_j)``. Pytrees nest as in ``derivs.hessian``.
+        ``(B, *out, *in_i, *in_j)``. Pytrees (arguments and outputs) nest as in
+        ``derivs.hessian``.
 
     Raises:
         TypeError, ValueError: as for ``batch_jacobian``.
@@ -269,24 +337,16 @@ def batch_hessian(
         fargs, nums, user = flat.args, flat.nums, flat.wrap(func)
         n = _per_sample_numel(fargs, dims, nums, batch)
 
-        def nested(H: list[list[torch.Tensor]]) -> Any:
-            return nest(H, single) if flat.trivial else flat.hessian(H, single)
-
         if method == "sum":
             checked = checked_for_hessian(user, api, diff, n=n)
             _check_independent(api, checked, fargs, nums, dims, batch)
-            return nested(_sum_hessian_blocks(checked, fargs, nums, dims, batch, api))
+            per_leaf, spec = _sum_hessian_blocks(checked, fargs, nums, dims, batch, api)
+            return nest(per_leaf, spec, flat, single)
         checked = checked_for_hessian(user, api, diff, n=n, factor=batch)
-
-        def per_sample(*a: Any) -> tuple[tuple[torch.Tensor, ...], ...]:
-            return tuple(tuple(row) for row in hessian_blocks(checked, a, nums, "auto", api=api))
-
-        if method == "vmap":
-            result = torch.func.vmap(per_sample, in_dims=dims)(*fargs)
-            return nested([list(row) for row in result])
-        return nested(
-            _stack([[list(r) for r in per_sample(*_sample(fargs, dims, b))] for b in range(batch)])
-        )
+        specs: list[TreeSpec] = []
+        per_sample = _flat_hessian(checked, nums, api, specs)
+        result = _over_samples(per_sample, method, fargs, dims, batch)
+        return nest(_per_leaf_hessians(result, len(nums)), specs[0], flat, single)
 
     batch_hessian_fn.__name__ = _validate.transform_name("batch_hessian", func, argnums)
     return batch_hessian_fn
@@ -299,8 +359,9 @@ def _sum_hessian_blocks(
     dims: Sequence[int | None],
     batch: int,
     api: str,
-) -> list[list[torch.Tensor]]:
-    """``H[i][j]`` of shape ``(B, *out, *in_i, *in_j)`` by the sum trick, twice.
+) -> tuple[PerLeaf, TreeSpec]:
+    """``H[k][i][j]`` of shape ``(B, *out_k, *in_i, *in_j)`` (output leaf k) by the sum trick,
+    twice; and the output's structure.
 
     The per-sample gradients come from reverse mode on the batch-summed output. Their
     derivative is taken in forward mode with each per-sample unit tangent replicated across
@@ -309,11 +370,13 @@ def _sum_hessian_blocks(
     element), pushed through the whole batch at once.
     """
     diff = [_validate.without_overlap(args[a]) for a in nums]
+    specs: list[TreeSpec] = []
 
     def gradients(*d: torch.Tensor) -> tuple[torch.Tensor, ...]:
         full = with_diff(lambda *a: a, args, nums)(*d)
-        blocks, _ = _sum_jacobian_blocks(func, full, nums, dims, None, "rev", api)
-        return tuple(blocks)  # each (B, *out, *in_i)
+        blocks, spec = _sum_jacobian_blocks(func, full, nums, dims, None, "rev", api)
+        specs.append(spec)
+        return tuple(b for row in blocks for b in row)  # each (B, *out_k, *in_i)
 
     per_sample = [x.select(cast(int, dims[a]), 0) for a, x in zip(nums, diff, strict=True)]
     rows = sum(p.numel() for p in per_sample)
@@ -334,9 +397,9 @@ def _sum_hessian_blocks(
     def push(*t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(torch.func.jvp(gradients, tuple(diff), t)[1])
 
-    columns = torch.func.vmap(push)(*tangents)  # per i: (rows, B, *out, *in_i)
+    columns = torch.func.vmap(push)(*tangents)  # per (k, i): (rows, B, *out_k, *in_i)
     sizes = [p.numel() for p in per_sample]
-    H: list[list[torch.Tensor]] = []
+    H: list[list[torch.Tensor]] = []  # H[k * n + i][j]
     for col in columns:
         H.append(
             [
@@ -345,4 +408,4 @@ def _sum_hessian_blocks(
                 for c, p in zip(col.split(sizes), per_sample, strict=True)  # type: ignore[no-untyped-call]
             ]
         )
-    return H
+    return chunked(H, len(nums)), specs[0]

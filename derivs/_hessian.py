@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.utils._pytree import TreeSpec, tree_flatten
 
 from derivs import _memory, _validate, oracles
 from derivs._jacobian import jacobian_blocks
-from derivs._pytree import Flat
+from derivs._pytree import Flat, chunked
 from derivs._registry import OPERATORS
 from derivs._validate import Argnums
 
@@ -30,9 +31,10 @@ COMPOSITIONS = {
 }
 
 Nested = list[list[torch.Tensor]]  # H[i][j] = d/dx_j (d out / d x_i)
+PerLeaf = list[Nested]  # H[k][i][j]: the Hessian blocks of output leaf k
 
 
-def hessian_blocks(
+def output_hessians(
     func: Callable[..., Any],
     args: Sequence[Any],
     argnums: tuple[int, ...],
@@ -40,23 +42,52 @@ def hessian_blocks(
     *,
     chunk_size: int | None = None,
     api: str = API,
-) -> Nested:
-    """``H[i][j]`` of shape ``(*out, *in_i, *in_j)`` for a checked, tensor-valued ``func``."""
+) -> tuple[PerLeaf, TreeSpec]:
+    """``H[k][i][j]`` of shape ``(*out_k, *in_i, *in_j)`` for each leaf ``k`` of the output
+    of a checked ``func`` (a tensor: one leaf), and the output's structure.
+
+    The inner Jacobian gives one block per output leaf and argnum; the outer one
+    differentiates all of them at once, so a pytree output costs what the tensor of all its
+    elements would.
+    """
+    specs: list[TreeSpec] = []
     if method == "loop":
-        res = oracles.loop_hessian(func, tuple(args), argnums)
-        return [list(row) for row in res]
+        res = oracles.loop_hessian(_leaf_tuple(func, specs), tuple(args), argnums)
+        per_leaf = [res] if specs[0].is_leaf() else list(res)
+        return [[list(row) for row in H] for H in per_leaf], specs[0]
     outer, inner = COMPOSITIONS[method]
 
     def gradient(*a: Any) -> tuple[torch.Tensor, ...]:
-        blocks, _, _ = jacobian_blocks(func, a, argnums, inner, chunk_size=chunk_size, api=api)
-        return tuple(blocks[0])
+        blocks, spec, _ = jacobian_blocks(func, a, argnums, inner, chunk_size=chunk_size, api=api)
+        specs.append(spec)
+        return tuple(b for row in blocks for b in row)  # output leaf k, argnum i: k * n + i
 
-    blocks, _, _ = jacobian_blocks(gradient, args, argnums, outer, chunk_size=chunk_size, api=api)
-    return blocks
+    rows, _, _ = jacobian_blocks(gradient, args, argnums, outer, chunk_size=chunk_size, api=api)
+    return chunked(rows, len(argnums)), specs[0]
 
 
-def nest(blocks: Nested, single: bool) -> Any:
-    return blocks[0][0] if single else tuple(tuple(row) for row in blocks)
+def _leaf_tuple(func: Callable[..., Any], specs: list[TreeSpec]) -> Callable[..., Any]:
+    """``func`` returning its tensor, or the tuple of its output's leaves; the structure of
+    its output appended to ``specs``."""
+
+    def call(*a: Any) -> Any:
+        out = func(*a)
+        leaves, spec = tree_flatten(out)
+        specs.append(spec)
+        return out if spec.is_leaf() else tuple(leaves)
+
+    return call
+
+
+def nest(per_leaf: PerLeaf, spec: TreeSpec, flat: Flat, single: bool) -> Any:
+    """The Hessians as ``torch.func.hessian`` nests them: a tensor output and tensor arguments
+    as they always were, else through ``flat`` (the output's structure outside)."""
+    if not spec.is_leaf():
+        return flat.hessians(per_leaf, spec, single)
+    H = per_leaf[0]
+    if not flat.trivial:
+        return flat.hessian(H, single)
+    return H[0][0] if single else tuple(tuple(row) for row in H)
 
 
 def hessian(
@@ -71,6 +102,7 @@ def hessian(
     Args:
         func: a function of tensors returning a tensor; scalar-valued as usual, or
             vector-valued (one Hessian per output element, as in the tutorial's ``(32, 512, 512)``).
+            It may return a pytree of tensors (a dict, list, tuple or namedtuple, nested).
         argnums: which positional argument(s) to differentiate; an int or a tuple of ints. A
             differentiated argument may be a pytree of floating-point tensors (a parameter
             dict, a list, a tuple, a namedtuple, nested).
@@ -84,7 +116,8 @@ def hessian(
         the derivative of ``d out / d args[argnums[i]]`` with respect to ``args[argnums[j]]``.
         Pytrees nest as in ``torch.func.hessian``: the argument's structure twice (a tuple
         ``argnums``: the tuple over ``i``, argument ``i``'s structure, the tuple over ``j``,
-        argument ``j``'s structure), each leaf a block ``(*out, *leaf_a, *leaf_b)``.
+        argument ``j``'s structure), each leaf a block ``(*out, *leaf_a, *leaf_b)``. A pytree
+        output puts its structure outside all that, as ``torch.func.hessian`` does.
 
     Raises:
         TypeError, ValueError: bad arguments, naming the argument; a Hessian above the
@@ -124,8 +157,10 @@ def hessian(
         checked = _memory.within_budget(
             flat.wrap(func), API, flat.args, flat.nums, method, chunk_size
         )
-        blocks = hessian_blocks(checked, flat.args, flat.nums, method, chunk_size=chunk_size)
-        return nest(blocks, single) if flat.trivial else flat.hessian(blocks, single)
+        per_leaf, spec = output_hessians(
+            checked, flat.args, flat.nums, method, chunk_size=chunk_size
+        )
+        return nest(per_leaf, spec, flat, single)
 
     hessian_fn.__name__ = _validate.transform_name("hessian", func, argnums)
     hessian_fn.__doc__ = (

@@ -220,11 +220,10 @@ def second_order(
     """
     full = list(args)
 
-    def g(*xs: torch.Tensor) -> torch.Tensor:
+    def g(*xs: torch.Tensor) -> Any:
         for i, x in zip(argnums, xs, strict=True):
             full[i] = x
-        out: torch.Tensor = func(*full)
-        return out
+        return func(*full)
 
     xs = tuple(args[i] for i in argnums)
     ones = tuple(torch.ones_like(x) for x in xs)
@@ -233,7 +232,7 @@ def second_order(
         if method.endswith("_fwd"):
             return torch.func.jvp(g, p, ones)[1]
         res = torch.func.vjp(g, *p)
-        return res[1](torch.ones_like(res[0]))
+        return res[1](tree_map(torch.ones_like, res[0]))  # every output leaf
 
     counter = _Allocations()
     with counter:
@@ -342,7 +341,8 @@ def checked_for_hessian(
     scalar: bool = False,
     on_output: Callable[[int], None] | None = None,
 ) -> _validate.CheckedFunc:
-    """``func`` checked to return a tensor whose Hessian (``n`` inputs, ``factor`` copies) fits.
+    """``func`` checked to return a tensor whose Hessian (``n`` inputs, ``factor`` copies) fits;
+    or, unless ``scalar``, a pytree of tensors, every leaf counted.
 
     ``on_output(output elements)`` runs after that check, at every evaluation.
     """
@@ -350,7 +350,7 @@ def checked_for_hessian(
     return _validate.CheckedFunc(
         func,
         api,
-        allow_pytree=False,
+        allow_pytree=not scalar,
         scalar=scalar,
         factor=factor * n * n,
         itemsize=_validate.itemsize_of(diff),

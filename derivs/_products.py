@@ -10,7 +10,7 @@ from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import TreeSpec, tree_unflatten
 
 from derivs import _eager, _validate
-from derivs._hessian import hessian_blocks
+from derivs._hessian import output_hessians
 from derivs._memory import checked_for_hessian
 from derivs._pytree import flatten_primals, on_leaves, paths
 from derivs._registry import OPERATORS
@@ -176,7 +176,7 @@ def _hvp(
         return tuple(out)
     if method == "rev_rev":
         return _rev_rev(checked, ps, ts, nums)
-    H = hessian_blocks(checked, ps, nums, "auto", api=api)
+    H = output_hessians(checked, ps, nums, "auto", api=api)[0][0]
     return tuple(
         sum(
             (torch.tensordot(H[i][j], t, dims=t.dim()) for j, t in enumerate(ts)),
@@ -233,7 +233,7 @@ def _vhp(
         return _auto(checked, ps, vs, nums)
     if method == "rev_rev":
         return _rev_rev(checked, ps, vs, nums)
-    H = hessian_blocks(checked, ps, nums, "auto", api=api)
+    H = output_hessians(checked, ps, nums, "auto", api=api)[0][0]
     return tuple(
         sum(
             (torch.tensordot(v, H[i][j], dims=v.dim()) for i, v in enumerate(vs)),

@@ -6,8 +6,9 @@ machinery runs on the leaves as on a tuple ``argnums``, and the results are unfl
 
 * a Jacobian: ``func``'s output structure outside, each argument's structure inside (a tuple
   over ``argnums`` between them when ``argnums`` is a tuple), as ``torch.func.jacrev``;
-* a Hessian: the argument's structure twice, as ``torch.func.hessian``;
-* ``hvp``/``vhp``: shaped like ``primals``.
+* a Hessian: ``func``'s output structure outside, the argument's structure twice inside, as
+  ``torch.func.hessian`` (the batch operators likewise, each leaf with the batch dim first);
+* ``hvp``/``vhp``: shaped like ``primals`` (``func`` returns a scalar tensor there).
 
 Plain tensor arguments are not touched (``Flat.trivial``): the operators then run exactly as
 before. Every leaf of a differentiated argument must be a real floating-point tensor; a
@@ -307,3 +308,16 @@ class Flat:
         argument ``j``'s structure (the tuples only for a tuple ``argnums``)."""
         rows = [self.per_argnum(H[a], single) for a in range(len(self.nums))]
         return self.per_argnum(rows, single)
+
+    def hessians(
+        self, per_leaf: Sequence[Sequence[Sequence[torch.Tensor]]], spec: TreeSpec, single: bool
+    ) -> Any:
+        """``per_leaf[k]``, output leaf ``k``'s ``H[leaf_a][leaf_b]``, nested as
+        ``torch.func.hessian`` nests a pytree output: its structure ``spec`` outside, then
+        as ``hessian``."""
+        return tree_unflatten([self.hessian(H, single) for H in per_leaf], spec)
+
+
+def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """``items`` cut into consecutive lists of ``size`` (a flat row-major nest, regrouped)."""
+    return [list(items[k : k + size]) for k in range(0, len(items), size)]

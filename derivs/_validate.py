@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import keystr, tree_flatten_with_path
 
 from derivs import _config
 
@@ -277,25 +277,21 @@ class CheckedFunc:
         api = self.api
         if isinstance(out, torch.Tensor):
             leaves: list[Any] = [out]
+            _check_output_leaf(api, out, "func returned")
         elif self.allow_pytree and isinstance(out, tuple | list | dict):
-            leaves = tree_flatten(out)[0]
-            if not leaves:
+            with_path = tree_flatten_with_path(out)[0]
+            if not with_path:
                 raise TypeError(
                     f"{api}: func returned an empty {type(out).__name__}; expected tensors"
                 )
+            for path, leaf in with_path:
+                _check_output_leaf(api, leaf, f"func's output{keystr(path)} is")
+            leaves = [leaf for _, leaf in with_path]
         else:
             kind = "a Tensor" + (" or a tuple/list/dict of Tensors" if self.allow_pytree else "")
-            raise TypeError(f"{api}: func must return {kind}, got {describe(out)}")
-        for leaf in leaves:
-            if not isinstance(leaf, torch.Tensor):
-                raise TypeError(
-                    f"{api}: func returned {describe(leaf)} among its outputs; expected tensors"
-                )
-            if not leaf.dtype.is_floating_point:
-                raise TypeError(
-                    f"{api}: func returned {describe(leaf)}; outputs must be real floating point "
-                    f"to be differentiated"
-                )
+            raise TypeError(
+                f"{api}: func must return {kind}, got {describe(out)}{_scalar_hint(self, out)}"
+            )
         if self.scalar and not (len(leaves) == 1 and leaves[0].dim() == 0):
             raise ValueError(
                 f"{api}: func must return a scalar (0-d tensor), got {describe(out)}; "
@@ -306,6 +302,29 @@ class CheckedFunc:
             check_size(api, self.what, numel, self.itemsize, self.hint)
         if self.on_output is not None:
             self.on_output(sum(leaf.numel() for leaf in leaves))
+
+
+def _check_output_leaf(api: str, leaf: object, what: str) -> None:
+    """A leaf of ``func``'s output (``what``: where it is) must be a real floating-point tensor."""
+    if not isinstance(leaf, torch.Tensor):
+        raise TypeError(f"{api}: {what} {describe(leaf)}, not a tensor; expected tensors")
+    if not leaf.dtype.is_floating_point:
+        raise TypeError(
+            f"{api}: {what} {describe(leaf)}; outputs must be real floating point to be "
+            f"differentiated"
+        )
+
+
+def _scalar_hint(checked: CheckedFunc, out: object) -> str:
+    """Why a pytree output is refused where a scalar is needed (hvp, vhp), naming its leaves."""
+    if not checked.scalar or not isinstance(out, tuple | list | dict):
+        return ""
+    paths = [f"output{keystr(path)}" for path, _ in tree_flatten_with_path(out)[0]]
+    return (
+        f" (leaves {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''}); Hessian-vector "
+        f"products need one scalar output, as torch.func's hvp does: reduce the outputs to a "
+        f"scalar, or use derivs.hessian, which takes pytree outputs"
+    )
 
 
 def without_overlap(x: torch.Tensor) -> torch.Tensor:

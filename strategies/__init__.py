@@ -88,7 +88,7 @@ Pytrees
         list, a namedtuple, a random nest, a single leaf next to plain tensors); ``func``
         calls the problem's function on the leaves (and may return a pytree,
         ``OUTPUT_KINDS``); ``.pack(leaves)`` packs tangents or per-leaf results likewise.
-    ``batched_pytree_problems(problem=None, *, kinds=None)``
+    ``batched_pytree_problems(problem=None, *, kinds=None, outputs=("tensor",))``
         the same for a ``BatchedProblem``, its ``in_dims`` packed like the arguments.
 
 Devices

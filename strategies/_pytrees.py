@@ -5,6 +5,11 @@ into pytrees (a dict named like a model's parameters, a list, a namedtuple, a ra
 of tuples, lists and dicts, or a single leaf in a dict next to plain tensors) and calls the
 problem's function on the leaves, in order. So the derivatives of the pytree problem are
 the flat problem's, nested as the pytrees are: what an operator over pytrees must return.
+
+The function may return a pytree too (``OUTPUT_KINDS``): the flat problem's output ``y``
+and elementwise functions of it (``y ** 2``, ``sin(y)``) packed into a dict, a tuple, a
+random nest or a dict of one leaf. Each output leaf is then a function of its own
+(``PytreeFunction.leaf``), whose derivatives the pytree's must contain.
 """
 
 from __future__ import annotations
@@ -16,15 +21,26 @@ from typing import Any, NamedTuple
 import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_structure, tree_unflatten
 
 from ._basic import normalize_in_dims
 from ._problems import BatchedProblem, Problem, batched_problems, problems
 
 #: how the arguments are packed (``PytreeProblem.kind``).
 PYTREE_KINDS = ("dict", "list", "namedtuple", "nested", "single_leaf")
-#: what the function returns: its tensor, or a pytree of it and a nonlinear function of it.
-OUTPUT_KINDS = ("tensor", "pytree")
+#: what the function returns: its tensor, or a pytree of it and nonlinear functions of it
+#: (``pytree``: ``{"y": y, "sq": [y ** 2]}``; ``tuple``: ``(y, sin(y))``; ``nested``: a
+#: random nest of up to three; ``single_leaf``: ``{"y": y}``).
+OUTPUT_KINDS = ("tensor", "pytree", "tuple", "nested", "single_leaf")
+
+# NOTE: elementwise, so that a batch-polymorphic function stays batch-polymorphic (the sum
+# trick), and nonlinear, so that each leaf's second derivatives differ from y's.
+_OUTPUT_LEAVES: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
+    lambda y: y,
+    lambda y: y**2,
+    torch.sin,
+)
+_OUTPUT_NAMES = ("y", "y ** 2", "sin(y)")
 
 _NAMEDTUPLES: dict[int, type] = {}
 
@@ -54,20 +70,47 @@ def _names(n: int) -> list[str]:
 
 
 class PytreeFunction:
-    """``flat(*leaves of args)``, wrapped in ``{"y": out, "sq": [out ** 2]}`` for a pytree output."""
+    """``y = flat(*leaves of args)``, or, for a pytree ``output``, ``y`` and functions of it
+    (``_OUTPUT_LEAVES``, in order) packed in the structure ``spec``."""
 
-    def __init__(self, flat: Callable[..., torch.Tensor], kind: str, output: str) -> None:
+    def __init__(
+        self,
+        flat: Callable[..., torch.Tensor],
+        kind: str,
+        output: str,
+        spec: TreeSpec | None = None,
+    ) -> None:
         self.flat = flat
         self.kind = kind
         self.output = output
+        self.spec = spec
 
     def __call__(self, *args: Any) -> Any:
-        out = self.flat(*tree_flatten(args)[0])
-        return out if self.output == "tensor" else {"y": out, "sq": [out**2]}
+        y = self.flat(*tree_flatten(args)[0])
+        if self.spec is None:
+            return y
+        return tree_unflatten([f(y) for f in _OUTPUT_LEAVES[: self.spec.num_leaves]], self.spec)
+
+    def leaf(self, k: int) -> Callable[..., torch.Tensor]:
+        """The function giving output leaf ``k`` alone, as a tensor."""
+
+        def only(*args: Any) -> torch.Tensor:
+            return _OUTPUT_LEAVES[k](self.flat(*tree_flatten(args)[0]))
+
+        only.__name__ = f"leaf{k}"
+        return only
+
+    @property
+    def n_outputs(self) -> int:
+        """How many output leaves ``func`` returns (1 for a tensor)."""
+        return 1 if self.spec is None else self.spec.num_leaves
 
     def __repr__(self) -> str:
-        wrap = "" if self.output == "tensor" else ' -> {"y": out, "sq": [out ** 2]}'
-        return f"pytree[{self.kind}]({self.flat!r}){wrap}"
+        if self.spec is None:
+            return f"pytree[{self.kind}]({self.flat!r})"
+        names = list(_OUTPUT_NAMES[: self.spec.num_leaves])
+        shown = tree_unflatten(names, self.spec)
+        return f"pytree[{self.kind}]({self.flat!r}) -> {shown!r}".replace("'", "")
 
 
 class PytreeProblem(NamedTuple):
@@ -123,6 +166,20 @@ def _pack(draw: st.DrawFn, kind: str, leaves: list[Any]) -> tuple[tuple[Any, ...
     return (tree,), ((0,) if as_tuple else 0)
 
 
+def _output_spec(draw: st.DrawFn, output: str) -> TreeSpec | None:
+    """The structure of a pytree output of kind ``output`` (``None`` for a tensor)."""
+    if output == "tensor":
+        return None
+    if output == "pytree":
+        return tree_structure({"y": 0, "sq": [0]})
+    if output == "tuple":
+        return tree_structure((0, 0))
+    if output == "single_leaf":
+        return tree_structure({"y": 0})
+    n = draw(st.integers(2, len(_OUTPUT_LEAVES)), label="output leaves")
+    return tree_structure(_nest(draw, list(range(n))))
+
+
 def pytree_problems(
     problem: st.SearchStrategy[Problem] | None = None,
     *,
@@ -152,27 +209,39 @@ def _pytree_problems(
     kind = draw(st.sampled_from(list(kinds)), label="pytree kind")
     output = draw(st.sampled_from(list(outputs)), label="output kind")
     args, argnums = _pack(draw, kind, list(p.args))
-    return PytreeProblem(PytreeFunction(p.func, kind, output), args, argnums, p, kind)
+    spec = _output_spec(draw, output)
+    return PytreeProblem(PytreeFunction(p.func, kind, output, spec), args, argnums, p, kind)
 
 
 def batched_pytree_problems(
     problem: st.SearchStrategy[BatchedProblem] | None = None,
     *,
     kinds: Sequence[str] | None = None,
+    outputs: Sequence[str] = ("tensor",),
 ) -> st.SearchStrategy[PytreeProblem]:
     """``PytreeProblem`` of a ``BatchedProblem`` (default ``batched_problems()``), its
-    ``in_dims`` packed like the arguments (``{"0.weight": 0, "0.bias": None}``)."""
+    ``in_dims`` packed like the arguments (``{"0.weight": 0, "0.bias": None}``); ``outputs``
+    as for ``pytree_problems`` (a pytree output's leaves are elementwise in ``y``, so a
+    batch-polymorphic function stays one)."""
     chosen = _subset("kinds", kinds, PYTREE_KINDS)
-    return _batched_pytree_problems(batched_problems() if problem is None else problem, chosen)
+    chosen_outputs = _subset("outputs", outputs, OUTPUT_KINDS)
+    return _batched_pytree_problems(
+        batched_problems() if problem is None else problem, chosen, chosen_outputs
+    )
 
 
 @st.composite
 def _batched_pytree_problems(
-    draw: st.DrawFn, problem: st.SearchStrategy[BatchedProblem], kinds: Sequence[str]
+    draw: st.DrawFn,
+    problem: st.SearchStrategy[BatchedProblem],
+    kinds: Sequence[str],
+    outputs: Sequence[str],
 ) -> PytreeProblem:
     p = draw(problem)
     kind = draw(st.sampled_from(list(kinds)), label="pytree kind")
+    output = draw(st.sampled_from(list(outputs)), label="output kind")
     args, argnums = _pack(draw, kind, list(p.args))
     dims = normalize_in_dims(p.in_dims, p.func.in_shapes)
     in_dims = tuple(tree_unflatten(list(dims), tree_flatten(args)[1]))
-    return PytreeProblem(PytreeFunction(p.func, kind, "tensor"), args, argnums, p, kind, in_dims)
+    func = PytreeFunction(p.func, kind, output, _output_spec(draw, output))
+    return PytreeProblem(func, args, argnums, p, kind, in_dims)

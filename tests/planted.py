@@ -269,41 +269,49 @@ def has_aux_returns_output() -> None:
 def hess_drop_mixed_blocks() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(*a: Any, **k: Any) -> Any:
-            H = f(*a, **k)
+            per_leaf, spec = f(*a, **k)
             return [
-                [b if i == j else torch.zeros_like(b) for j, b in enumerate(row)]
-                for i, row in enumerate(H)
-            ]
+                [
+                    [b if i == j else torch.zeros_like(b) for j, b in enumerate(row)]
+                    for i, row in enumerate(H)
+                ]
+                for H in per_leaf
+            ], spec
 
         return g
 
-    _wrap(hessian_mod, "hessian_blocks", make)
+    _wrap(hessian_mod, "output_hessians", make)
 
 
 def hess_fwd_rev_scale() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, argnums: Any, method: str, **k: Any) -> Any:
-            H = f(func, args, argnums, method, **k)
-            return [[b * (1 + 1e-6) for b in row] for row in H] if method == "fwd_rev" else H
+            per_leaf, spec = f(func, args, argnums, method, **k)
+            if method != "fwd_rev":
+                return per_leaf, spec
+            return [[[b * (1 + 1e-6) for b in row] for row in H] for H in per_leaf], spec
 
         return g
 
-    _wrap(hessian_mod, "hessian_blocks", make)
+    _wrap(hessian_mod, "output_hessians", make)
 
 
 def hess_vector_output_summed() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, argnums: Any, method: str, **k: Any) -> Any:
-            H = f(func, args, argnums, method, **k)
-            out_dims = H[0][0].dim() - args[argnums[0]].dim() * 2
-            if method != "rev_fwd" or out_dims == 0:
-                return H
-            dims = tuple(range(out_dims))
-            return [[b.sum(dims, keepdim=True).expand_as(b) for b in row] for row in H]
+            per_leaf, spec = f(func, args, argnums, method, **k)
+            return [summed(H, args[argnums[0]].dim(), method) for H in per_leaf], spec
 
         return g
 
-    _wrap(hessian_mod, "hessian_blocks", make)
+    def summed(H: Any, in_dims: int, method: str) -> Any:
+        out_dims = H[0][0].dim() - in_dims * 2
+        if method != "rev_fwd" or out_dims == 0:
+            return H
+        dims = tuple(range(out_dims))
+        return [[b.sum(dims, keepdim=True).expand_as(b) for b in row] for row in H]
+
+    _wrap(hessian_mod, "output_hessians", make)
 
 
 # --- hvp / vhp ----------------------------------------------------------------------------
@@ -366,18 +374,21 @@ def hvp_dense_tangent_order() -> None:
 def vhp_dense_transposed_blocks() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, argnums: Any, method: str, **k: Any) -> Any:
-            H = f(func, args, argnums, method, **k)
+            per_leaf, spec = f(func, args, argnums, method, **k)
             if k.get("api") != "derivs.vhp":
-                return H
+                return per_leaf, spec
             return [
-                [H[j][i] if H[j][i].shape == H[i][j].shape else H[i][j] for j in range(len(H))]
-                for i in range(len(H))
-            ]
+                [
+                    [H[j][i] if H[j][i].shape == H[i][j].shape else H[i][j] for j in range(len(H))]
+                    for i in range(len(H))
+                ]
+                for H in per_leaf
+            ], spec
 
         return g
 
-    original = hessian_mod.hessian_blocks
-    products_mod.hessian_blocks = functools.wraps(original)(make(original))
+    original = hessian_mod.output_hessians
+    products_mod.output_hessians = functools.wraps(original)(make(original))
 
 
 # --- batch --------------------------------------------------------------------------------
@@ -418,13 +429,16 @@ def batch_sum_in_dims_ignored() -> None:
 def batch_sum_batch_axis_not_moved() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, nums: Any, dims: Any, *rest: Any) -> Any:
-            blocks, out_dims = f(func, args, nums, dims, *rest)
+            blocks, spec = f(func, args, nums, dims, *rest)
             left = []
-            for blk, a in zip(blocks, nums, strict=True):
-                # the summed Jacobian's batch axis where it was, behind the output dims
-                stale = blk.movedim(0, out_dims + dims[a])
-                left.append(stale if stale.shape == blk.shape else blk)
-            return left, out_dims
+            for row in blocks:  # per output leaf: (B, *out, *in_i), in_i per sample
+                kept = []
+                for blk, a in zip(row, nums, strict=True):
+                    # the summed Jacobian's batch axis where it was, behind the output dims
+                    stale = blk.movedim(0, blk.dim() - args[a].dim() + dims[a])
+                    kept.append(stale if stale.shape == blk.shape else blk)
+                left.append(kept)
+            return left, spec
 
         return g
 

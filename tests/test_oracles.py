@@ -800,7 +800,16 @@ BAD_ARGUMENTS = [
         TypeError,
         "in_dims[1]=0 batches args[1], which is a float, not a tensor (use None for unbatched",
     ),
-    ("hessian-tuple-output", "loop_hessian", (lambda x: (x, x), (_X,)), {}, TypeError, "tuple"),
+    # NOTE: a pytree output is a Hessian per leaf (tests/test_pytrees.py); a leaf that is not
+    # a tensor is named by its path.
+    (
+        "hessian-non-tensor-output-leaf",
+        "loop_hessian",
+        (lambda x: (x, 3), (_X,)),
+        {},
+        TypeError,
+        "output[1] is a int",
+    ),
 ]
 
 

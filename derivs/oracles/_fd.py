@@ -19,6 +19,7 @@ from derivs.oracles._common import (
     _flatten,
     _leaf_path,
     _prepare,
+    _Spec,
     _unflatten,
 )
 from derivs.oracles._complex import (
@@ -282,35 +283,52 @@ def _gradients(
     call_args: list[Any],
     real: bool,
     mode: Raising,
+    specs: list[_Spec],
 ) -> list[Tensor]:
-    """The autograd gradient of every output element of ``func`` at ``points``.
+    """The autograd gradient of every element of every output leaf of ``func`` at ``points``.
 
-    One block per differentiated argument, of shape ``(*out_shape, *x.shape)``; at complex
-    points (``real=False``) the conjugate autograd returns for holomorphic ``func`` is undone.
-    ``func`` and its backward run under ``mode``, in one session.
+    One block per output leaf ``k`` and differentiated argument ``i``, at ``k * n + i``, of
+    shape ``(*out_k.shape, *x_i.shape)``; at complex points (``real=False``) the conjugate
+    autograd returns for holomorphic ``func`` is undone. The output's structure is appended
+    to ``specs`` at the first call. ``func`` and its backward run under ``mode``, in one
+    session.
     """
     with torch.enable_grad(), mode.session():
         xs = [x.detach().requires_grad_() for x in points]
         with mode:
-            out = func(*_substitute(call_args, nums, xs))
-        if real:
-            _check_out_leaf(api, out, "")
-        elif not isinstance(out, torch.Tensor):
-            raise TypeError(f"{api}: func must return a tensor, got {type(out).__name__}")
-        flat = out.reshape(-1)
-        grads = [x.new_zeros((flat.numel(), *x.shape)) for x in xs]
-        if out.requires_grad:
-            for k in range(flat.numel()):
-                one = torch.ones_like(flat[k])
-                with mode:
-                    gs = torch.autograd.grad(
-                        flat[k], xs, grad_outputs=one, retain_graph=True, allow_unused=True
-                    )
-                for row, g in zip(grads, gs, strict=True):
-                    if g is not None:
-                        # autograd gives conj(f'(z)) for holomorphic f; undo it
-                        row[k] = g.conj() if g.is_complex() else g
-        return [g.reshape((*out.shape, *x.shape)).detach() for g, x in zip(grads, xs, strict=True)]
+            leaves, spec = _flatten(func(*_substitute(call_args, nums, xs)))
+        if not specs:
+            specs.append(spec)
+        blocks: list[Tensor] = []
+        for index, out in enumerate(leaves):
+            where = _leaf_path(spec, index)
+            if real:
+                _check_out_leaf(api, out, where)
+            elif not isinstance(out, torch.Tensor):
+                raise TypeError(
+                    f"{api}: func must return a tensor or a tuple/list/dict of tensors, got "
+                    f"{type(out).__name__} at output{where}"
+                )
+            blocks.extend(_leaf_gradients(out, xs, mode))
+        return blocks
+
+
+def _leaf_gradients(out: Tensor, xs: list[Tensor], mode: Raising) -> list[Tensor]:
+    """``d out / d x`` for each of ``xs`` (a graph of ``out`` built under ``mode``)."""
+    flat = out.reshape(-1)
+    grads = [x.new_zeros((flat.numel(), *x.shape)) for x in xs]
+    if out.requires_grad:
+        for k in range(flat.numel()):
+            one = torch.ones_like(flat[k])
+            with mode:
+                gs = torch.autograd.grad(
+                    flat[k], xs, grad_outputs=one, retain_graph=True, allow_unused=True
+                )
+            for row, g in zip(grads, gs, strict=True):
+                if g is not None:
+                    # autograd gives conj(f'(z)) for holomorphic f; undo it
+                    row[k] = g.conj() if g.is_complex() else g
+    return [g.reshape((*out.shape, *x.shape)).detach() for g, x in zip(grads, xs, strict=True)]
 
 
 def fd_hessian(
@@ -343,7 +361,8 @@ def fd_hessian(
     on the gradient: the backward pass's operations are moved one ulp too.
 
     Args:
-        func: called as ``func(*args)``; returns a real tensor of any shape.
+        func: called as ``func(*args)``; returns a real tensor of any shape, or a
+            tuple/list/dict of them (a Hessian per output leaf, in the output's structure).
         args: the positional arguments, a tuple.
         argnums: index or tuple of indices of the arguments to differentiate.
         scheme: ``"central"``, ``"richardson"`` or ``"complex_step"``.
@@ -373,18 +392,27 @@ def fd_hessian(
         return Estimate(tree.hessian(est.value), tree.hessian(est.error))
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
     promoted = promoting_real_operands(func)
+    specs: list[_Spec] = []
 
     def evaluate(points: list[Tensor]) -> list[Tensor]:
-        return _gradients(api, func, s.nums, points, s.cargs, True, s.mode)
+        return _gradients(api, func, s.nums, points, s.cargs, True, s.mode, specs)
 
     def evaluate_complex(points: list[Tensor], call_args: list[Any]) -> list[Tensor]:
-        return _gradients(api, promoted, s.nums, points, call_args, False, s.mode)
+        return _gradients(api, promoted, s.nums, points, call_args, False, s.mode, specs)
 
     leaves = evaluate(s.base)
     side = None
     if scheme == "complex_step":
         side = _complex_side(api, s, evaluate_complex, leaves)
     values, errors = _finish_rows(*_fd_blocks(api, scheme, evaluate, side, s, leaves), s.originals)
-    if s.single:
-        return Estimate(values[0][0], errors[0][0])
-    return Estimate(tuple(values), tuple(errors))
+    return Estimate(
+        _per_output_leaf(values, specs[0], s.single), _per_output_leaf(errors, specs[0], s.single)
+    )
+
+
+def _per_output_leaf(rows: list[tuple[Tensor, ...]], spec: _Spec, single: bool) -> Any:
+    """Rows ``[k * n + i][j]`` (output leaf k) in the output's structure ``spec``, each leaf
+    ``H[i][j]`` (or the one block for ``single``)."""
+    n = len(rows[0])
+    per_leaf = [tuple(rows[k : k + n]) for k in range(0, len(rows), n)]
+    return _unflatten(spec, [H[0][0] if single else H for H in per_leaf])

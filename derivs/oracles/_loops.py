@@ -88,34 +88,40 @@ def loop_jacobian(
 def _loop_hessian(
     api: str, func: Callable[..., Any], args: tuple[Any, ...], nums: tuple[int, ...], single: bool
 ) -> Any:
+    """``func``'s output structure with each leaf replaced by its Hessian blocks."""
     with torch.enable_grad():
         call, xs = _grad_copies(args, nums)
-        out = _check_out_leaf(api, func(*call), "")
-        n_out = out.numel()
-        rows = [[xj.new_zeros((n_out, xi.numel(), *xj.shape)) for xj in xs] for xi in xs]
-        if out.requires_grad:
-            flat = out.reshape(-1)
-            for k in range(n_out):
-                grads = torch.autograd.grad(
-                    flat[k], xs, retain_graph=True, create_graph=True, allow_unused=True
-                )
-                for i, g in enumerate(grads):
-                    if g is None or not g.requires_grad:
-                        continue  # the gradient is constant: its derivative is zero
-                    gflat = g.reshape(-1)
-                    for m in range(gflat.numel()):
-                        second = torch.autograd.grad(
-                            gflat[m], xs, retain_graph=True, allow_unused=True
-                        )
-                        for j, s in enumerate(second):
-                            if s is not None:
-                                rows[i][j][k, m] = s
-        blocks = tuple(
-            tuple(
-                rows[i][j].reshape((*out.shape, *xs[i].shape, *xs[j].shape)) for j in range(len(xs))
+        leaves, spec = _flatten(func(*call))
+        per_leaf = [
+            _leaf_hessian(_check_out_leaf(api, raw, _leaf_path(spec, index)), xs, single)
+            for index, raw in enumerate(leaves)
+        ]
+    return _unflatten(spec, per_leaf)
+
+
+def _leaf_hessian(out: Tensor, xs: list[Tensor], single: bool) -> Any:
+    """The Hessian blocks of the output leaf ``out`` in ``xs`` (under ``enable_grad``)."""
+    n_out = out.numel()
+    rows = [[xj.new_zeros((n_out, xi.numel(), *xj.shape)) for xj in xs] for xi in xs]
+    if out.requires_grad:
+        flat = out.reshape(-1)
+        for k in range(n_out):
+            grads = torch.autograd.grad(
+                flat[k], xs, retain_graph=True, create_graph=True, allow_unused=True
             )
-            for i in range(len(xs))
-        )
+            for i, g in enumerate(grads):
+                if g is None or not g.requires_grad:
+                    continue  # the gradient is constant: its derivative is zero
+                gflat = g.reshape(-1)
+                for m in range(gflat.numel()):
+                    second = torch.autograd.grad(gflat[m], xs, retain_graph=True, allow_unused=True)
+                    for j, s in enumerate(second):
+                        if s is not None:
+                            rows[i][j][k, m] = s
+    blocks = tuple(
+        tuple(rows[i][j].reshape((*out.shape, *xs[i].shape, *xs[j].shape)) for j in range(len(xs)))
+        for i in range(len(xs))
+    )
     return blocks[0][0] if single else blocks
 
 
@@ -129,14 +135,15 @@ def loop_hessian(
 
     Args:
         func: called as ``func(*args)``; returns a tensor of any shape (a vector-valued
-            ``func`` gives one Hessian per output element).
+            ``func`` gives one Hessian per output element) or a tuple/list/dict of tensors.
         args: the positional arguments, a tuple.
         argnums: index or tuple of indices of the arguments to differentiate.
 
     Returns:
         For int ``argnums``, a tensor of shape ``(*out_shape, *in_shape, *in_shape)``; for a
         tuple, nested tuples ``H[i][j] = d/dx_j (d out / d x_i)`` of shape
-        ``(*out_shape, *in_i, *in_j)``, with the dtype and device of ``x_j``.
+        ``(*out_shape, *in_i, *in_j)``, with the dtype and device of ``x_j``. A pytree
+        output gives its structure with each leaf replaced by that leaf's Hessian.
 
     Raises:
         TypeError, ValueError: bad ``func``, ``args`` or ``argnums``, or a non-float input.

@@ -3,8 +3,9 @@
 A differentiated argument may be a tuple, list, namedtuple or dict of tensors, nested. Each
 oracle runs on the flat leaves (a tuple ``argnums`` over them) and its result is nested:
 a Jacobian with the output's structure outside and each argument's inside (a tuple over
-``argnums`` between them for a tuple ``argnums``), a Hessian with the argument's structure
-twice, as ``torch.func.jacrev`` and ``torch.func.hessian`` nest them.
+``argnums`` between them for a tuple ``argnums``), a Hessian with the output's structure
+outside and the argument's structure twice inside, as ``torch.func.jacrev`` and
+``torch.func.hessian`` nest them.
 
 NOTE: this is the oracles' own flattening, on their tiny pytree (``_common``), not the
 operators' (``derivs/_pytree.py``, built on ``torch.utils._pytree``): the oracles share no
@@ -143,10 +144,15 @@ class Leaves:
         return _unflatten(spec, [self._per_argnum(row) for row in _up_to(spec, result)])
 
     def hessian(self, result: Any) -> Any:
-        """A Hessian over the flat leaves, ``H[a][b]``, nested like torch.func.hessian's."""
+        """A Hessian over the flat leaves (``H[a][b]`` per output leaf, in the output's
+        structure) nested like torch.func.hessian's: the output's structure outside."""
         if self.trivial:
             return result
-        return self._per_argnum([self._per_argnum(row) for row in result])
+        spec = self.out[0]
+        return _unflatten(
+            spec,
+            [self._per_argnum([self._per_argnum(row) for row in H]) for H in _up_to(spec, result)],
+        )
 
 
 def _batched_positions(in_dims: object, n: int) -> list[int]:
