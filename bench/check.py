@@ -23,10 +23,8 @@ Writes ``docs/bench/check.{json,md}``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +36,6 @@ from bench.problems import tanh_layer, tanh_layer_gradient, tanh_layer_inputs
 from bench.timing import CLOCKS, parse_timing, time_interleaved, timing_parser
 from derivs._check import _projected
 
-ROOT = Path(__file__).resolve().parent.parent
 GOALS = {1: 50.0, 2: 200.0}  # issue 25: check / one gradient at n = 10^6, projected mode
 
 
@@ -76,8 +73,7 @@ def measure(
 
 def kill_rates(n: int, seeds: int) -> list[dict[str, Any]]:
     """Per planted rule: the seeds whose projected check names it (tests/test_check_projected)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_check_projected import PLANTED, _failing, _model
+    from tests.test_check_projected import PLANTED, _failing, _model  # python -m bench.check
 
     rows = []
     saved = _projected.SEED
