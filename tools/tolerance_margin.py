@@ -35,8 +35,13 @@ import derivs.strategies as ds
 from derivs import oracles
 from derivs.testing import ERROR_SAFETY, Tolerance, tolerance
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from suite_helpers import _leaves, entry_terms, magnitude, values_of
+# NOTE: the suite's helpers under the name its tests import them by (``suite_helpers``, with
+# tests/ on the path as pytest puts it there), so that under pytest this is the same module,
+# not a second copy as ``tests.suite_helpers`` would be.
+TESTS = str(pathlib.Path(__file__).resolve().parents[1] / "tests")
+if TESTS not in sys.path:
+    sys.path.append(TESTS)
+from suite_helpers import _leaves, entry_terms, magnitude, values_of  # noqa: E402
 
 # NOTE: Hessians whose loop oracle would take over a second on 2 cores are skipped.
 MAX_HESSIAN_ENTRIES = 40_000
