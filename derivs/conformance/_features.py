@@ -22,8 +22,9 @@ FEATURES = {
     "in_dims": "batch operators accept vmap-style in_dims other than 0",
     "whole_batch": "a batch method that is handed the whole-batch function (the sum trick)",
     "vector_hessians": "Hessians of vector-valued functions, shape (*out, *in, *in)",
-    "pytrees": "differentiated arguments (and, for jacobian, outputs) may be dicts, lists, "
-    "tuples or namedtuples of tensors; results nest as torch.func nests them",
+    "pytrees": "differentiated arguments, and the outputs of jacobian, hessian and the batch "
+    "operators (not hvp/vhp: a scalar), may be dicts, lists, tuples or namedtuples of tensors; "
+    "results nest as torch.func nests them",
 }
 
 # True: every method of every operator; False: none; a mapping: operator -> True or methods.
