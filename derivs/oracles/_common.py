@@ -82,7 +82,7 @@ def _check_diff_arg(api: str, args: tuple[Any, ...], a: int) -> Tensor:
     return x
 
 
-def _prepare(
+def prepare(
     api: str, func: object, args: object, argnums: object
 ) -> tuple[tuple[Any, ...], tuple[int, ...], bool]:
     _check_func(api, func)
@@ -93,7 +93,7 @@ def _prepare(
     return targs, nums, single
 
 
-def _check_out_leaf(api: str, leaf: object, where: str) -> Tensor:
+def check_out_leaf(api: str, leaf: object, where: str) -> Tensor:
     if not isinstance(leaf, torch.Tensor):
         raise TypeError(
             f"{api}: func must return a tensor or a tuple/list/dict of tensors, but output"
@@ -111,13 +111,13 @@ def _check_out_leaf(api: str, leaf: object, where: str) -> Tensor:
 # A tiny pytree: tensors (or anything else) at the leaves, tuples, lists, NamedTuples and
 # dicts as nodes. Enough for function outputs and for the oracles' own nested tuples.
 
-_Spec = Any  # None for a leaf, else (kind, type, keys, children)
+Spec = Any  # None for a leaf, else (kind, type, keys, children)
 
 
-def _flatten(tree: Any) -> tuple[list[Any], _Spec]:
+def flatten(tree: Any) -> tuple[list[Any], Spec]:
     leaves: list[Any] = []
 
-    def go(node: Any) -> _Spec:
+    def go(node: Any) -> Spec:
         if isinstance(node, (tuple, list)):
             return ("seq", type(node), None, [go(c) for c in node])
         if isinstance(node, dict):
@@ -129,10 +129,10 @@ def _flatten(tree: Any) -> tuple[list[Any], _Spec]:
     return leaves, go(tree)
 
 
-def _unflatten(spec: _Spec, leaves: Sequence[Any]) -> Any:
+def unflatten(spec: Spec, leaves: Sequence[Any]) -> Any:
     it: Iterator[Any] = iter(leaves)
 
-    def go(s: _Spec) -> Any:
+    def go(s: Spec) -> Any:
         if s is None:
             return next(it)
         kind, typ, keys, children = s
@@ -148,11 +148,11 @@ def _unflatten(spec: _Spec, leaves: Sequence[Any]) -> Any:
     return go(spec)
 
 
-def _leaf_path(spec: _Spec, index: int) -> str:
+def leaf_path(spec: Spec, index: int) -> str:
     """The ``[i]['k']`` path of leaf number ``index`` (for error messages)."""
     paths: list[str] = []
 
-    def go(s: _Spec, prefix: str) -> None:
+    def go(s: Spec, prefix: str) -> None:
         if s is None:
             paths.append(prefix)
             return

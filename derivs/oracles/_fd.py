@@ -14,13 +14,13 @@ import torch
 
 from derivs.oracles._common import (
     Estimate,
+    Spec,
     Tensor,
-    _check_out_leaf,
-    _flatten,
-    _leaf_path,
-    _prepare,
-    _Spec,
-    _unflatten,
+    check_out_leaf,
+    flatten,
+    leaf_path,
+    prepare,
+    unflatten,
 )
 from derivs.oracles._complex import (
     call_complex,
@@ -81,7 +81,7 @@ def _setup(
     step: object,
     compute_dtype: object,
 ) -> _Setup:
-    targs, nums, single = _prepare(api, func, args, argnums)
+    targs, nums, single = prepare(api, func, args, argnums)
     h = _check_scheme(api, scheme, step)
     originals = [targs[a] for a in nums]
     cdtype = _compute_dtype(api, originals, compute_dtype)
@@ -99,7 +99,7 @@ def _substitute(call_args: list[Any], nums: tuple[int, ...], points: list[Tensor
 
 def _outputs(func: Callable[..., Any], nums: tuple[int, ...]) -> _Outputs:
     """The output leaves of ``func`` with the differentiated arguments at ``points``."""
-    return lambda points, call_args: _flatten(func(*_substitute(call_args, nums, points)))[0]
+    return lambda points, call_args: flatten(func(*_substitute(call_args, nums, points)))[0]
 
 
 def _complex_side(api: str, s: _Setup, outputs: _Outputs, reals: list[Tensor]) -> _ComplexSide:
@@ -256,8 +256,8 @@ def fd_jacobian(
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
 
     raised = s.mode.wrap(func)
-    reference, spec = _flatten(raised(*_substitute(s.cargs, s.nums, s.base)))
-    leaves = [_check_out_leaf(api, o, _leaf_path(spec, i)) for i, o in enumerate(reference)]
+    reference, spec = flatten(raised(*_substitute(s.cargs, s.nums, s.base)))
+    leaves = [check_out_leaf(api, o, leaf_path(spec, i)) for i, o in enumerate(reference)]
     real = _outputs(raised, s.nums)
 
     def evaluate(points: list[Tensor]) -> list[Tensor]:
@@ -270,9 +270,9 @@ def fd_jacobian(
     values, errors = _finish_rows(*_fd_blocks(api, scheme, evaluate, side, s, leaves), s.originals)
     if s.single:
         return Estimate(
-            _unflatten(spec, [r[0] for r in values]), _unflatten(spec, [r[0] for r in errors])
+            unflatten(spec, [r[0] for r in values]), unflatten(spec, [r[0] for r in errors])
         )
-    return Estimate(_unflatten(spec, values), _unflatten(spec, errors))
+    return Estimate(unflatten(spec, values), unflatten(spec, errors))
 
 
 def _gradients(
@@ -283,7 +283,7 @@ def _gradients(
     call_args: list[Any],
     real: bool,
     mode: Raising,
-    specs: list[_Spec],
+    specs: list[Spec],
 ) -> list[Tensor]:
     """The autograd gradient of every element of every output leaf of ``func`` at ``points``.
 
@@ -296,14 +296,14 @@ def _gradients(
     with torch.enable_grad(), mode.session():
         xs = [x.detach().requires_grad_() for x in points]
         with mode:
-            leaves, spec = _flatten(func(*_substitute(call_args, nums, xs)))
+            leaves, spec = flatten(func(*_substitute(call_args, nums, xs)))
         if not specs:
             specs.append(spec)
         blocks: list[Tensor] = []
         for index, out in enumerate(leaves):
-            where = _leaf_path(spec, index)
+            where = leaf_path(spec, index)
             if real:
-                _check_out_leaf(api, out, where)
+                check_out_leaf(api, out, where)
             elif not isinstance(out, torch.Tensor):
                 raise TypeError(
                     f"{api}: func must return a tensor or a tuple/list/dict of tensors, got "
@@ -392,7 +392,7 @@ def fd_hessian(
         return Estimate(tree.hessian(est.value), tree.hessian(est.error))
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
     promoted = promoting_real_operands(func)
-    specs: list[_Spec] = []
+    specs: list[Spec] = []
 
     def evaluate(points: list[Tensor]) -> list[Tensor]:
         return _gradients(api, func, s.nums, points, s.cargs, True, s.mode, specs)
@@ -410,9 +410,9 @@ def fd_hessian(
     )
 
 
-def _per_output_leaf(rows: list[tuple[Tensor, ...]], spec: _Spec, single: bool) -> Any:
+def _per_output_leaf(rows: list[tuple[Tensor, ...]], spec: Spec, single: bool) -> Any:
     """Rows ``[k * n + i][j]`` (output leaf k) in the output's structure ``spec``, each leaf
     ``H[i][j]`` (or the one block for ``single``)."""
     n = len(rows[0])
     per_leaf = [tuple(rows[k : k + n]) for k in range(0, len(rows), n)]
-    return _unflatten(spec, [H[0][0] if single else H for H in per_leaf])
+    return unflatten(spec, [H[0][0] if single else H for H in per_leaf])

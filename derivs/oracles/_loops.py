@@ -9,11 +9,11 @@ import torch
 
 from derivs.oracles._common import (
     Tensor,
-    _check_out_leaf,
-    _flatten,
-    _leaf_path,
-    _prepare,
-    _unflatten,
+    check_out_leaf,
+    flatten,
+    leaf_path,
+    prepare,
+    unflatten,
 )
 from derivs.oracles._trees import Leaves
 
@@ -34,10 +34,10 @@ def _loop_jacobian(
 ) -> Any:
     with torch.enable_grad():
         call, xs = _grad_copies(args, nums)
-        leaves, spec = _flatten(func(*call))
+        leaves, spec = flatten(func(*call))
         per_leaf = []
         for index, raw in enumerate(leaves):
-            leaf = _check_out_leaf(api, raw, _leaf_path(spec, index))
+            leaf = check_out_leaf(api, raw, leaf_path(spec, index))
             rows = [x.new_zeros((leaf.numel(), *x.shape)) for x in xs]
             if leaf.requires_grad:
                 flat = leaf.reshape(-1)
@@ -50,7 +50,7 @@ def _loop_jacobian(
                 r.reshape((*leaf.shape, *x.shape)) for r, x in zip(rows, xs, strict=True)
             )
             per_leaf.append(blocks[0] if single else blocks)
-    return _unflatten(spec, per_leaf)
+    return unflatten(spec, per_leaf)
 
 
 def loop_jacobian(
@@ -81,7 +81,7 @@ def loop_jacobian(
     """
     api = "derivs.oracles.loop_jacobian"
     tree = Leaves(api, func, args, argnums)
-    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+    targs, nums, _ = prepare(api, tree.func, tree.args, tree.nums)
     return tree.jacobian(_loop_jacobian(api, tree.func, targs, nums, tree.flat_single))
 
 
@@ -91,12 +91,12 @@ def _loop_hessian(
     """``func``'s output structure with each leaf replaced by its Hessian blocks."""
     with torch.enable_grad():
         call, xs = _grad_copies(args, nums)
-        leaves, spec = _flatten(func(*call))
+        leaves, spec = flatten(func(*call))
         per_leaf = [
-            _leaf_hessian(_check_out_leaf(api, raw, _leaf_path(spec, index)), xs, single)
+            _leaf_hessian(check_out_leaf(api, raw, leaf_path(spec, index)), xs, single)
             for index, raw in enumerate(leaves)
         ]
-    return _unflatten(spec, per_leaf)
+    return unflatten(spec, per_leaf)
 
 
 def _leaf_hessian(out: Tensor, xs: list[Tensor], single: bool) -> Any:
@@ -155,7 +155,7 @@ def loop_hessian(
     """
     api = "derivs.oracles.loop_hessian"
     tree = Leaves(api, func, args, argnums)
-    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+    targs, nums, _ = prepare(api, tree.func, tree.args, tree.nums)
     return tree.hessian(_loop_hessian(api, tree.func, targs, nums, tree.flat_single))
 
 
@@ -228,14 +228,14 @@ def _loop_batch(
         return tuple(picked)
 
     if size == 0:
-        leaves, spec = _flatten(per_sample(sample(None)))
-        return _unflatten(spec, [leaf.unsqueeze(0)[:0] for leaf in leaves])
-    results = [_flatten(per_sample(sample(b))) for b in range(size)]
+        leaves, spec = flatten(per_sample(sample(None)))
+        return unflatten(spec, [leaf.unsqueeze(0)[:0] for leaf in leaves])
+    results = [flatten(per_sample(sample(b))) for b in range(size)]
     spec = results[0][1]
     stacked = [
         torch.stack(column) for column in zip(*(leaves for leaves, _ in results), strict=True)
     ]
-    return _unflatten(spec, stacked)
+    return unflatten(spec, stacked)
 
 
 def loop_batch_jacobian(
@@ -263,7 +263,7 @@ def loop_batch_jacobian(
     """
     api = "derivs.oracles.loop_batch_jacobian"
     tree = Leaves(api, func, args, argnums, in_dims)
-    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+    targs, nums, _ = prepare(api, tree.func, tree.args, tree.nums)
 
     def per_sample(s: tuple[Any, ...]) -> Any:
         return tree.jacobian(_loop_jacobian(api, tree.func, s, nums, tree.flat_single))
@@ -295,7 +295,7 @@ def loop_batch_hessian(
     """
     api = "derivs.oracles.loop_batch_hessian"
     tree = Leaves(api, func, args, argnums, in_dims)
-    targs, nums, _ = _prepare(api, tree.func, tree.args, tree.nums)
+    targs, nums, _ = prepare(api, tree.func, tree.args, tree.nums)
 
     def per_sample(s: tuple[Any, ...]) -> Any:
         return tree.hessian(_loop_hessian(api, tree.func, s, nums, tree.flat_single))

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.overrides import TorchFunctionMode, resolve_name
 
-from derivs.oracles._common import Tensor, _prepare
+from derivs.oracles._common import Tensor, prepare
 from derivs.oracles._differences import _cast_args, _compute_dtype
 
 _IN_PLACE_DUNDERS = frozenset(
@@ -343,7 +343,7 @@ def evaluation(
     (torch.float64, ('float32 (2,)',), ('float32 (1, 2)', 'float32 (1,)'))
     """
     api = "derivs.oracles.evaluation"
-    targs, nums, _ = _prepare(api, func, args, argnums)
+    targs, nums, _ = prepare(api, func, args, argnums)
     cdtype = _compute_dtype(api, [targs[a] for a in nums], compute_dtype)
     mode = Raising(cdtype)
     mode.wrap(func)(*_cast_args(targs, cdtype))

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 from derivs.oracles._common import (
+    Spec,
     _check_args,
     _check_func,
-    _flatten,
-    _leaf_path,
     _normalize_argnums,
-    _Spec,
-    _unflatten,
+    flatten,
+    leaf_path,
+    unflatten,
 )
 
 
@@ -34,7 +34,7 @@ def _is_tree(value: object) -> bool:
     return isinstance(value, tuple | list | dict)
 
 
-def _up_to(spec: _Spec, tree: Any) -> list[Any]:
+def _up_to(spec: Spec, tree: Any) -> list[Any]:
     """The subtrees of ``tree`` at the leaves of ``spec`` (a prefix of ``tree``'s structure)."""
     if spec is None:
         return [tree]
@@ -68,14 +68,14 @@ class Leaves:
         self.in_dims = in_dims
         if self.trivial:
             return
-        self.layout: list[tuple[int, int, _Spec | None, bool]] = []
+        self.layout: list[tuple[int, int, Spec | None, bool]] = []
         flat: list[Any] = []
         for k, a in enumerate(targs):
             if k not in at:
                 self.layout.append((len(flat), len(flat) + 1, None, False))
                 flat.append(a)
                 continue
-            leaves, spec = _flatten(a)
+            leaves, spec = flatten(a)
             if k in nums:
                 _check_leaves(api, leaves, spec, f"args[{k}]")
             self.layout.append((len(flat), len(flat) + len(leaves), spec, True))
@@ -84,19 +84,19 @@ class Leaves:
         self.groups = [(self.layout[a][0], self.layout[a][1]) for a in nums]
         self.argspecs = [self.layout[a][2] if self.layout[a][3] else None for a in nums]
         self.nums = tuple(i for start, stop in self.groups for i in range(start, stop))
-        self.out: list[_Spec] = []
+        self.out: list[Spec] = []
         if in_dims is not None:
             self.in_dims = self._flat_in_dims(api, in_dims, targs)
 
     def _call(self, *flat: Any) -> Any:
         """The user's function of the flat arguments; records its output's structure."""
         rebuilt = [
-            flat[start] if not tree else _unflatten(spec, flat[start:stop])
+            flat[start] if not tree else unflatten(spec, flat[start:stop])
             for start, stop, spec, tree in self.layout
         ]
         out = self.user(*rebuilt)
         if not self.out:
-            self.out.append(_flatten(out)[1])
+            self.out.append(flatten(out)[1])
         return out
 
     def _flat_in_dims(self, api: str, in_dims: object, targs: tuple[Any, ...]) -> object:
@@ -111,7 +111,7 @@ class Leaves:
             elif d is None or isinstance(d, int):
                 flat.extend([d] * (stop - start))
             else:
-                leaves, dspec = _flatten(d)
+                leaves, dspec = flatten(d)
                 if dspec != spec:
                     raise ValueError(
                         f"{api}: in_dims[{k}]={d!r} is not structured like args[{k}]; give an "
@@ -123,7 +123,7 @@ class Leaves:
     def _per_argnum(self, row: Any) -> Any:
         """A tuple over the flat leaves, nested per argnum (a tuple over argnums unless single)."""
         items = [
-            row[start] if spec is None else _unflatten(spec, row[start:stop])
+            row[start] if spec is None else unflatten(spec, row[start:stop])
             for (start, stop), spec in zip(self._relative(), self.argspecs, strict=True)
         ]
         return items[0] if self.single else tuple(items)
@@ -141,7 +141,7 @@ class Leaves:
         if self.trivial:
             return result
         spec = self.out[0]
-        return _unflatten(spec, [self._per_argnum(row) for row in _up_to(spec, result)])
+        return unflatten(spec, [self._per_argnum(row) for row in _up_to(spec, result)])
 
     def hessian(self, result: Any) -> Any:
         """A Hessian over the flat leaves (``H[a][b]`` per output leaf, in the output's
@@ -149,7 +149,7 @@ class Leaves:
         if self.trivial:
             return result
         spec = self.out[0]
-        return _unflatten(
+        return unflatten(
             spec,
             [self._per_argnum([self._per_argnum(row) for row in H]) for H in _up_to(spec, result)],
         )
@@ -167,11 +167,11 @@ def _batched_positions(in_dims: object, n: int) -> list[int]:
     return []
 
 
-def _check_leaves(api: str, leaves: list[Any], spec: _Spec, name: str) -> None:
+def _check_leaves(api: str, leaves: list[Any], spec: Spec, name: str) -> None:
     if not leaves:
         raise ValueError(f"{api}: {name} is an empty pytree; it has no tensors to differentiate")
     for i, leaf in enumerate(leaves):
-        where = f"{name}{_leaf_path(spec, i)}"
+        where = f"{name}{leaf_path(spec, i)}"
         if not isinstance(leaf, torch.Tensor):
             raise TypeError(
                 f"{api}: {where} is {type(leaf).__name__} {leaf!r}, not a tensor; every leaf "
