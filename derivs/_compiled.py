@@ -73,7 +73,18 @@ def identity(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the pass
 
-_IDENTITY = torch.ops.derivs.identity.default
+# NOTE: matched by name, not by object: a second import of derivs in one process (the
+# pytree-overhead benchmark imports an older checkout beside this one) defines the op again,
+# and graphs then hold the new overload object; compared by identity, this module's pass
+# stopped recognising the basis (test_compile's product counts failed after such an import).
+_IDENTITY_NAME = "derivs::identity"
+
+
+def _is_identity_op(target: Any) -> bool:
+    schema = getattr(target, "_schema", None)
+    return schema is not None and schema.name == _IDENTITY_NAME and schema.overload_name == ""
+
+
 # NOTE: ops whose result holds its input's elements in the same row-major order.
 _SAME_ORDER = frozenset(
     {
@@ -146,7 +157,7 @@ def _is_square_transpose(node: Any) -> bool:
 
 def _is_identity(node: Any, n: int) -> bool:
     src = _symmetric_source(node)
-    if not (isinstance(src, Node) and src.target is _IDENTITY):
+    if not (isinstance(src, Node) and _is_identity_op(src.target)):
         return False
     return _shape(src) == (n, n)
 
@@ -216,7 +227,7 @@ def _rewrite_mm(graph: Graph, mm: Node) -> bool:
 
 def simplify_identity_products(graph: Graph) -> int:
     """Rewrite the products with ``derivs::identity`` in ``graph``; how many it rewrote."""
-    if not any(n.target is _IDENTITY for n in graph.nodes):
+    if not any(_is_identity_op(n.target) for n in graph.nodes):
         return 0
     done = sum(_rewrite_mm(graph, n) for n in list(graph.nodes) if n.target is aten.mm.default)
     if done:

@@ -186,6 +186,29 @@ def test_inductor_computes_only_the_forward_product(name: str) -> None:
         assert counts == [1], f"torch.compile({name}): matrix products per graph {counts}"
 
 
+def test_rewrite_survives_a_second_import_of_derivs() -> None:
+    """A second copy of derivs imported in the process (``bench.pytree_overhead`` imports an
+    older checkout beside this one) defines ``derivs::identity`` again, and graphs then hold
+    the new overload object: the pass must still recognise the basis (it compared objects,
+    and this module's product counts failed after such an import in a whole-suite run)."""
+    from pathlib import Path
+
+    from bench.pytree_overhead import load_package
+
+    build, make = CASES["jacobian square D=16"]
+    weight, bias, x = args = make(0)
+    rewritten(build(), *args)  # this copy's pass installed, as after any compiled call
+    before = torch.ops.derivs.identity.default
+    load_package(Path(__file__).resolve().parents[1])
+    assert torch.ops.derivs.identity.default is not before  # the op was defined again
+    torch._dynamo.reset()  # traced again, with the op as it is now
+    jac, counts = rewritten(build(), *args)
+    closed = (1 - F.linear(x, weight, bias).tanh() ** 2)[:, None] * weight
+    assert_close(jac, closed, context="torch.compile after a second import of derivs")
+    if _compiled._custom_graph_pass() is not None:
+        assert counts == [1], f"matrix products per graph {counts}"
+
+
 def test_inductor_keeps_a_users_identity_product() -> None:
     """Graphs without derivs' basis are not rewritten: ``torch.eye(n) @ W`` stays a product
     (it differs from ``W`` where ``W`` holds inf: ``0 * inf`` is nan)."""
