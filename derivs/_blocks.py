@@ -16,6 +16,7 @@ from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from derivs import _validate
 from derivs._compiled import identity
+from derivs._pytree import chunked
 
 Blocks = list[list[torch.Tensor]]  # blocks[k][i]: d out_leaf[k] / d args[argnums[i]]
 
@@ -98,8 +99,7 @@ def assemble(blocks: Blocks, spec: TreeSpec) -> Any:
 
 
 def blocks_of(result: Any, n: int) -> Blocks:
-    leaves = flatten(result)[0]
-    return [leaves[k : k + n] for k in range(0, len(leaves), n)]
+    return chunked(flatten(result)[0], n)
 
 
 class Puller(Protocol):
