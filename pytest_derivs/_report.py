@@ -311,7 +311,7 @@ def short_reason(text: str) -> str:
     return re.sub(r"^\S+ (does not declare|provides no|has no|declares) ", r"\1 ", text)
 
 
-def _not_contract(case: dict[str, Any]) -> str | None:
+def not_contract(case: dict[str, Any]) -> str | None:
     """Why a skipped case is no part of the contract (its reason, without the detail)."""
     if case.get("outcome") != "skipped":
         return None
@@ -335,7 +335,7 @@ def matrix(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     rows: dict[tuple[str | None, ...], dict[str, Any]] = {}
     for case in cases:
-        outside = _not_contract(case)
+        outside = not_contract(case)
         caps = [[NOT_CONTRACT, None, None]] if outside else case.get("capability")
         for cap in caps or [[NO_OPERATOR, None, None]]:
             row = rows.setdefault(

@@ -15,7 +15,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from pytest_derivs._report import NOT_CONTRACT, matrix, matrix_text
+from tools import conformance_table
 
 SUITE = """
 import pytest
@@ -181,3 +184,39 @@ def test_a_case_counts_in_each_capability_and_columns_follow_the_outcomes() -> N
         "because",
     ]
     assert text[1].split() == ["hvp", "fwd_rev", "-", "1", "1", "1", "0"]
+
+
+def test_the_table_tool_fills_both_sections_of_a_page_from_a_report(tmp_path: Path) -> None:
+    report = tmp_path / "out" / "report.json"
+    assert run_suite(tmp_path, "--conformance-report", str(report)).returncode == 1
+    page = tmp_path / "page.md"
+    stale = "a stale table"
+    sections = [
+        conformance_table.marked(name) for name in ("capability matrices", "property table")
+    ]
+    page.write_text("".join(f"{begin}\n{stale}\n{end}\nkept\n" for begin, end in sections))
+    conformance_table.main([str(report), "--write", str(page)])
+    text = page.read_text()
+    assert stale not in text
+    assert text.count("kept") == 2
+    matrices, table = (text.split(begin)[1].split(end)[0] for begin, end in sections)
+    assert "### torch.autograd.functional" in matrices
+    assert "| `hvp` | - | - | 0 | 1 | 0 |  |" in matrices
+    # the property table: the planted failure is a row, derivs' own guarantee is not
+    assert "| `test_suite.py::test_products_agree` | 1 FAIL |" in table
+    assert "test_derivs_only" not in table
+    assert "| torch.autograd.functional |" in table  # the run's facts
+
+
+def test_the_table_tool_names_a_page_without_the_markers(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    begin, end = conformance_table.marked("capability matrices")
+    page.write_text(f"{begin}\n{end}\n")  # no property table
+    report = {"implementation": "x", "version": "1", "torch": "t", "devices": ["cpu"]}
+    report |= {"hypothesis_profile": "ci", "suite_commit": None, "suite_dirty": False}
+    report |= {"duration_s": 1.0, "totals": {}, "properties": []}
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(SystemExit, match=r"page\.md has no <!-- property table: begin -->"):
+        conformance_table.main([str(path), "--write", str(page)])
+    assert page.read_text() == f"{begin}\n{end}\n"  # nothing written

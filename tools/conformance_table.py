@@ -8,14 +8,16 @@ Usage::
 ``--run`` first runs the conformance properties (``pytest -n auto -m conformance``, the
 ``ci`` profile unless ``HYPOTHESIS_PROFILE`` says otherwise) against every built-in adapter
 and the example loop adapter, each with its expected-failure file, writing the reports to
-``--out``; ``--write PAGE`` replaces the page's capability matrices (between
-``<!-- capability matrices: begin -->`` and ``<!-- capability matrices: end -->``) with one
-matrix per report (pytest_derivs._report.matrix, recomputed from the report's cases).
+``--out``; ``--write PAGE`` replaces the page's two generated sections: the capability
+matrices (between ``<!-- capability matrices: begin -->`` and ``<!-- capability matrices:
+end -->``), one matrix per report (pytest_derivs._report.matrix, recomputed from the
+report's cases), and the property table (between ``<!-- property table: begin -->`` and
+``<!-- property table: end -->``): the run facts, the table below and the failures.
 
 One row per conformance property (test function), one column per implementation; a cell
 counts the property's cases by outcome (``8 pass``, ``2 xfail``, ``4 skip``) and names the
-skip reason where every case was skipped. Rows that are not conformance properties (tests of
-derivs' own tools, skipped for every other implementation) are left out. Then the run facts
+skip reason where every case was skipped. Rows that are no part of the contract (derivs' own
+tools and guarantees, skipped for every other implementation) are left out. Then the run facts
 per implementation (version, torch, profile, time, totals) and, for each expected failure,
 the distinct messages, so the table says at a glance which bug a failure is.
 """
@@ -32,14 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from derivs.conformance import BUILTIN
-from pytest_derivs._report import matrix, matrix_markdown, short_reason
+from pytest_derivs._report import matrix, matrix_markdown, not_contract, short_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ROOT / "derivs" / "conformance" / "expected_failures"
 # every built-in adapter, then the example of docs/suite/conformance.md: report name -> --impl
 ADAPTERS = {**{name: name for name in BUILTIN}, "example": "examples.loop_adapter:ADAPTER"}
-BEGIN = "<!-- capability matrices: begin -->"
-END = "<!-- capability matrices: end -->"
 
 SHORT = {
     "passed": "pass",
@@ -49,7 +49,6 @@ SHORT = {
     "xpassed": "XPASS",
     "skipped": "skip",
 }
-NOT_CONFORMANCE = "not a conformance property"
 
 
 def load(paths: list[str]) -> list[dict[str, Any]]:
@@ -66,11 +65,12 @@ def cell(prop: dict[str, Any] | None) -> str:
 
 
 def _held_to(prop: dict[str, Any] | None) -> bool:
-    """Whether the implementation ran the property (or skipped it for a reason of its own)."""
-    if prop is None:
-        return False
-    ran = bool(prop["counts"].keys() - {"skipped"})
-    return ran or any(not r.startswith(NOT_CONFORMANCE) for r in prop["skip_reasons"])
+    """Whether the implementation was held to the property: it ran, or skipped for its own reason.
+
+    A skip as derivs' own tool or guarantee (``not a conformance property``, ``derivs only``)
+    is no part of the contract.
+    """
+    return prop is not None and any(not_contract(case) is None for case in prop["cases"])
 
 
 def conformance_rows(reports: list[dict[str, Any]]) -> list[str]:
@@ -173,14 +173,34 @@ def matrices(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def marked(name: str) -> tuple[str, str]:
+    """The comments that open and close a generated section of a page."""
+    return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with what stands between the section's markers replaced by ``body``."""
+    begin, end = marked(name)
+    head, found_begin, rest = text.partition(begin)
+    _, found_end, tail = rest.partition(end)
+    if not (found_begin and found_end):
+        raise ValueError(f"no {begin} ... {end} section")
+    return f"{head}{begin}\n\n{body}\n{end}{tail}"
+
+
 def write_page(page: Path, reports: list[dict[str, Any]]) -> None:
-    """Replace what stands between BEGIN and END in ``page`` with the matrices."""
+    """Fill the page's generated sections from the reports."""
+    bodies = {
+        "capability matrices": matrices(reports),
+        "property table": "\n".join([facts(reports), "", table(reports), failures(reports), ""]),
+    }
     text = page.read_text(encoding="utf-8")
-    head, begin, rest = text.partition(BEGIN)
-    _, end, tail = rest.partition(END)
-    if not (begin and end):
-        raise SystemExit(f"conformance_table: {page} has no {BEGIN} ... {END} section")
-    page.write_text(f"{head}{BEGIN}\n\n{matrices(reports)}\n{END}{tail}", encoding="utf-8")
+    try:
+        for name, body in bodies.items():
+            text = replace_section(text, name, body)
+    except ValueError as e:
+        raise SystemExit(f"conformance_table: {page} has {e}") from None
+    page.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
