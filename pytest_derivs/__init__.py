@@ -314,8 +314,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         reporter.write_line(f"derivs conformance report: {path} and {md}")
 
 
+def _prints_matrix(config: pytest.Config) -> bool:
+    """Whether this process ends the run with the capability matrix (an ``--impl`` run)."""
+    return _STATE.collector is not None and bool(_spec(config)[1])
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and _prints_matrix(session.config):
+        from pytest_derivs._report import fold_report_chars
+
+        fold_report_chars(reporter)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _STATE.collector is None or _STATE.impl is None or not _spec(_STATE.config)[1]:
+    if _STATE.impl is None or not _prints_matrix(terminalreporter.config):
         return
     from pytest_derivs._report import print_matrix
 

@@ -28,10 +28,13 @@ a bug that any test may meet when its draws do (``tests/*`` for the whole suite)
 is one that passed because the matching examples were filtered out; a covered test that
 never met the bug is simply ``passed``, not ``xpassed``.
 
-An entry that applies to the running torch but that no test of the run failed on (every
-test it covers passed, or never met its bug) is listed at the end of the run under
-"derivs expected failures": upstream may have fixed it, and a fix is recorded with the
-first fixed version in its ``# torch:`` line, not left as a silent pass.
+The end of the run, under "derivs expected failures", has a line per listed bug (the entries
+whose reasons share a first sentence): how many covered tests met it. A bug that no test of
+the run failed on (every test its entries cover passed, or never met it) is called out:
+upstream may have fixed it, and a fix is recorded with the first fixed version in its
+``# torch:`` line, not left as a silent pass. Entries of a bug that the run met elsewhere,
+whose own tests drew no case of it, are counted on the bug's line (listed one by one with
+``-v``): a bug some draws hit is still there when these draws missed it.
 """
 
 from __future__ import annotations
@@ -304,43 +307,98 @@ def filtering_known_failures(item: pytest.Item) -> Iterator[None]:
         handle.inner_test = inner
 
 
+def spans(entries: list[Entry], chosen: list[Entry]) -> str:
+    """Where ``chosen`` stand among ``entries``: ``file:44-49, 54`` (runs of neighbours joined)."""
+    out = []
+    for path in dict.fromkeys(e.source.rsplit(":", 1)[0] for e in chosen):
+        in_file = [e for e in entries if e.source.rsplit(":", 1)[0] == path]
+        runs: list[list[str]] = []  # line numbers of neighbouring chosen entries
+        previous = False
+        for e in in_file:
+            line = e.source.rsplit(":", 1)[1]
+            if e in chosen and previous:
+                runs[-1].append(line)
+            elif e in chosen:
+                runs.append([line])
+            previous = e in chosen
+        out.append(f"{path}:" + ", ".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs))
+    return "; ".join(out)
+
+
 class Outcomes:
-    """What each entry did in the run, for the summary (a plugin, on the xdist controller).
+    """What each listed bug did in the run, for the summary (a plugin, on the xdist controller).
 
     Reads the ``derivs_entries`` that :func:`adjust` puts on each call report (which
-    entries cover the test, and whether the test met their bug).
+    entries cover the test, and whether the test met their bug). The summary has one line
+    per listed bug (entries with the same first sentence), not per entry: a per-draw bug
+    (a negative argnum, an expanded view) that the run met somewhere is still there, and its
+    entries whose tests drew no such case are counted, not each called stale. With ``-v``,
+    every such entry gets its own line.
     """
 
     def __init__(self, paths: list[str]) -> None:
         self.version = torch_version()
         self.entries = [e for p in paths for e in parse(Path(p))]
-        self.ran: dict[str, int] = {}  # entry source -> covered tests that ran
-        self.met: set[str] = set()
+        self.covered: dict[str, set[str]] = {}  # entry source -> covered tests that ran
+        self.met: dict[str, set[str]] = {}  # entry source -> tests that met its bug
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for source, met in report.__dict__.get("derivs_entries", {}).items():
-            self.ran[source] = self.ran.get(source, 0) + 1
+            self.covered.setdefault(source, set()).add(report.nodeid)
             if met:
-                self.met.add(source)
+                self.met.setdefault(source, set()).add(report.nodeid)
 
-    def lines(self) -> list[str]:
-        """One line per entry that did not apply, or applied and no test failed on."""
-        out = []
+    def bugs(self) -> dict[str, list[Entry]]:
+        """The applied entries that ran, by listed bug (the title of their reason)."""
+        out: dict[str, list[Entry]] = {}
         for e in self.entries:
-            name = f"{e.source}: {e.prefix!r} ({title(e.reason)})"
-            if not e.holds_for(self.version):
-                out.append(f"{name}: not applied, holds for torch {e.torch}, not {self.version}")
-            elif self.ran.get(e.source) and e.source not in self.met:
-                out.append(
-                    f"{name}: no test failed on it on torch {self.version}"
-                    f" ({self.ran[e.source]} covered tests ran); fixed upstream? re-measure"
-                    f" {e.repro or 'its reproducer'} and record the first fixed version"
-                    " in a '# torch:' line"
-                )
+            if e.holds_for(self.version) and e.source in self.covered:
+                out.setdefault(title(e.reason), []).append(e)
         return out
 
+    def lines(self, verbose: bool = False) -> list[str]:
+        """Entries not applied, then one line per listed bug: met by how many tests, or none."""
+        out = [
+            f"{e.source}: {e.prefix!r} ({title(e.reason)}): not applied, holds for torch"
+            f" {e.torch}, not {self.version}"
+            for e in self.entries
+            if not e.holds_for(self.version)
+        ]
+        for bug, entries in self.bugs().items():
+            out.append(self._bug_line(bug, entries))
+            if verbose:
+                out += [self._entry_line(e) for e in entries if e.source not in self.met]
+        return out
+
+    def _bug_line(self, bug: str, entries: list[Entry]) -> str:
+        covered = set().union(*(self.covered[e.source] for e in entries))
+        met = set().union(*(self.met.get(e.source, set()) for e in entries))
+        quiet = [e for e in entries if e.source not in self.met]
+        head = f"{bug} ({spans(self.entries, entries)})"
+        if not met:
+            repro = entries[0].repro or "its reproducer"
+            return (
+                f"{head}: no test failed on it on torch {self.version} ({len(covered)} covered"
+                f" tests ran); fixed upstream? re-measure {repro} and record the first fixed"
+                " version in a '# torch:' line"
+            )
+        line = f"{head}: met by {len(met)} of {len(covered)} covered tests"
+        if quiet:
+            line += (
+                f"; {len(quiet)} of its {len(entries)} entries met no example of it in this"
+                f" run's draws ({spans(self.entries, quiet)}), which is no fix: the bug showed"
+                " elsewhere in the run (-v lists them)"
+            )
+        return line
+
+    def _entry_line(self, e: Entry) -> str:
+        return (
+            f"{e.source}: {e.prefix!r}: no test failed on it on torch {self.version}"
+            f" ({len(self.covered[e.source])} covered tests ran)"
+        )
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = self.lines()
+        lines = self.lines(verbose=terminalreporter.verbosity > 0)
         if lines:
             terminalreporter.section("derivs expected failures")
             for line in lines:

@@ -405,14 +405,26 @@ def explicit_report_chars(config: pytest.Config) -> bool:
     return any(isinstance(a, str) and a.startswith("-r") for a in config.invocation_params.args)
 
 
-def print_matrix(reporter: Any, impl: Any, collector: Collector) -> None:
-    """The matrix at the end of a ``--impl`` run; the skips it counts are not listed again.
+# the short-summary letters the matrix stands for: skips, expected failures, xpasses
+FOLDED = "sxX"
 
-    NOTE: pyproject's ``-ra`` lists every skip, about 90 lines per ``--impl`` run; the matrix
-    says each reason once with its count. ``-r`` on the command line keeps the lines.
+
+def fold_report_chars(reporter: Any) -> None:
+    """Drop from the short summary the lines the matrix counts, unless ``-r`` asked for them.
+
+    NOTE: pyproject's ``-ra`` lists every skip (about 90 lines per ``--impl`` run), every
+    expected failure (about 100 for torch.func) and every xpass; the matrix says each skip
+    reason once with its count, counts the expected failures and xpasses, and the "derivs
+    expected failures" section names their bugs. ``-r`` on the command line keeps the lines.
+    Called when the session starts: pytest prints its XPASSES section before the summary
+    hooks run.
     """
+    if not explicit_report_chars(reporter.config):
+        reporter.reportchars = "".join(c for c in reporter.reportchars if c not in FOLDED)
+
+
+def print_matrix(reporter: Any, impl: Any, collector: Collector) -> None:
+    """The capability matrix at the end of a ``--impl`` run."""
     reporter.write_sep("=", f"derivs capability matrix: {impl.name} {impl.version}")
     for line in matrix_text(matrix(list(collector.cases.values()))):
         reporter.write_line(line)
-    if not explicit_report_chars(reporter.config):
-        reporter.reportchars = reporter.reportchars.replace("s", "")

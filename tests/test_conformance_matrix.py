@@ -121,6 +121,32 @@ def test_an_impl_run_ends_with_the_matrix_not_a_line_per_skip(tmp_path: Path) ->
     assert "FAILED test_suite.py::test_products_agree" in out  # -ra's other lines stay
 
 
+LISTED = """
+# A planted disagreement.
+test_suite.py::test_products_agree
+
+# Listed, but passes.
+test_suite.py::test_jacobian
+"""
+
+
+def test_the_matrix_and_the_bug_lines_stand_for_the_xfail_and_xpass_lines(tmp_path: Path) -> None:
+    (tmp_path / "expected.txt").write_text(LISTED)
+    done = run_suite(tmp_path, "--expected-failures", "expected.txt")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "XFAIL" not in out and "XPASS" not in out  # no line per case, no XPASSES section
+    assert "1 xfailed, 3 xpassed" in out.splitlines()[-1]
+    assert "A planted disagreement (expected.txt:3): met by 1 of 1 covered tests" in out
+    assert "Listed, but passes (expected.txt:6): no test failed on it" in out
+    matrix_lines = out.split("derivs capability matrix")[1].splitlines()
+    assert matrix_lines[1].split()[3:8] == ["passed", "failed", "xfailed", "xpassed", "skipped"]
+    assert ["hvp", "-", "-", "0", "0", "1", "0", "0"] in [line.split() for line in matrix_lines]
+    kept = run_suite(tmp_path, "--expected-failures", "expected.txt", "-rxX").stdout
+    assert "XFAIL test_suite.py::test_products_agree" in kept
+    assert "XPASS test_suite.py::test_jacobian[reverse]" in kept
+
+
 def test_r_on_the_command_line_keeps_the_skip_lines(tmp_path: Path) -> None:
     done = run_suite(tmp_path, "-rs")
     assert "derivs capability matrix" in done.stdout, done.stdout + done.stderr

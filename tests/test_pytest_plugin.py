@@ -347,16 +347,77 @@ def test_entries_hold_for_torch_versions_and_stale_ones_are_reported(tmp_path: P
     assert "FAILED test_versions.py::test_fixed_long_ago" in out  # its entry is not applied
     assert "XFAIL test_versions.py::test_still_fails" in out
     assert "XPASS test_versions.py::test_passes_now" in out
-    summary = out.split("derivs expected failures", 1)[1]
+    summary = out.split("derivs expected failures", 1)[1].split("derivs capability matrix")[0]
     from importlib.metadata import version
 
     torch = version("torch")
-    reported = {line.split(": ", 1)[0]: line for line in summary.splitlines() if ": " in line}
+    reported = {_where(line): line for line in summary.splitlines() if ": " in line}
     assert f"not applied, holds for torch <1, not {torch}" in reported["expected.txt:5"]
     stale = f"no test failed on it on torch {torch}"
     assert f"{stale} (1 covered tests ran)" in reported["expected.txt:14"]  # an XPASS
     assert f"{stale} (3 covered tests ran)" in reported["expected.txt:18"]  # a pattern
-    assert "expected.txt:10" not in reported  # it failed, as listed
+    assert "met by 1 of 1 covered tests" in reported["expected.txt:10"]  # failed, as listed
+    assert reported["expected.txt:10"].startswith("Holds from torch 1 on ")  # the bug's title
+
+
+def _where(line: str) -> str:
+    """The entries a summary line is about: ``expected.txt:5: ...`` or ``Title (expected.txt:10): ...``."""
+    head = line.split(": ", 1)[0]
+    return head.rsplit(" (", 1)[1].rstrip(")") if head.endswith(")") else head
+
+
+PER_DRAW = """
+import pytest
+
+
+@pytest.mark.parametrize("draw", ["hits", "misses"])
+def test_one(draw):
+    if draw == "hits":
+        raise RuntimeError("a per-draw bug")
+
+
+def test_two():
+    pass
+
+
+def test_three():
+    pass  # its listed bug was fixed upstream
+"""
+
+PER_DRAW_EXPECTED = """
+# A per-draw bug. Upstream.
+# match: a per-draw bug
+test_per_draw.py::test_one
+
+# A per-draw bug. Upstream, the same bug listed again.
+# match: a per-draw bug
+test_per_draw.py::test_two
+
+# A fixed bug.
+test_per_draw.py::test_three
+"""
+
+
+def test_the_summary_has_a_line_per_bug_and_counts_entries_its_draws_missed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "expected.txt").write_text(PER_DRAW_EXPECTED)
+    args = ("--impl", "torch.autograd.functional", "--expected-failures", "expected.txt")
+    done = run_pytest(tmp_path, {"test_per_draw.py": PER_DRAW}, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = done.stdout.split("derivs expected failures", 1)[1].split("derivs capability")[0]
+    lines = [line for line in summary.splitlines() if ": " in line]
+    assert len(lines) == 2, summary  # the two entries of one bug share a line
+    assert lines[0].startswith("A per-draw bug (expected.txt:4-8): met by 1 of 3 covered tests;")
+    assert (
+        "1 of its 2 entries met no example of it in this run's draws (expected.txt:8)" in lines[0]
+    )
+    assert "no fix" in lines[0]
+    assert lines[1].startswith("A fixed bug (expected.txt:11): no test failed on it")
+    verbose = run_pytest(tmp_path, {"test_per_draw.py": PER_DRAW}, *args, "-v").stdout
+    summary = verbose.split("derivs expected failures", 1)[1].split("derivs capability")[0]
+    assert "expected.txt:8: 'test_per_draw.py::test_two': no test failed on it" in summary
+    assert "expected.txt:4:" not in summary  # it met the bug
 
 
 def test_a_torch_line_must_be_a_version_specifier(tmp_path: Path) -> None:
@@ -408,11 +469,10 @@ def test_derivs_own_tests_are_skipped_for_another_implementation() -> None:
     assert " skipped" in summary and not any(
         word in summary for word in ("passed", "failed", "error", "xfail", "xpass")
     ), summary
-    # NOTE: nothing ran (above), and the modules the brief of issue 14 names, and the
-    # upstream reproducers, show the implementation's skip; other skips (a Redis server
-    # that is not there, a device that is absent) come first where they apply and are not
-    # this test's business.
+    # NOTE: nothing ran (above), and every case says why: the implementation's skip comes
+    # before a module's own (a Redis server that is not there, a device that is absent).
     items = SKIPPED_ITEM.findall(out)
-    skipped_for_it = {module for module, why in items if FOR_TORCH_FUNC.match(why)}
-    named = {"tests/test_sparse.py", "tests/test_memory.py", "tests/test_check.py"}
-    assert named | {"tests/test_upstream.py"} <= skipped_for_it, sorted(skipped_for_it)
+    assert items and all(FOR_TORCH_FUNC.match(why) for _, why in items), sorted(
+        {why for _, why in items if not FOR_TORCH_FUNC.match(why)}
+    )
+    assert {module for module, _ in items} == set(modules)
