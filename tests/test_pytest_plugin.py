@@ -382,6 +382,10 @@ def test_two():
 
 def test_three():
     pass  # its listed bug was fixed upstream
+
+
+def test_four():
+    raise RuntimeError("a bug every draw meets")
 """
 
 PER_DRAW_EXPECTED = """
@@ -395,7 +399,17 @@ test_per_draw.py::test_two
 
 # A fixed bug.
 test_per_draw.py::test_three
+
+# A bug every draw meets.
+test_per_draw.py::test_four
 """
+DOCUMENTED = ROOT / "docs" / "suite" / "conformance.md"
+
+
+def _shape(line: str) -> str:
+    """A summary line without its bug's title, places and counts."""
+    line = re.sub(r"^.*?\([^()]*\): ", "(...): ", line)  # the title may hold brackets
+    return re.sub(r"\d+", "N", re.sub(r"\([^()]*\)", "(...)", line))
 
 
 def test_the_summary_has_a_line_per_bug_and_counts_entries_its_draws_missed(
@@ -407,13 +421,18 @@ def test_the_summary_has_a_line_per_bug_and_counts_entries_its_draws_missed(
     assert done.returncode == 0, done.stdout + done.stderr
     summary = done.stdout.split("derivs expected failures", 1)[1].split("derivs capability")[0]
     lines = [line for line in summary.splitlines() if ": " in line]
-    assert len(lines) == 2, summary  # the two entries of one bug share a line
+    assert len(lines) == 3, summary  # the two entries of one bug share a line
     assert lines[0].startswith("A per-draw bug (expected.txt:4-8): met by 1 of 3 covered tests;")
     assert (
         "1 of its 2 entries met no example of it in this run's draws (expected.txt:8)" in lines[0]
     )
     assert "no fix" in lines[0]
     assert lines[1].startswith("A fixed bug (expected.txt:11): no test failed on it")
+    assert lines[2] == "A bug every draw meets (expected.txt:14): met by 1 of 1 covered tests"
+    # the page's example of such a summary has the lines' shape
+    page = DOCUMENTED.read_text(encoding="utf-8").split("For torch.func at a random seed:")[1]
+    example = page.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    assert example and {_shape(line) for line in example} <= {_shape(line) for line in lines}
     verbose = run_pytest(tmp_path, {"test_per_draw.py": PER_DRAW}, *args, "-v").stdout
     summary = verbose.split("derivs expected failures", 1)[1].split("derivs capability")[0]
     assert "expected.txt:8: 'test_per_draw.py::test_two': no test failed on it" in summary
