@@ -376,7 +376,9 @@ class Outcomes:
         quiet = [e for e in entries if e.source not in self.met]
         head = f"{bug} ({spans(self.entries, entries)})"
         if not met:
-            repro = entries[0].repro or "its reproducer"
+            repro = (
+                ", ".join(dict.fromkeys(e.repro for e in entries if e.repro)) or "its reproducer"
+            )
             return (
                 f"{head}: no test failed on it on torch {self.version} ({len(covered)} covered"
                 f" tests ran); fixed upstream? re-measure {repro} and record the first fixed"
