@@ -187,7 +187,7 @@ def check(
         else _projected.resolve(opts.mode, case, get_memory_budget())
     )
     # NOTE: the operators are this module's globals, read at each call, so a test can plant
-    # a bug in one (monkeypatch derivs.check's jacobian) and see check blame it.
+    # a bug in one (monkeypatch derivs._check's jacobian) and see check blame it.
     if mode_used == "projected":
         operators, notes = _projected.projected_sources(case, hvp)
     else:
