@@ -13,28 +13,29 @@ import derivs.strategies as ds
 import pytest_derivs
 from derivs import oracles
 from derivs.oracles._noise import measured_noise
+from derivs.testing import Tolerance, tolerance
 from derivs.testing import assert_close as _assert_close
-from derivs.testing import tolerance
 
 # The implementation under test (--impl; derivs by default): the suite calls the operators
 # through it, e.g. IMPL.jacobian(func, argnums, method=m), and parametrises over its methods.
 IMPL = pytest_derivs.impl()
 
 
-def _leaves(tree: Any) -> list[torch.Tensor]:
+def tensor_leaves(tree: Any) -> list[torch.Tensor]:
+    """The tensors of a nest of tuples, lists and dicts, in order."""
     if isinstance(tree, torch.Tensor):
         return [tree]
     if isinstance(tree, dict):
-        return [t for v in tree.values() for t in _leaves(v)]
+        return [t for v in tree.values() for t in tensor_leaves(v)]
     if isinstance(tree, tuple | list):
-        return [t for v in tree for t in _leaves(v)]
+        return [t for v in tree for t in tensor_leaves(v)]
     return []
 
 
 def magnitude(*trees: Any) -> float:
     """The largest finite |value| among the tensors in ``trees`` (0 for meta or empty)."""
     best = 0.0
-    for t in (t for tree in trees for t in _leaves(tree)):
+    for t in (t for tree in trees for t in tensor_leaves(tree)):
         if t.device.type != "meta" and t.numel() and t.dtype.is_floating_point:
             finite = t.detach()[torch.isfinite(t.detach())]
             if finite.numel():
@@ -68,13 +69,20 @@ def assert_close_scaled(
     where the caller knows the sizes its function contracts over, else derived from
     ``values``; never more than the largest block's numel, the count it replaces.
     """
-    if not values:
-        _assert_close(actual, expected, error=error, context=context)
-        return
-    leaves = _leaves(actual) + _leaves(expected)
+    tol = scaled_tolerance(actual, expected, values, terms) if values else None
+    atol = None if tol is None else tol.atol
+    _assert_close(actual, expected, error=error, context=context, atol=atol)
+
+
+def scaled_tolerance(
+    actual: Any, expected: Any, values: tuple[Any, ...], terms: int | None = None
+) -> Tolerance | None:
+    """The tolerance :func:`assert_close_scaled` holds ``actual`` to (None without tensors):
+    the less precise dtype, the largest block's numel, the scale max(|expected|, |values|)
+    and the count per entry (``terms``, else :func:`entry_terms`, at most that numel)."""
+    leaves = tensor_leaves(actual) + tensor_leaves(expected)
     if not leaves:
-        _assert_close(actual, expected, error=error, context=context)
-        return
+        return None
     low = max(
         (t.dtype for t in leaves if t.dtype.is_floating_point),
         key=lambda d: torch.finfo(d).eps,
@@ -83,8 +91,7 @@ def assert_close_scaled(
     numel = max(t.numel() for t in leaves)
     scale = max(magnitude(expected), magnitude(*values))
     count = min(numel, entry_terms(values) if terms is None else terms)
-    atol = tolerance(low, numel, scale=scale, terms=count).atol
-    _assert_close(actual, expected, error=error, context=context, atol=atol)
+    return tolerance(low, numel, scale=scale, terms=count)
 
 
 def entry_terms(values: tuple[Any, ...]) -> int:
@@ -114,7 +121,7 @@ def entry_terms(values: tuple[Any, ...]) -> int:
     two sides round differently, keep the block's count. Arbitrary user functions are not
     covered: derivs.testing.assert_close keeps sqrt(numel) by default.
     """
-    sizes = [t.numel() for t in _leaves(values)]
+    sizes = [t.numel() for t in tensor_leaves(values)]
     return max([ds.MAX_INTERMEDIATE, *sizes])
 
 
@@ -145,11 +152,11 @@ def sensitivity(run: Callable[..., Any], tensors: Sequence[torch.Tensor]) -> lis
     evaluated by ``run(*tensors64)``, a one-sided difference per input: 1 + len(tensors) calls.
     """
     base = [t.detach().to("cpu", torch.float64).contiguous() for t in tensors]
-    ref = _leaves(run(*base))
+    ref = tensor_leaves(run(*base))
     total = [torch.zeros_like(r) for r in ref]
     for k in range(len(base)):
         bumped = [*base[:k], base[k] * (1 + SENSITIVITY_STEP), *base[k + 1 :]]
-        for acc, r, b in zip(total, ref, _leaves(run(*bumped)), strict=True):
+        for acc, r, b in zip(total, ref, tensor_leaves(run(*bumped)), strict=True):
             acc += (b - r).abs() / SENSITIVITY_STEP
     return total
 
@@ -168,7 +175,7 @@ def measured_rounding(
     roundings are relative to. Float64, on the CPU: 5 calls of run.
     """
     base = [t.detach().to("cpu", torch.float64).contiguous() for t in tensors]
-    evaluate = lambda points: _leaves(run(*points))  # noqa: E731
+    evaluate = lambda points: tensor_leaves(run(*points))  # noqa: E731
     noise = measured_noise(evaluate, base, evaluate(base))
     return [n / torch.finfo(torch.float64).eps for n in noise]
 

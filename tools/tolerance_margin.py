@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 import derivs
 import derivs.strategies as ds
 from derivs import oracles
-from derivs.testing import ERROR_SAFETY, Tolerance, tolerance
+from derivs.testing import ERROR_SAFETY, Tolerance
 
 # NOTE: the suite's helpers under the name its tests import them by (``suite_helpers``, with
 # tests/ on the path as pytest puts it there), so that under pytest this is the same module,
@@ -41,7 +41,7 @@ from derivs.testing import ERROR_SAFETY, Tolerance, tolerance
 TESTS = str(pathlib.Path(__file__).resolve().parents[1] / "tests")
 if TESTS not in sys.path:
     sys.path.append(TESTS)
-from suite_helpers import _leaves, entry_terms, magnitude, values_of  # noqa: E402
+from suite_helpers import scaled_tolerance, tensor_leaves, values_of  # noqa: E402
 
 # NOTE: Hessians whose loop oracle would take over a second on 2 cores are skipped.
 MAX_HESSIAN_ENTRIES = 40_000
@@ -51,13 +51,12 @@ Row = tuple[str, int, float, float]  # comparison, block numel, share per entry,
 
 def shares(actual: Any, expected: Any, values: Any, error: Any = None) -> tuple[int, float, float]:
     """The largest block's numel and the worst |diff| / allowed under both counts."""
-    leaves_a, leaves_e = _leaves(actual), _leaves(expected)
-    numel = max(t.numel() for t in leaves_a + leaves_e)
-    scale = max(magnitude(expected), magnitude(*values))
-    dtype = leaves_e[0].dtype
-    entry = tolerance(dtype, numel, scale, terms=min(numel, entry_terms(values)))
-    block = tolerance(dtype, numel, scale)
-    errors = [None] * len(leaves_e) if error is None else _leaves(error)
+    entry = scaled_tolerance(actual, expected, values)
+    assert entry is not None, "no tensors to compare"
+    block = scaled_tolerance(actual, expected, values, terms=entry.numel)
+    assert block is not None
+    leaves_a, leaves_e = tensor_leaves(actual), tensor_leaves(expected)
+    errors = [None] * len(leaves_e) if error is None else tensor_leaves(error)
 
     def worst(tol: Tolerance) -> float:
         found = 0.0
@@ -67,7 +66,7 @@ def shares(actual: Any, expected: Any, values: Any, error: Any = None) -> tuple[
             found = max(found, float((diff / (tol.atol + tol.rtol * e.abs() + extra)).max()))
         return found
 
-    return numel, worst(entry), worst(block)
+    return entry.numel, worst(entry), worst(block)
 
 
 def _fd(p: ds.Problem, argnums: tuple[int, ...]) -> tuple[str, Any]:
