@@ -222,6 +222,25 @@ class Snapshot:
                 assert torch.equal(t.detach(), value), f"{where}: values changed"
 
 
+def fd_estimate(
+    func: Callable[..., Any], args: Sequence[Any], argnums: Any, *, order: int, real_analytic: bool
+) -> tuple[str, Any]:
+    """The finite-difference oracle's estimate of the Jacobian (order 1) or Hessian (order 2),
+    and its scheme: the complex step where it applies, else (or where it declines) Richardson."""
+    fd = oracles.fd_jacobian if order == 1 else oracles.fd_hessian
+    scheme = "complex_step" if real_analytic else "richardson"
+    try:
+        return scheme, fd(func, tuple(args), argnums, scheme=scheme)
+    except ValueError as refused:
+        # NOTE: the complex-step oracle refuses when its own cross-check against Richardson
+        # fails, e.g. when h * f' underflows into subnormals for values near 1e-300. That is
+        # the oracle declining, not derivs being wrong: fall back to Richardson, as it advises.
+        if scheme != "complex_step":
+            raise
+        note(f"complex step refused ({refused}); using Richardson")
+        return "richardson", fd(func, tuple(args), argnums, scheme="richardson")
+
+
 def fd_check(
     actual: Any,
     func: Callable[..., Any],
@@ -233,19 +252,7 @@ def fd_check(
     context: str,
 ) -> None:
     """Compare with the finite-difference oracle: complex step where it applies, else Richardson."""
-    fd = oracles.fd_jacobian if order == 1 else oracles.fd_hessian
-    scheme = "complex_step" if real_analytic else "richardson"
-    try:
-        est = fd(func, tuple(args), argnums, scheme=scheme)
-    except ValueError as refused:
-        # NOTE: the complex-step oracle refuses when its own cross-check against Richardson
-        # fails, e.g. when h * f' underflows into subnormals for values near 1e-300. That is
-        # the oracle declining, not derivs being wrong: fall back to Richardson, as it advises.
-        if scheme != "complex_step":
-            raise
-        note(f"complex step refused ({refused}); using Richardson")
-        scheme = "richardson"
-        est = fd(func, tuple(args), argnums, scheme=scheme)
+    scheme, est = fd_estimate(func, args, argnums, order=order, real_analytic=real_analytic)
     note(f"FD oracle: scheme={scheme}")
     name = "fd_jacobian" if order == 1 else "fd_hessian"
     assert_close_scaled(

@@ -41,7 +41,7 @@ from derivs.testing import ERROR_SAFETY, Tolerance
 TESTS = str(pathlib.Path(__file__).resolve().parents[1] / "tests")
 if TESTS not in sys.path:
     sys.path.append(TESTS)
-from suite_helpers import scaled_tolerance, tensor_leaves, values_of  # noqa: E402
+from suite_helpers import fd_estimate, scaled_tolerance, tensor_leaves, values_of  # noqa: E402
 
 # NOTE: Hessians whose loop oracle would take over a second on 2 cores are skipped.
 MAX_HESSIAN_ENTRIES = 40_000
@@ -69,14 +69,6 @@ def shares(actual: Any, expected: Any, values: Any, error: Any = None) -> tuple[
     return entry.numel, worst(entry), worst(block)
 
 
-def _fd(p: ds.Problem, argnums: tuple[int, ...]) -> tuple[str, Any]:
-    scheme = "complex_step" if p.func.real_analytic else "richardson"
-    try:
-        return scheme, oracles.fd_jacobian(p.func, p.args, argnums, scheme=scheme)
-    except ValueError:  # the complex step declines (its cross-check): Richardson, as fd_check
-        return "richardson", oracles.fd_jacobian(p.func, p.args, argnums, scheme="richardson")
-
-
 def compare(p: ds.Problem) -> list[Row]:
     """The comparisons of one problem, as the operator properties make them."""
     argnums = tuple(range(p.func.n_args))
@@ -86,7 +78,7 @@ def compare(p: ds.Problem) -> list[Row]:
     for method in ("rev", "fwd"):
         jac = derivs.jacobian(p.func, argnums, method=method)(*p.args)
         rows.append((f"jacobian {method} vs loop", *shares(jac, loop, values)))
-    scheme, est = _fd(p, argnums)
+    scheme, est = fd_estimate(p.func, p.args, argnums, order=1, real_analytic=p.func.real_analytic)
     rows.append((f"jacobian fwd vs fd ({scheme})", *shares(jac, est.value, values, est.error)))
     inputs = sum(a.numel() for a in p.args)
     if math.prod(p.func.out_shape) * inputs**2 <= MAX_HESSIAN_ENTRIES:
