@@ -16,7 +16,7 @@ from torch.utils._pytree import (
 
 from derivs import _validate
 from derivs._blocks import standard_basis, with_diff
-from derivs._hessian import PerLeaf, nest, output_hessians
+from derivs._hessian import PerLeaf, output_hessians
 from derivs._jacobian import jacobian_blocks
 from derivs._memory import checked_for_hessian
 from derivs._pytree import Flat, batched_positions, chunked
@@ -344,12 +344,12 @@ def batch_hessian(
             checked = checked_for_hessian(user, api, diff, n=n)
             _check_independent(api, checked, fargs, nums, dims, batch)
             per_leaf, spec = _sum_hessian_blocks(checked, fargs, nums, dims, batch, api)
-            return nest(per_leaf, spec, flat, single)
+            return flat.hessians(per_leaf, spec, single)
         checked = checked_for_hessian(user, api, diff, n=n, factor=batch)
         specs: list[TreeSpec] = []
         per_sample = _flat_hessian(checked, nums, api, specs)
         result = _over_samples(per_sample, method, fargs, dims, batch)
-        return nest(_per_leaf_hessians(result, len(nums)), specs[0], flat, single)
+        return flat.hessians(_per_leaf_hessians(result, len(nums)), specs[0], single)
 
     batch_hessian_fn.__name__ = _validate.transform_name("batch_hessian", func, argnums)
     return batch_hessian_fn

@@ -79,17 +79,6 @@ def _leaf_tuple(func: Callable[..., Any], specs: list[TreeSpec]) -> Callable[...
     return call
 
 
-def nest(per_leaf: PerLeaf, spec: TreeSpec, flat: Flat, single: bool) -> Any:
-    """The Hessians as ``torch.func.hessian`` nests them: a tensor output and tensor arguments
-    as they always were, else through ``flat`` (the output's structure outside)."""
-    if not spec.is_leaf():
-        return flat.hessians(per_leaf, spec, single)
-    H = per_leaf[0]
-    if not flat.trivial:
-        return flat.hessian(H, single)
-    return H[0][0] if single else tuple(tuple(row) for row in H)
-
-
 def hessian(
     func: Callable[..., Any],
     argnums: Argnums = 0,
@@ -160,7 +149,7 @@ def hessian(
         per_leaf, spec = output_hessians(
             checked, flat.args, flat.nums, method, chunk_size=chunk_size
         )
-        return nest(per_leaf, spec, flat, single)
+        return flat.hessians(per_leaf, spec, single)
 
     hessian_fn.__name__ = _validate.transform_name("hessian", func, argnums)
     hessian_fn.__doc__ = (
