@@ -15,7 +15,7 @@ import derivs
 from bench import pytree_overhead as po
 from bench.problems import predict, predict_inputs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
