@@ -11,11 +11,10 @@ from torch.utils._pytree import (
     keystr,
     tree_flatten,
     tree_flatten_with_path,
-    tree_unflatten,
 )
 
 from derivs import _validate
-from derivs._blocks import standard_basis, with_diff
+from derivs._blocks import flatten, standard_basis, unflatten, with_diff
 from derivs._hessian import PerLeaf, output_hessians
 from derivs._jacobian import jacobian_blocks
 from derivs._memory import checked_for_hessian
@@ -186,13 +185,9 @@ def _sum_jacobian_blocks(
     captured: list[list[int]] = []
 
     def summed(*a: Any) -> Any:
-        out = func(*a)
-        if isinstance(out, torch.Tensor):
-            captured.append([out.dim() - 1])
-            return out.sum(0)
-        leaves, spec = tree_flatten(out)
+        leaves, spec = flatten(func(*a))
         captured.append([leaf.dim() - 1 for leaf in leaves])
-        return tree_unflatten([leaf.sum(0) for leaf in leaves], spec)
+        return unflatten([leaf.sum(0) for leaf in leaves], spec)
 
     blocks, spec, _ = jacobian_blocks(summed, args, nums, method, chunk_size=chunk_size, api=api)
     # NOTE: _check_independent has already rejected unbatched (in_dims None) argnums.
