@@ -19,7 +19,7 @@ structured unlike primals by the first difference.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from suite_helpers import IMPL, Snapshot, assert_close_scaled, oracle_result
-from torch.utils._pytree import tree_flatten, tree_map, tree_structure, tree_unflatten
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_map, tree_structure, tree_unflatten
 
 import derivs
 import derivs.strategies as ds
@@ -148,10 +148,15 @@ TREE_OUT_LEAVES: list[Callable[..., torch.Tensor]] = [
 ]
 
 
-def _per_output_leaf(op: Callable[..., Any], tree: Any, *args: Any, **kw: Any) -> Any:
-    """``op`` of each of ``tree_out``'s leaves alone, packed in ``tree_out``'s structure."""
-    spec = tree_structure(tree_out(tree, X))
-    return tree_unflatten([op(f, *args, **kw)(tree, X) for f in TREE_OUT_LEAVES], spec)
+def _per_output_leaf(
+    derivative: Callable[[Callable[..., Any]], Callable[..., Any]],
+    leaves: Sequence[Callable[..., torch.Tensor]],
+    spec: TreeSpec,
+    *args: Any,
+) -> Any:
+    """``derivative`` of each output leaf's function alone (``leaves``, in order), evaluated
+    at ``args`` and packed in the output's structure ``spec``."""
+    return tree_unflatten([derivative(f)(*args) for f in leaves], spec)
 
 
 @DERIVS_ONLY
@@ -162,7 +167,10 @@ def test_hessian_of_a_pytree_output_is_each_leafs(method: str, kind: str, argnum
     """A pytree output's Hessian is the tensor path's Hessian of each output leaf, nested."""
     tree = KINDS[kind]()
     result = derivs.hessian(tree_out, argnums, method=method)(tree, X)
-    per_leaf = _per_output_leaf(derivs.hessian, tree, argnums, method=method)
+    spec = tree_structure(tree_out(tree, X))
+    per_leaf = _per_output_leaf(
+        lambda f: derivs.hessian(f, argnums, method=method), TREE_OUT_LEAVES, spec, tree, X
+    )
     # NOTE: not bitwise: 'auto' picks its modes by the output's size, all leaves together.
     _same(result, torch.func.hessian(tree_out, argnums)(tree, X), per_leaf, exact=False)
 
@@ -256,6 +264,18 @@ def test_batch_batched_tree(batch_op: str, method: str, kind: str, output: str) 
     """The tree itself batched along dim 0 (every method, the sum trick included)."""
     tree = _batched(KINDS[kind]())
     op = getattr(derivs, batch_op)
+    func, one = _batch_funcs(method, output)
+    result = op(func, method=method)(tree)
+    leaves, spec = tree_flatten(tree)
+    flat = op(
+        lambda *a: func(tree_unflatten(list(a), spec)), tuple(range(len(leaves))), method=method
+    )(*leaves)
+    _same(result, _vmap_reference(batch_op, one, tree), flat if output == "pytree" else tuple(flat))
+
+
+def _batch_funcs(method: str, output: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """(func, one): the function a batch operator's ``method`` is handed (the whole batch for
+    the sum trick, one sample for the others), and the per-sample one (torch.func's)."""
 
     def one(t: Any) -> Any:
         return _pack_output(_per_sample(tree_map(lambda x: x[None], t))[0], output)
@@ -264,14 +284,13 @@ def test_batch_batched_tree(batch_op: str, method: str, kind: str, output: str) 
         # NOTE: the sum trick calls func on the whole batch; the others on one sample.
         return _pack_output(_per_sample(t), output) if method == "sum" else one(t)
 
-    result = op(func, method=method)(tree)
-    leaves, spec = tree_flatten(tree)
-    flat = op(
-        lambda *a: func(tree_unflatten(list(a), spec)), tuple(range(len(leaves))), method=method
-    )(*leaves)
+    return func, one
+
+
+def _vmap_reference(batch_op: str, one: Callable[[Any], Any], tree: Any) -> Any:
+    """torch.func's per-sample Jacobian or Hessian of ``one`` over the batched ``tree``."""
     inner = torch.func.jacrev if batch_op == "batch_jacobian" else torch.func.hessian
-    ref = torch.func.vmap(inner(one))(tree)
-    _same(result, ref, flat if output == "pytree" else tuple(flat))
+    return torch.func.vmap(inner(one))(tree)
 
 
 @DERIVS_ONLY
@@ -281,25 +300,12 @@ def test_batch_pytree_output_is_each_leafs(batch_op: str, method: str) -> None:
     """Per sample, a pytree output's derivatives are those of each output leaf alone."""
     tree = _batched(KINDS["dict"]())
     op = getattr(derivs, batch_op)
-    whole = method == "sum"
-
-    def leaf(k: int) -> Callable[[Any], torch.Tensor]:
-        def only(t: Any) -> torch.Tensor:
-            v = _per_sample(t if whole else tree_map(lambda x: x[None], t))
-            picked: torch.Tensor = tree_flatten(_pack_output(v, "pytree"))[0][k]
-            return picked if whole else picked[0]
-
-        return only
-
-    def func(t: Any) -> Any:
-        return tree_unflatten([leaf(k)(t) for k in range(3)], OUT_SPEC)
-
+    func, one = _batch_funcs(method, "pytree")
+    spec = tree_structure(func(tree))
+    leaves = [lambda t, k=k: tree_flatten(func(t))[0][k] for k in range(spec.num_leaves)]
     result = op(func, method=method)(tree)
-    per_leaf = tree_unflatten([op(leaf(k), method=method)(tree) for k in range(3)], OUT_SPEC)
-    _same(result, per_leaf, per_leaf, exact=False)
-
-
-OUT_SPEC = tree_structure(_pack_output(X, "pytree"))
+    per_leaf = _per_output_leaf(lambda f: op(f, method=method), leaves, spec, tree)
+    _same(result, _vmap_reference(batch_op, one, tree), per_leaf, exact=False)
 
 
 @DERIVS_ONLY
@@ -861,15 +867,15 @@ def test_hessian_of_pytrees(
     expected = oracles.loop_hessian(p.func, p.args, p.argnums)
     _compare(result, expected, p, context)
     if p.func.spec is not None:
-        per_leaf = _per_leaf(p, lambda f: IMPL.hessian(f, p.argnums, method=method))
+        per_leaf = _per_output_leaf(
+            lambda f: IMPL.hessian(f, p.argnums, method=method), _leaves_of(p), p.func.spec, *p.args
+        )
         _compare(result, per_leaf, p, context)
 
 
-def _per_leaf(p: ds.PytreeProblem, transform: Callable[[Any], Any]) -> Any:
-    """``transform`` of each output leaf's function alone, evaluated at ``p.args`` and
-    packed in the pytree output's structure."""
-    results = [transform(p.func.leaf(k))(*p.args) for k in range(p.func.n_outputs)]
-    return tree_unflatten(results, p.func.spec)
+def _leaves_of(p: ds.PytreeProblem) -> list[Callable[..., torch.Tensor]]:
+    """The functions giving each leaf of ``p``'s pytree output alone, in order."""
+    return [p.func.leaf(k) for k in range(p.func.n_outputs)]
 
 
 @pytest.mark.parametrize(("api", "method"), IMPL.api_params(["hvp", "vhp"], "pytrees"))
@@ -930,9 +936,8 @@ def _batch_property(
     context = f"{api}({p.func!r}, {p.argnums}, in_dims={given_dims}, method={method!r})"
     references = [expected]
     if p.func.spec is not None:
-        references.append(
-            _per_leaf(p, lambda f: op(f, p.argnums, in_dims=given_dims, method=method))
-        )
+        derivative = lambda f: op(f, p.argnums, in_dims=given_dims, method=method)  # noqa: E731
+        references.append(_per_output_leaf(derivative, _leaves_of(p), p.func.spec, *p.args))
     for reference in references:
         assert tree_structure(result) == tree_structure(reference), context
         assert_close_scaled(result, reference, values=(p.flat.args,), context=context)
