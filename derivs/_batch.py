@@ -136,9 +136,6 @@ def _check_independent(
         return torch.func.jvp(g, tuple(diff), t)
 
     outs, tans = torch.func.vmap(push)(*tangents)
-    if isinstance(outs, torch.Tensor):
-        _check_leaf_independent(api, outs[0], tans, probes, batch, "")
-        return
     for (path, out), tan in zip(
         tree_flatten_with_path(outs)[0], tree_flatten(tans)[0], strict=True
     ):
