@@ -35,12 +35,12 @@ OUTPUT_KINDS = ("tensor", "pytree", "tuple", "nested", "single_leaf")
 
 # NOTE: elementwise, so that a batch-polymorphic function stays batch-polymorphic (the sum
 # trick), and nonlinear, so that each leaf's second derivatives differ from y's.
-_OUTPUT_LEAVES: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
-    lambda y: y,
-    lambda y: y**2,
-    torch.sin,
+# Each output leaf: its name (shown by ``repr``) and its function of ``y``.
+_OUTPUT_LEAVES: tuple[tuple[str, Callable[[torch.Tensor], torch.Tensor]], ...] = (
+    ("y", lambda y: y),
+    ("y ** 2", lambda y: y**2),
+    ("sin(y)", torch.sin),
 )
-_OUTPUT_NAMES = ("y", "y ** 2", "sin(y)")
 
 _NAMEDTUPLES: dict[int, type] = {}
 
@@ -70,32 +70,27 @@ def _names(n: int) -> list[str]:
 
 
 class PytreeFunction:
-    """``y = flat(*leaves of args)``, or, for a pytree ``output``, ``y`` and functions of it
-    (``_OUTPUT_LEAVES``, in order) packed in the structure ``spec``."""
+    """``y = flat(*leaves of args)``, or, for a pytree output (``spec`` not None), ``y`` and
+    functions of it (``_OUTPUT_LEAVES``, in order) packed in the structure ``spec``."""
 
     def __init__(
-        self,
-        flat: Callable[..., torch.Tensor],
-        kind: str,
-        output: str,
-        spec: TreeSpec | None = None,
+        self, flat: Callable[..., torch.Tensor], kind: str, spec: TreeSpec | None = None
     ) -> None:
         self.flat = flat
         self.kind = kind
-        self.output = output
         self.spec = spec
 
     def __call__(self, *args: Any) -> Any:
         y = self.flat(*tree_flatten(args)[0])
         if self.spec is None:
             return y
-        return tree_unflatten([f(y) for f in _OUTPUT_LEAVES[: self.spec.num_leaves]], self.spec)
+        return tree_unflatten([f(y) for _, f in _OUTPUT_LEAVES[: self.spec.num_leaves]], self.spec)
 
     def leaf(self, k: int) -> Callable[..., torch.Tensor]:
         """The function giving output leaf ``k`` alone, as a tensor."""
 
         def only(*args: Any) -> torch.Tensor:
-            return _OUTPUT_LEAVES[k](self.flat(*tree_flatten(args)[0]))
+            return _OUTPUT_LEAVES[k][1](self.flat(*tree_flatten(args)[0]))
 
         only.__name__ = f"leaf{k}"
         return only
@@ -108,7 +103,7 @@ class PytreeFunction:
     def __repr__(self) -> str:
         if self.spec is None:
             return f"pytree[{self.kind}]({self.flat!r})"
-        names = list(_OUTPUT_NAMES[: self.spec.num_leaves])
+        names = [name for name, _ in _OUTPUT_LEAVES[: self.spec.num_leaves]]
         shown = tree_unflatten(names, self.spec)
         return f"pytree[{self.kind}]({self.flat!r}) -> {shown!r}".replace("'", "")
 
@@ -210,7 +205,7 @@ def _pytree_problems(
     output = draw(st.sampled_from(list(outputs)), label="output kind")
     args, argnums = _pack(draw, kind, list(p.args))
     spec = _output_spec(draw, output)
-    return PytreeProblem(PytreeFunction(p.func, kind, output, spec), args, argnums, p, kind)
+    return PytreeProblem(PytreeFunction(p.func, kind, spec), args, argnums, p, kind)
 
 
 def batched_pytree_problems(
@@ -243,5 +238,5 @@ def _batched_pytree_problems(
     args, argnums = _pack(draw, kind, list(p.args))
     dims = normalize_in_dims(p.in_dims, p.func.in_shapes)
     in_dims = tuple(tree_unflatten(list(dims), tree_flatten(args)[1]))
-    func = PytreeFunction(p.func, kind, output, _output_spec(draw, output))
+    func = PytreeFunction(p.func, kind, _output_spec(draw, output))
     return PytreeProblem(func, args, argnums, p, kind, in_dims)
