@@ -1,8 +1,8 @@
 """Every benchmark problem, in torch, with its closed forms: each is defined here once.
 
 * the tutorial's ``predict(weight, bias, x) = F.linear(x, weight, bias).tanh()``, its inputs
-  and its Jacobian and Hessian in closed form; two deeper networks of the memory model
-  (``mlp``, ``softplus``);
+  and its Jacobian, its Hessian and its sum's Hessian-vector product in closed form; two
+  deeper networks of the memory model (``mlp``, ``softplus``);
 * scalar functions of one vector with their Hessian-vector products in closed form
   (``SCALAR``: the tutorial's ``x.sin().sum()``, a rolled product, a softplus layer, the
   chained Rosenbrock function), for ``hvp``/``vhp``;
@@ -54,6 +54,15 @@ def predict_hessian(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -
     return (-2 * y * (1 - y**2))[..., :, None, None] * weight[:, :, None] * weight[:, None, :]
 
 
+def predict_hvp(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Closed form ``H v`` of ``predict(weight, bias, x).sum()`` in ``x``: ``W^T (s * (W v))``
+    with ``s = -2 y (1 - y**2)``, without the Hessian (x and v may carry a batch dim)."""
+    y = predict(weight, bias, x)
+    return (-2 * y * (1 - y**2) * (v @ weight.T)) @ weight
+
+
 def mlp(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Two tanh layers: ``tanh(W2 tanh(W1 x))``."""
     return torch.tanh(w2 @ torch.tanh(w1 @ x))
@@ -86,6 +95,11 @@ def sin_sum(x: torch.Tensor) -> torch.Tensor:
 def sin_sum_hvp(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``H = diag(-sin x)``, so ``H v = v H = -sin(x) * v``."""
     return -x.sin() * v
+
+
+def sin_sum_products(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor]:
+    """``sin_sum_hvp`` as ``derivs.hvp`` and ``derivs.vhp`` return it: one entry per primal."""
+    return (sin_sum_hvp(x, v),)
 
 
 def sin_roll(x: torch.Tensor) -> torch.Tensor:

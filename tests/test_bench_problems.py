@@ -35,6 +35,42 @@ def test_predict_closed_forms_match_torch_func() -> None:
     )
 
 
+def _ad_predict_hvp(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """torch.func's ``jvp(grad)`` of ``predict(weight, bias, x).sum()`` in ``x``."""
+    grad = torch.func.grad(lambda x: bp.predict(weight, bias, x).sum())
+    hvp: torch.Tensor = torch.func.jvp(grad, (x,), (v,))[1]
+    return hvp
+
+
+def _tangent(x: torch.Tensor) -> torch.Tensor:
+    return torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=F64)
+
+
+def test_predict_hvp_is_the_contracted_hessian_and_torch_funcs() -> None:
+    weight, bias, x = _predict_args()
+    v = _tangent(x)
+    hvp = bp.predict_hvp(weight, bias, x, v)
+    contracted = torch.einsum("ijk,k->j", bp.predict_hessian(weight, bias, x), v)
+    derivs.testing.assert_close(hvp, contracted, context="the contracted closed-form Hessian")
+    derivs.testing.assert_close(hvp, _ad_predict_hvp(weight, bias, x, v), context="jvp(grad)")
+
+
+def test_predict_hvp_with_a_batch_dimension() -> None:
+    weight, bias, x = _predict_args(batch=4)
+    v = _tangent(x)
+    per_sample = torch.func.vmap(_ad_predict_hvp, (None, None, 0, 0))(weight, bias, x, v)
+    derivs.testing.assert_close(bp.predict_hvp(weight, bias, x, v), per_sample)
+
+
+def test_sin_sum_products_are_what_derivs_returns() -> None:
+    x, v = (t.to(F64) for t in bp.vector_inputs(40, "cpu", seed=1))
+    expected = bp.sin_sum_products(x, v)
+    derivs.testing.assert_close(derivs.hvp(bp.sin_sum, (x,), (v,)), expected, context="hvp")
+    derivs.testing.assert_close(derivs.vhp(bp.sin_sum, (x,), (v,)), expected, context="vhp")
+
+
 def test_predict_jacobian_with_a_batch_dimension() -> None:
     args = _predict_args(batch=4)
     per_sample = torch.func.vmap(torch.func.jacrev(bp.predict, argnums=2), (None, None, 0))

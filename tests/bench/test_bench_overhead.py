@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import derivs
-from bench.problems import predict, predict_hessian, predict_inputs, predict_jacobian
+from bench.problems import predict, predict_hessian, predict_hvp, predict_inputs, predict_jacobian
 from bench.timing import Bench
 
 pytestmark = pytest.mark.bench
@@ -36,7 +36,7 @@ def _func_hvp(
 def _hvp_reference(
     weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor
 ) -> tuple[torch.Tensor]:
-    return (torch.einsum("ijk,k->j", predict_hessian(weight, bias, x), x),)
+    return (predict_hvp(weight, bias, x, x),)
 
 
 # label -> (impl, method, torch.func equivalent, factory, reference)
