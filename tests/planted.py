@@ -64,6 +64,12 @@ def _map_blocks(result: Any, fn: Callable[[torch.Tensor, int, int], torch.Tensor
     return [[fn(b, k, i) for i, b in enumerate(row)] for k, row in enumerate(blocks)], spec, aux
 
 
+def _map_hessians(result: Any, fn: Callable[[Any], Any]) -> Any:
+    """``output_hessians``' (per output leaf, spec) with ``fn`` applied to each leaf's blocks."""
+    per_leaf, spec = result
+    return [fn(H) for H in per_leaf], spec
+
+
 # --- jacobian -----------------------------------------------------------------------------
 
 
@@ -268,17 +274,13 @@ def has_aux_returns_output() -> None:
 
 def hess_drop_mixed_blocks() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
-        def g(*a: Any, **k: Any) -> Any:
-            per_leaf, spec = f(*a, **k)
-            return [
-                [
-                    [b if i == j else torch.zeros_like(b) for j, b in enumerate(row)]
-                    for i, row in enumerate(H)
-                ]
-                for H in per_leaf
-            ], spec
+        return lambda *a, **k: _map_hessians(f(*a, **k), diagonal)
 
-        return g
+    def diagonal(H: Any) -> Any:
+        return [
+            [b if i == j else torch.zeros_like(b) for j, b in enumerate(row)]
+            for i, row in enumerate(H)
+        ]
 
     _wrap(hessian_mod, "output_hessians", make)
 
@@ -286,10 +288,10 @@ def hess_drop_mixed_blocks() -> None:
 def hess_fwd_rev_scale() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, argnums: Any, method: str, **k: Any) -> Any:
-            per_leaf, spec = f(func, args, argnums, method, **k)
+            result = f(func, args, argnums, method, **k)
             if method != "fwd_rev":
-                return per_leaf, spec
-            return [[[b * (1 + 1e-6) for b in row] for row in H] for H in per_leaf], spec
+                return result
+            return _map_hessians(result, lambda H: [[b * (1 + 1e-6) for b in row] for row in H])
 
         return g
 
@@ -299,8 +301,8 @@ def hess_fwd_rev_scale() -> None:
 def hess_vector_output_summed() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, argnums: Any, method: str, **k: Any) -> Any:
-            per_leaf, spec = f(func, args, argnums, method, **k)
-            return [summed(H, args[argnums[0]].dim(), method) for H in per_leaf], spec
+            result = f(func, args, argnums, method, **k)
+            return _map_hessians(result, lambda H: summed(H, args[argnums[0]].dim(), method))
 
         return g
 
@@ -374,18 +376,18 @@ def hvp_dense_tangent_order() -> None:
 def vhp_dense_transposed_blocks() -> None:
     def make(f: Callable[..., Any]) -> Callable[..., Any]:
         def g(func: Any, args: Any, argnums: Any, method: str, **k: Any) -> Any:
-            per_leaf, spec = f(func, args, argnums, method, **k)
+            result = f(func, args, argnums, method, **k)
             if k.get("api") != "derivs.vhp":
-                return per_leaf, spec
-            return [
-                [
-                    [H[j][i] if H[j][i].shape == H[i][j].shape else H[i][j] for j in range(len(H))]
-                    for i in range(len(H))
-                ]
-                for H in per_leaf
-            ], spec
+                return result
+            return _map_hessians(result, transposed)
 
         return g
+
+    def transposed(H: Any) -> Any:
+        return [
+            [H[j][i] if H[j][i].shape == H[i][j].shape else H[i][j] for j in range(len(H))]
+            for i in range(len(H))
+        ]
 
     original = hessian_mod.output_hessians
     products_mod.output_hessians = functools.wraps(original)(make(original))
