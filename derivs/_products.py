@@ -18,6 +18,12 @@ from derivs._registry import OPERATORS
 HVP_METHODS = OPERATORS["hvp"]
 VHP_METHODS = OPERATORS["vhp"]
 
+# What hvp and vhp say when func returns a pytree (after naming its leaves).
+PYTREE_HINT = (
+    "Hessian-vector products need one scalar output, as torch.func's hvp does: reduce the "
+    "outputs to a scalar, or use derivs.hessian, which takes pytree outputs"
+)
+
 Vectors = tuple[torch.Tensor, ...]
 
 
@@ -42,8 +48,12 @@ def _prepare(
         func = on_leaves(func, spec)
     if method == "dense":
         checked = checked_for_hessian(func, api, ps, scalar=True)
+        # NOTE: set here: checked_for_hessian (shared with the Hessians) takes no pytree_hint.
+        checked.pytree_hint = PYTREE_HINT
     else:
-        checked = _validate.CheckedFunc(func, api, allow_pytree=False, scalar=True)
+        checked = _validate.CheckedFunc(
+            func, api, allow_pytree=False, scalar=True, pytree_hint=PYTREE_HINT
+        )
     return checked, ps, vs, tuple(range(len(ps))), spec
 
 

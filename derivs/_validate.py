@@ -225,6 +225,8 @@ class CheckedFunc:
     * the output is a floating-point tensor (or, where allowed, a pytree of them);
     * with ``has_aux`` it is an ``(output, aux)`` pair;
     * with ``scalar`` it is a 0-d tensor;
+    * where pytrees are not allowed, a pytree output is refused with its leaves' paths,
+      then ``pytree_hint`` (the caller's advice: what it takes instead, and what else to use);
     * with ``factor`` the derivative about to be materialised (output elements x ``factor``)
       fits the memory budget. This runs at the first evaluation, inside the transform and
       before the basis is pushed through, so nothing big has been allocated yet;
@@ -247,6 +249,7 @@ class CheckedFunc:
         what: str = "the Jacobian",
         hint: str = "use derivs.hvp/derivs.vhp for products instead of the full matrix",
         on_output: Callable[[int], None] | None = None,
+        pytree_hint: str = "",
     ) -> None:
         self.func = func
         self.api = api
@@ -258,6 +261,7 @@ class CheckedFunc:
         self.what = what
         self.hint = hint
         self.on_output = on_output
+        self.pytree_hint = pytree_hint
         self.__name__ = getattr(func, "__name__", type(func).__name__)
 
     def __call__(self, *args: Any) -> Any:
@@ -289,9 +293,8 @@ class CheckedFunc:
             leaves = [leaf for _, leaf in with_path]
         else:
             kind = "a Tensor" + (" or a tuple/list/dict of Tensors" if self.allow_pytree else "")
-            raise TypeError(
-                f"{api}: func must return {kind}, got {describe(out)}{_scalar_hint(self, out)}"
-            )
+            hint = _pytree_hint(out, self.pytree_hint)
+            raise TypeError(f"{api}: func must return {kind}, got {describe(out)}{hint}")
         if self.scalar and not (len(leaves) == 1 and leaves[0].dim() == 0):
             raise ValueError(
                 f"{api}: func must return a scalar (0-d tensor), got {describe(out)}; "
@@ -315,16 +318,15 @@ def _check_output_leaf(api: str, leaf: object, what: str) -> None:
         )
 
 
-def _scalar_hint(checked: CheckedFunc, out: object) -> str:
-    """Why a pytree output is refused where a scalar is needed (hvp, vhp), naming its leaves."""
-    if not checked.scalar or not isinstance(out, tuple | list | dict):
+def _pytree_hint(out: object, hint: str) -> str:
+    """The leaves of a refused pytree output ``out``, named by path, then the caller's ``hint``."""
+    if not isinstance(out, tuple | list | dict):
         return ""
     paths = [f"output{keystr(path)}" for path, _ in tree_flatten_with_path(out)[0]]
-    return (
-        f" (leaves {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''}); Hessian-vector "
-        f"products need one scalar output, as torch.func's hvp does: reduce the outputs to a "
-        f"scalar, or use derivs.hessian, which takes pytree outputs"
+    listing = (
+        f" (leaves {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''})" if paths else ""
     )
+    return listing + (f"; {hint}" if hint else "")
 
 
 def without_overlap(x: torch.Tensor) -> torch.Tensor:

@@ -532,6 +532,29 @@ case(
     ValueError,
     r"derivs\.sparse_jacobian: pattern has shape \(2, 5\), expected \(2, 3, 2, 3\) or \(6, 6\)",
 )
+# A pytree output refused by the sparse transforms and their patterns: the advice is theirs
+# (the whole message, anchored; hvp's words about Hessian-vector products are not).
+_ONE_SCALAR = (
+    r"one scalar output, not a pytree: reduce the outputs to a scalar, or use derivs\.hessian"
+)
+_ONE_TENSOR = (
+    r"one tensor output, not a pytree: concatenate the leaves \(torch\.cat of their "
+    r"\.flatten\(\)\), or use derivs\.jacobian"
+)
+for name, takes in {
+    "sparse_hessian": _ONE_SCALAR,
+    "hessian_sparsity": _ONE_SCALAR,
+    "sparse_jacobian": _ONE_TENSOR,
+    "jacobian_sparsity": _ONE_TENSOR,
+}.items():
+    case(
+        f"{name}-pytree-output",
+        lambda name=name: getattr(derivs, name)(lambda x: {"a": (x**2).sum(), "b": [x]})(x3),
+        TypeError,
+        rf"^derivs\.{name}: func must return a Tensor, got dict \(leaves output\['a'\], "
+        rf"output\['b'\]\[0\]\); derivs\.{name} takes {takes}, which takes pytree outputs "
+        r"\(dense\)$",
+    )
 case(
     "set-memory-budget-zero",
     lambda: derivs.set_memory_budget(0),

@@ -47,6 +47,21 @@ def _check_pattern_spec(api: str, pattern: object) -> None:
         )
 
 
+def pytree_hint(api: str, hessian: bool) -> str:
+    """What ``api`` (a sparse transform, or its sparsity pattern) says when ``func`` returns a
+    pytree: it takes one tensor."""
+    if hessian:
+        return (
+            f"{api} takes one scalar output, not a pytree: reduce the outputs to a "
+            f"scalar, or use derivs.hessian, which takes pytree outputs (dense)"
+        )
+    return (
+        f"{api} takes one tensor output, not a pytree: concatenate the leaves "
+        f"(torch.cat of their .flatten()), or use derivs.jacobian, which takes pytree outputs "
+        f"(dense)"
+    )
+
+
 class SparseTransform:
     """The callable ``sparse_jacobian``/``sparse_hessian`` return.
 
@@ -122,7 +137,11 @@ class SparseTransform:
 
     def _make(self, args: tuple[Any, ...], nums: tuple[int, ...]) -> SparsePlan:
         checked = _validate.CheckedFunc(
-            self.func, self.api, allow_pytree=False, scalar=self.hessian
+            self.func,
+            self.api,
+            allow_pytree=False,
+            scalar=self.hessian,
+            pytree_hint=pytree_hint(self.api, self.hessian),
         )
         out = checked(*args)
         out_shape: Shape = tuple(out.shape)

@@ -11,7 +11,7 @@ import torch
 from derivs import _validate
 from derivs._validate import Argnums
 from derivs.sparse import _coloring, _detect
-from derivs.sparse._api import JACOBIAN_MODES, PATTERNS
+from derivs.sparse._api import JACOBIAN_MODES, PATTERNS, pytree_hint
 from derivs.sparse._coloring import Coloring
 from derivs.sparse._pattern import SparsityPattern, given_pattern
 
@@ -29,7 +29,9 @@ def _sparsity(
 
     def sparsity(*args: Any) -> SparsityPattern:
         nums = _validate.normalize_argnums(api, argnums, len(args))  # type: ignore[arg-type]
-        checked = _validate.CheckedFunc(func, api, allow_pytree=False, scalar=hessian)
+        checked = _validate.CheckedFunc(
+            func, api, allow_pytree=False, scalar=hessian, pytree_hint=pytree_hint(api, hessian)
+        )
         detect = _detect.hessian_pattern if hessian else _detect.jacobian_pattern
         rows, cols, shape = detect(checked, args, nums, local=detection == "local", api=api)
         in_shapes = [tuple(args[a].shape) for a in nums]
