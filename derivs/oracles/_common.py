@@ -24,12 +24,14 @@ class Estimate(NamedTuple):
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_func(api: str, func: object) -> None:
+def check_func(api: str, func: object) -> None:
+    """TypeError naming ``api`` unless ``func`` is callable."""
     if not callable(func):
         raise TypeError(f"{api}: func must be callable, got {type(func).__name__}")
 
 
-def _check_args(api: str, args: object) -> tuple[Any, ...]:
+def check_args(api: str, args: object) -> tuple[Any, ...]:
+    """``args``; TypeError naming ``api`` unless it is a tuple of positional arguments."""
     if not isinstance(args, tuple):
         raise TypeError(
             f"{api}: args must be a tuple of positional arguments, got {type(args).__name__}"
@@ -38,7 +40,7 @@ def _check_args(api: str, args: object) -> tuple[Any, ...]:
     return args
 
 
-def _normalize_argnums(api: str, argnums: object, nargs: int) -> tuple[tuple[int, ...], bool]:
+def normalize_argnums(api: str, argnums: object, nargs: int) -> tuple[tuple[int, ...], bool]:
     """``argnums`` as non-negative ints, and whether it was a single int."""
     single = isinstance(argnums, int) and not isinstance(argnums, bool)
     if single:
@@ -85,9 +87,9 @@ def _check_diff_arg(api: str, args: tuple[Any, ...], a: int) -> Tensor:
 def prepare(
     api: str, func: object, args: object, argnums: object
 ) -> tuple[tuple[Any, ...], tuple[int, ...], bool]:
-    _check_func(api, func)
-    targs = _check_args(api, args)
-    nums, single = _normalize_argnums(api, argnums, len(targs))
+    check_func(api, func)
+    targs = check_args(api, args)
+    nums, single = normalize_argnums(api, argnums, len(targs))
     for a in nums:
         _check_diff_arg(api, targs, a)
     return targs, nums, single

@@ -21,11 +21,11 @@ import torch
 
 from derivs.oracles._common import (
     Spec,
-    _check_args,
-    _check_func,
-    _normalize_argnums,
+    check_args,
+    check_func,
     flatten,
     leaf_path,
+    normalize_argnums,
     unflatten,
 )
 
@@ -54,9 +54,9 @@ class Leaves:
     def __init__(
         self, api: str, func: object, args: object, argnums: object, in_dims: object = None
     ) -> None:
-        _check_func(api, func)
-        targs = _check_args(api, args)
-        nums, self.single = _normalize_argnums(api, argnums, len(targs))
+        check_func(api, func)
+        targs = check_args(api, args)
+        nums, self.single = normalize_argnums(api, argnums, len(targs))
         batched = _batched_positions(in_dims, len(targs))
         at = {a for a in nums if _is_tree(targs[a])} | {a for a in batched if _is_tree(targs[a])}
         self.trivial = not at
