@@ -16,10 +16,9 @@ import pytest
 import torch
 import torch._dynamo
 import torch._dynamo.testing
-import torch.nn.functional as F
 
 import derivs
-from bench.problems import predict_jacobian
+from bench.problems import predict, predict_inputs, predict_jacobian, sin_roll, vector_inputs
 from derivs import _compiled
 from derivs.testing import assert_close
 
@@ -27,38 +26,28 @@ pytestmark = pytest.mark.compile
 
 
 def _predict() -> Callable[..., torch.Tensor]:
-    """The tutorial's function, a new function object each time.
+    """The tutorial's function (``bench.problems.predict``), a new function object each time.
 
     NOTE: jacobian's auto remembers output sizes per function; a fresh one per test keeps a
     test from finding what another left there (the first call is the one that matters).
     """
 
-    def predict(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, weight, bias).tanh()
+    def fresh(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return predict(weight, bias, x)
 
-    return predict
-
-
-def sin_roll(x: torch.Tensor) -> torch.Tensor:
-    return (x.sin() * x.roll(1)).sum()
+    return fresh
 
 
 def _predict_args(n_in: int, n_out: int) -> Callable[[int], tuple[torch.Tensor, ...]]:
     def make(seed: int) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(seed)
-        return (
-            torch.randn(n_out, n_in, generator=gen),
-            torch.randn(n_out, generator=gen),
-            torch.randn(n_in, generator=gen),
-        )
+        return predict_inputs(n_in, n_out, "cpu", seed=seed)
 
     return make
 
 
 def _vector_args(n: int) -> Callable[[int], tuple[torch.Tensor, ...]]:
     def make(seed: int) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(seed)
-        return torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+        return vector_inputs(n, "cpu", seed=seed)
 
     return make
 
@@ -177,7 +166,7 @@ def test_inductor_computes_only_the_forward_product(name: str) -> None:
     weight, bias, x = args = make(0)
     jac, counts = rewritten(build(), *args)
     closed = predict_jacobian(weight, bias, x)
-    y = F.linear(x, weight, bias).tanh()
+    y = predict(weight, bias, x)
     # NOTE: 1 - y**2 cancels where |y| is near 1: a tanh one ulp (eps |y|) off, as Inductor's
     # may be against eager's, moves it by 2 |y| eps |y|; that is the closed form's own error.
     eps = torch.finfo(y.dtype).eps
