@@ -283,22 +283,19 @@ def _gradients(
     call_args: list[Any],
     real: bool,
     mode: Raising,
-    specs: list[Spec],
-) -> list[Tensor]:
-    """The autograd gradient of every element of every output leaf of ``func`` at ``points``.
+) -> tuple[list[Tensor], Spec]:
+    """The autograd gradient of every element of every output leaf of ``func`` at ``points``,
+    and the output's structure.
 
     One block per output leaf ``k`` and differentiated argument ``i``, at ``k * n + i``, of
     shape ``(*out_k.shape, *x_i.shape)``; at complex points (``real=False``) the conjugate
-    autograd returns for holomorphic ``func`` is undone. The output's structure is appended
-    to ``specs`` at the first call. ``func`` and its backward run under ``mode``, in one
-    session.
+    autograd returns for holomorphic ``func`` is undone. ``func`` and its backward run under
+    ``mode``, in one session.
     """
     with torch.enable_grad(), mode.session():
         xs = [x.detach().requires_grad_() for x in points]
         with mode:
             leaves, spec = flatten(func(*_substitute(call_args, nums, xs)))
-        if not specs:
-            specs.append(spec)
         blocks: list[Tensor] = []
         for index, out in enumerate(leaves):
             where = leaf_path(spec, index)
@@ -310,7 +307,7 @@ def _gradients(
                     f"{type(out).__name__} at output{where}"
                 )
             blocks.extend(_leaf_gradients(out, xs, mode))
-        return blocks
+        return blocks, spec
 
 
 def _leaf_gradients(out: Tensor, xs: list[Tensor], mode: Raising) -> list[Tensor]:
@@ -392,21 +389,20 @@ def fd_hessian(
         return Estimate(tree.hessian(est.value), tree.hessian(est.error))
     s = _setup(api, func, args, argnums, scheme, step, compute_dtype)
     promoted = promoting_real_operands(func)
-    specs: list[Spec] = []
 
     def evaluate(points: list[Tensor]) -> list[Tensor]:
-        return _gradients(api, func, s.nums, points, s.cargs, True, s.mode, specs)
+        return _gradients(api, func, s.nums, points, s.cargs, True, s.mode)[0]
 
     def evaluate_complex(points: list[Tensor], call_args: list[Any]) -> list[Tensor]:
-        return _gradients(api, promoted, s.nums, points, call_args, False, s.mode, specs)
+        return _gradients(api, promoted, s.nums, points, call_args, False, s.mode)[0]
 
-    leaves = evaluate(s.base)
+    leaves, spec = _gradients(api, func, s.nums, s.base, s.cargs, True, s.mode)
     side = None
     if scheme == "complex_step":
         side = _complex_side(api, s, evaluate_complex, leaves)
     values, errors = _finish_rows(*_fd_blocks(api, scheme, evaluate, side, s, leaves), s.originals)
     return Estimate(
-        _per_output_leaf(values, specs[0], s.single), _per_output_leaf(errors, specs[0], s.single)
+        _per_output_leaf(values, spec, s.single), _per_output_leaf(errors, spec, s.single)
     )
 
 
