@@ -340,11 +340,13 @@ def checked_for_hessian(
     factor: int = 1,
     scalar: bool = False,
     on_output: Callable[[int], None] | None = None,
+    pytree_hint: str = "",
 ) -> _validate.CheckedFunc:
     """``func`` checked to return a tensor whose Hessian (``n`` inputs, ``factor`` copies) fits;
     or, unless ``scalar``, a pytree of tensors, every leaf counted.
 
-    ``on_output(output elements)`` runs after that check, at every evaluation.
+    ``on_output(output elements)`` runs after that check, at every evaluation;
+    ``pytree_hint`` is what a refused pytree output's message adds (the caller's advice).
     """
     n = sum(x.numel() for x in diff) if n is None else n
     return _validate.CheckedFunc(
@@ -357,6 +359,7 @@ def checked_for_hessian(
         what="the Hessian",
         hint="use derivs.hvp/derivs.vhp for Hessian-vector products, which never form the matrix",
         on_output=on_output,
+        pytree_hint=pytree_hint,
     )
 
 

@@ -47,9 +47,7 @@ def _prepare(
     if spec is not None:
         func = on_leaves(func, spec)
     if method == "dense":
-        checked = checked_for_hessian(func, api, ps, scalar=True)
-        # NOTE: set here: checked_for_hessian (shared with the Hessians) takes no pytree_hint.
-        checked.pytree_hint = PYTREE_HINT
+        checked = checked_for_hessian(func, api, ps, scalar=True, pytree_hint=PYTREE_HINT)
     else:
         checked = _validate.CheckedFunc(
             func, api, allow_pytree=False, scalar=True, pytree_hint=PYTREE_HINT
